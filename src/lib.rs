@@ -1,0 +1,12 @@
+//! popbackup: verifiable, deduplicated, compressed backups of POP3 mailboxes.
+//!
+//! The library is split by concern; see `../shared/STYLE.md` and `docs/` for the design:
+//! - [`pop3`]: the POP3 client (TLS, STLS, SASL, pipelining, streaming bodies).
+//! - [`cli`]: argument types, output and exit codes; the only module that prints.
+//! - [`exit`]: the sysexits codes the binary returns.
+
+pub mod cli;
+pub mod exit;
+pub mod pop3;
+
+pub use pop3::{Credentials, Pop3Error, Secret, ServerOptions, Session, TlsMode};

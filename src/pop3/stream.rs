@@ -1,0 +1,438 @@
+//! Getting a [`Client`] on the wire: TCP with timeouts, implicit TLS (RFC 8314) or STLS
+//! (RFC 2595), and the server's identity checked before a single credential is sent.
+//!
+//! Trust, in order of precedence:
+//! 1. `tls_fingerprints`: the server's end-entity certificate must have one of these SHA-256
+//!    fingerprints; chain and name are not checked (the pin is the identity — the way to trust a
+//!    self-signed server).
+//! 2. `ca_file`: the chain must lead to a certificate in this PEM file, and the name must match.
+//! 3. Otherwise the platform's trust store (rustls-platform-verifier), falling back to the
+//!    Mozilla roots bundled in webpki-roots when the platform has none.
+//!
+//! TLS 1.2 is the minimum; STLS is never opportunistic.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    StreamOwned,
+};
+use sha2::{Digest as _, Sha256};
+
+use super::client::{Client, SessionOptions};
+use super::error::Pop3Error;
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (port 995).
+    Implicit,
+    /// Plain TCP, then STLS; refused if the server does not offer it.
+    Starttls,
+    /// No TLS at all; allowed only with `danger_allow_plaintext`.
+    None,
+}
+
+impl TlsMode {
+    pub fn default_port(self) -> u16 {
+        match self {
+            TlsMode::Implicit => 995,
+            TlsMode::Starttls | TlsMode::None => 110,
+        }
+    }
+}
+
+/// A SHA-256 certificate fingerprint pin.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// Parses `sha256:AB:CD:...`, `AB:CD:...` or plain hex, in either case.
+    pub fn parse(text: &str) -> Result<Fingerprint, String> {
+        let t = text.trim();
+        let t = match t.get(..7) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("sha256:") => &t[7..],
+            _ => t,
+        };
+        let hex: String = t.chars().filter(|c| *c != ':').collect();
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!(
+                "{text:?} is not a SHA-256 fingerprint (expected 32 hex bytes, like sha256:AB:CD:...)"
+            ));
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+        }
+        Ok(Fingerprint(out))
+    }
+
+    /// The fingerprint of a DER certificate.
+    pub fn of_certificate(der: &[u8]) -> Fingerprint {
+        Fingerprint(Sha256::digest(der).into())
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("sha256:")?;
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    pub fingerprints: Vec<Fingerprint>,
+    /// Required for [`TlsMode::None`]: the caller has decided plaintext is acceptable.
+    pub danger_allow_plaintext: bool,
+    pub connect_timeout: Duration,
+    /// Longest wait for any read or write on the connection.
+    pub io_timeout: Duration,
+    pub session: SessionOptions,
+}
+
+impl ServerOptions {
+    pub fn new(host: impl Into<String>, tls: TlsMode) -> ServerOptions {
+        ServerOptions {
+            host: host.into(),
+            port: tls.default_port(),
+            tls,
+            ca_file: None,
+            fingerprints: Vec::new(),
+            danger_allow_plaintext: false,
+            connect_timeout: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(120),
+            session: SessionOptions::default(),
+        }
+    }
+}
+
+/// A plain or TLS-protected TCP stream.
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Transport {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            Transport::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Connects, secures the connection as configured, reads the greeting and asks CAPA.
+/// Nothing but CAPA and STLS is sent before the server's identity has been verified.
+pub fn connect(options: &ServerOptions) -> Result<Client<Transport>, Pop3Error> {
+    if options.tls == TlsMode::None && !options.danger_allow_plaintext {
+        return Err(Pop3Error::TlsConfig(
+            "plaintext POP3 sends the password unprotected; set `allow_insecure = true` if that is really wanted".into(),
+        ));
+    }
+    // Build the TLS configuration first: a bad CA file is reported before any connection.
+    let tls = match options.tls {
+        TlsMode::None => None,
+        _ => Some(tls_config(options)?),
+    };
+    let tcp = connect_tcp(options)?;
+    let mut client = match (options.tls, tls) {
+        (TlsMode::Implicit, Some(config)) => {
+            let stream = handshake(tcp, config, &options.host)?;
+            Client::greet(Transport::Tls(Box::new(stream)), options.session)?
+        }
+        (TlsMode::Starttls, Some(config)) => {
+            let plain = Client::greet(Transport::Plain(tcp), options.session)?;
+            let (transport, greeting, _discarded) = plain.stls()?;
+            let Transport::Plain(tcp) = transport else {
+                return Err(Pop3Error::TlsConfig(
+                    "STLS on a connection that is already TLS".into(),
+                ));
+            };
+            let stream = handshake(tcp, config, &options.host)?;
+            Client::resume_after_stls(Transport::Tls(Box::new(stream)), greeting, options.session)?
+        }
+        _ => Client::greet(Transport::Plain(tcp), options.session)?,
+    };
+    client.set_server(&options.host, options.port);
+    Ok(client)
+}
+
+fn connect_tcp(options: &ServerOptions) -> Result<TcpStream, Pop3Error> {
+    let addrs = (options.host.as_str(), options.port)
+        .to_socket_addrs()
+        .map_err(|source| Pop3Error::Resolve {
+            host: options.host.clone(),
+            source,
+        })?;
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, options.connect_timeout) {
+            Ok(tcp) => {
+                let during = || format!("setting up the connection to {addr}");
+                tcp.set_read_timeout(Some(options.io_timeout))
+                    .map_err(|e| Pop3Error::io(during(), e))?;
+                tcp.set_write_timeout(Some(options.io_timeout))
+                    .map_err(|e| Pop3Error::io(during(), e))?;
+                // Commands are small and latency-bound: do not let Nagle hold them back.
+                tcp.set_nodelay(true)
+                    .map_err(|e| Pop3Error::io(during(), e))?;
+                return Ok(tcp);
+            }
+            Err(e) => last = Some((addr, e)),
+        }
+    }
+    let (addr, source) = match last {
+        Some((addr, e)) => (addr.to_string(), e),
+        None => (
+            format!("{}:{}", options.host, options.port),
+            io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address"),
+        ),
+    };
+    Err(Pop3Error::Connect { addr, source })
+}
+
+/// Runs the TLS handshake to completion so that certificate errors surface here, before the
+/// POP3 layer sends anything.
+fn handshake(
+    mut tcp: TcpStream,
+    config: Arc<ClientConfig>,
+    host: &str,
+) -> Result<StreamOwned<ClientConnection, TcpStream>, Pop3Error> {
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|_| Pop3Error::TlsConfig(format!("{host:?} is not a valid host name for TLS")))?;
+    let mut conn = ClientConnection::new(config, name).map_err(|source| Pop3Error::Tls {
+        host: host.into(),
+        source,
+    })?;
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut tcp) {
+            return Err(handshake_error(host, e));
+        }
+    }
+    Ok(StreamOwned::new(conn, tcp))
+}
+
+fn handshake_error(host: &str, err: io::Error) -> Pop3Error {
+    let tls = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .cloned();
+    match tls {
+        Some(rustls::Error::InvalidCertificate(reason)) => Pop3Error::Certificate {
+            host: host.to_string(),
+            reason: super::error::describe_certificate_error(&reason),
+        },
+        Some(source) => Pop3Error::Tls {
+            host: host.to_string(),
+            source,
+        },
+        None => Pop3Error::io(format!("in the TLS handshake with {host}"), err),
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The rustls configuration for these options: TLS 1.2 and 1.3 only, with the verifier the
+/// options ask for.
+pub fn tls_config(options: &ServerOptions) -> Result<Arc<ClientConfig>, Pop3Error> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| Pop3Error::TlsConfig(e.to_string()))?;
+    let verifier: Arc<dyn ServerCertVerifier> = if !options.fingerprints.is_empty() {
+        Arc::new(PinnedVerifier {
+            pins: options.fingerprints.clone(),
+            provider,
+        })
+    } else if let Some(ca_file) = &options.ca_file {
+        let roots = load_ca_file(ca_file)?;
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| Pop3Error::TlsConfig(format!("CA file {}: {e}", ca_file.display())))?
+    } else {
+        match rustls_platform_verifier::Verifier::new(provider.clone()) {
+            Ok(platform) => Arc::new(platform),
+            Err(_) => {
+                let roots = RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                };
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| Pop3Error::TlsConfig(e.to_string()))?
+            }
+        }
+    };
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn load_ca_file(path: &Path) -> Result<RootCertStore, Pop3Error> {
+    let bad = |what: String| Pop3Error::TlsConfig(format!("CA file {}: {what}", path.display()));
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(roots)
+}
+
+/// Accepts exactly the certificates whose SHA-256 fingerprint is pinned. Handshake signatures
+/// are still verified, so the server must hold the pinned certificate's private key.
+#[derive(Debug)]
+struct PinnedVerifier {
+    pins: Vec<Fingerprint>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got = Fingerprint::of_certificate(end_entity.as_ref());
+        if self.pins.contains(&got) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse_in_common_spellings() {
+        let hex = "AB".repeat(32);
+        let colons = vec!["ab"; 32].join(":");
+        let a = Fingerprint::parse(&format!("sha256:{hex}")).unwrap();
+        let b = Fingerprint::parse(&colons).unwrap();
+        let c = Fingerprint::parse(&format!("SHA256:{}", colons.to_uppercase())).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(b, c);
+        assert_eq!(a.0, [0xAB; 32]);
+        assert!(a.to_string().starts_with("sha256:AB:AB:"));
+        assert!(Fingerprint::parse("sha256:AB:CD").is_err());
+        assert!(Fingerprint::parse(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn plaintext_needs_an_explicit_opt_in() {
+        let options = ServerOptions::new("127.0.0.1", TlsMode::None);
+        let err = connect(&options).err().unwrap();
+        assert!(matches!(err, Pop3Error::TlsConfig(_)), "{err}");
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_reported_before_connecting() {
+        let mut options = ServerOptions::new("127.0.0.1", TlsMode::Implicit);
+        options.port = 1; // nothing listens there; the CA error must come first
+        options.ca_file = Some("/nonexistent/ca.pem".into());
+        let err = connect(&options).err().unwrap();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+}
