@@ -155,15 +155,15 @@ impl<S: Read + Write> Client<S> {
     }
 
     /// Logs in; on failure the client comes back so the caller can QUIT politely or retry.
-    pub fn login(mut self, creds: &Credentials) -> Result<Session<S>, (Pop3Error, Client<S>)> {
+    pub fn login(mut self, creds: &Credentials) -> Result<Session<S>, (Pop3Error, Box<Client<S>>)> {
         match self.authenticate(creds) {
             Ok(()) => {}
-            Err(e) => return Err((e, self)),
+            Err(e) => return Err((e, Box::new(self))),
         }
         // Some servers (Gmail) announce TOP, UIDL or PIPELINING only after login.
         let (capabilities, capa_supported) = match ask_capa(&mut self.conn) {
             Ok(caps) => caps,
-            Err(e) => return Err((e, self)),
+            Err(e) => return Err((e, Box::new(self))),
         };
         let capabilities = if capa_supported {
             capabilities
@@ -614,6 +614,11 @@ impl<S: Read + Write> Session<S> {
                 )))
             }
         }
+    }
+
+    /// Gives the stream back without QUIT (tests, or a connection already known to be broken).
+    pub fn into_inner(self) -> S {
+        self.conn.into_inner().0
     }
 
     /// Ends the session with QUIT. popbackup never sends DELE, so QUIT commits nothing; it is

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, and every test, with a real Dovecot on loopback.
+#
+# Installs what it needs when missing (dovecot-pop3d, openssl; as root), starts a throwaway
+# Dovecot (scripts/dovecot.sh) for the duration of the run, and stops it on exit.
+# Environment: POPBACKUP_CORPUS (default ../shared/corpus when present), CI=true makes tests
+# that need Dovecot or the corpus fail instead of skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${POPBACKUP_CORPUS:-}" ] && [ -d ../shared/corpus ]; then
+  POPBACKUP_CORPUS=$(cd ../shared/corpus && pwd)
+fi
+export POPBACKUP_CORPUS="${POPBACKUP_CORPUS:-}"
+[ -n "$POPBACKUP_CORPUS" ] || echo "test.sh: POPBACKUP_CORPUS not set and ../shared/corpus missing: corpus tests will skip" >&2
+
+command -v python3 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3 >/dev/null; }
+scripts/dovecot.sh install
+
+state=$(mktemp -d /tmp/popbackup-test.XXXXXX)
+cleanup() {
+  scripts/dovecot.sh stop "$state" || true
+  rm -rf "$state"
+}
+trap cleanup EXIT
+scripts/dovecot.sh start "$state"
+export POPBACKUP_DOVECOT_DIR="$state"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --locked --all-targets
+cargo test --locked --doc

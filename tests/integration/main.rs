@@ -1,0 +1,10 @@
+//! popbackup's integration tests: one test binary (fast to link), grouped by subject.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod pop3_corpus;
+mod pop3_dovecot;
+mod pop3_fake;
+mod pop3_mock;
+mod pop3_tls;

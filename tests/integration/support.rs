@@ -1,0 +1,33 @@
+//! Test support: a scripted fake POP3 server, the real Dovecot harness, a byte-at-a-time mock
+//! stream, and the corpus.
+
+pub mod dovecot;
+pub mod fake_server;
+pub mod mock_stream;
+
+use std::path::PathBuf;
+
+/// Every message file of `$POPBACKUP_CORPUS/messages`, sorted by path. Under `CI=true` a missing
+/// corpus is a failure; elsewhere the caller skips.
+pub fn corpus_messages() -> Option<Vec<(String, Vec<u8>)>> {
+    let Some(root) = std::env::var_os("POPBACKUP_CORPUS").map(PathBuf::from) else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true but POPBACKUP_CORPUS is not set");
+        }
+        eprintln!("SKIPPED: POPBACKUP_CORPUS is not set");
+        return None;
+    };
+    let mut files: Vec<(String, Vec<u8>)> = walkdir::WalkDir::new(root.join("messages"))
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e.path().strip_prefix(&root).unwrap().display().to_string();
+            (rel, std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no messages under {}", root.display());
+    Some(files)
+}

@@ -1,0 +1,139 @@
+//! The real Dovecot started by `scripts/test.sh` (through `scripts/dovecot.sh`).
+//!
+//! Tests find it through `POPBACKUP_DOVECOT_DIR` (the directory holding `harness.env`). When it
+//! is missing a test is skipped with a message — except under `CI=true`, where a missing
+//! Dovecot is a failure: tests that need a real server must never silently pass.
+//!
+//! Each test uses its own user (u01..u40) because Dovecot locks a mailbox per POP3 session
+//! and tests run in parallel. Allocation: u01-u04 corpus round trips, u05-u14 client tests,
+//! u15-u20 TLS tests.
+
+use std::collections::HashMap;
+use std::os::unix::fs::chown;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use popbackup::pop3::{AuthMethod, Credentials, Secret, ServerOptions, TlsMode};
+
+pub struct Dovecot {
+    vars: HashMap<String, String>,
+}
+
+impl Dovecot {
+    /// The running test Dovecot, or `None` (skip) outside CI when there is none.
+    pub fn get() -> Option<Dovecot> {
+        let dir = std::env::var("POPBACKUP_DOVECOT_DIR")
+            .ok()
+            .filter(|d| !d.is_empty());
+        let env_file = dir.as_ref().map(|d| Path::new(d).join("harness.env"));
+        let text = env_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok());
+        let Some(text) = text else {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!(
+                    "CI=true but no test Dovecot is running (POPBACKUP_DOVECOT_DIR={dir:?}); \
+                     run the tests through scripts/test.sh"
+                );
+            }
+            eprintln!(
+                "SKIPPED: no test Dovecot; run scripts/test.sh to include the real-server tests"
+            );
+            return None;
+        };
+        let vars = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some(Dovecot { vars })
+    }
+
+    fn var(&self, key: &str) -> &str {
+        self.vars
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("{key} missing in harness.env"))
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        PathBuf::from(self.var("POPBACKUP_DOVECOT_CA"))
+    }
+
+    pub fn other_ca_file(&self) -> PathBuf {
+        PathBuf::from(self.var("POPBACKUP_DOVECOT_OTHER_CA"))
+    }
+
+    pub fn server_cert(&self) -> PathBuf {
+        PathBuf::from(self.var("POPBACKUP_DOVECOT_CERT"))
+    }
+
+    pub fn port(&self, tls: TlsMode) -> u16 {
+        let key = match tls {
+            TlsMode::Implicit => "POPBACKUP_DOVECOT_TLS_PORT",
+            TlsMode::Starttls | TlsMode::None => "POPBACKUP_DOVECOT_PLAIN_PORT",
+        };
+        self.var(key).parse().unwrap()
+    }
+
+    /// Options for `localhost` with the harness CA trusted, short timeouts.
+    pub fn options(&self, tls: TlsMode) -> ServerOptions {
+        let mut options = ServerOptions::new("localhost", tls);
+        options.port = self.port(tls);
+        options.ca_file = Some(self.ca_file());
+        options.danger_allow_plaintext = tls == TlsMode::None;
+        options.connect_timeout = Duration::from_secs(10);
+        options.io_timeout = Duration::from_secs(30);
+        options
+    }
+
+    pub fn credentials(&self, user: &str, method: AuthMethod) -> Credentials {
+        Credentials::new(user, Secret::new(format!("pw-{user}")), method)
+    }
+
+    /// Empties `user`'s Maildir and delivers `messages` (file name, bytes) into `new/`, owned by
+    /// the mail user as Dovecot requires.
+    pub fn fill_maildir<'a>(
+        &self,
+        user: &str,
+        messages: impl IntoIterator<Item = (String, &'a [u8])>,
+    ) {
+        let maildir = Path::new(self.var("POPBACKUP_DOVECOT_MAIL"))
+            .join(user)
+            .join("Maildir");
+        let owner = std::fs::metadata(maildir.parent().unwrap()).unwrap();
+        use std::os::unix::fs::MetadataExt as _;
+        let (uid, gid) = (owner.uid(), owner.gid());
+        if maildir.exists() {
+            std::fs::remove_dir_all(&maildir).unwrap();
+        }
+        for sub in ["", "new", "cur", "tmp"] {
+            let d = maildir.join(sub);
+            std::fs::create_dir_all(&d).unwrap();
+            chown(&d, Some(uid), Some(gid)).unwrap();
+        }
+        for (name, bytes) in messages {
+            let path = maildir.join("new").join(&name);
+            std::fs::write(&path, bytes).unwrap();
+            chown(&path, Some(uid), Some(gid)).unwrap();
+        }
+    }
+}
+
+/// What Dovecot's RETR returns for a stored file (measured, `notes/real-servers.md`): every bare
+/// LF becomes CRLF and a final CRLF is added where the file does not end with LF.
+pub fn dovecot_retr_bytes(file: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(file.len() + file.len() / 32 + 2);
+    let mut prev = 0u8;
+    for &b in file {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    if !out.ends_with(b"\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
