@@ -8,7 +8,9 @@
 
 use std::time::Instant;
 
-use popbackup::pop3::{self, AuthMethod, Credentials, Fetch, Reply, Secret, ServerOptions, TlsMode};
+use popbackup::pop3::{
+    self, AuthMethod, Credentials, Fetch, Reply, Secret, ServerOptions, TlsMode,
+};
 use sha2::{Digest as _, Sha256};
 
 fn main() -> anyhow::Result<()> {
@@ -16,7 +18,9 @@ fn main() -> anyhow::Result<()> {
     let serial = args.iter().any(|a| a == "--serial");
     let args: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let [host, port, tls, user, rest @ ..] = args.as_slice() else {
-        anyhow::bail!("usage: POP3_PASSWORD=... pop3_fetch HOST PORT implicit|starttls USER [CA_FILE] [--serial]");
+        anyhow::bail!(
+            "usage: POP3_PASSWORD=... pop3_fetch HOST PORT implicit|starttls USER [CA_FILE] [--serial]"
+        );
     };
     let tls = match tls.as_str() {
         "implicit" => TlsMode::Implicit,
@@ -27,7 +31,8 @@ fn main() -> anyhow::Result<()> {
     options.port = port.parse()?;
     options.ca_file = rest.first().map(|p| p.into());
     options.session.pipelining = !serial;
-    let password = std::env::var("POP3_PASSWORD").map_err(|_| anyhow::anyhow!("set POP3_PASSWORD"))?;
+    let password =
+        std::env::var("POP3_PASSWORD").map_err(|_| anyhow::anyhow!("set POP3_PASSWORD"))?;
     let creds = Credentials::new(user.as_str(), Secret::new(password), AuthMethod::Auto);
 
     let started = Instant::now();
