@@ -6,7 +6,9 @@
 //! - [`exit`]: the sysexits codes the binary returns.
 
 pub mod cli;
+pub mod durable;
 pub mod exit;
 pub mod pop3;
+pub mod repo;
 
 pub use pop3::{Credentials, Pop3Error, Secret, ServerOptions, Session, TlsMode};

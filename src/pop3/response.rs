@@ -46,11 +46,11 @@ pub fn parse_status(line: &[u8]) -> Option<Status> {
 
 /// Splits `[CODE] text` into the code and the rest (RFC 2449 section 8).
 fn split_resp_code(text: &str) -> (Option<RespCode>, String) {
-    if let Some(rest) = text.strip_prefix('[') {
-        if let Some(end) = rest.find(']') {
-            let code = RespCode::parse(&rest[..end]);
-            return (Some(code), rest[end + 1..].trim_start().to_string());
-        }
+    if let Some(rest) = text.strip_prefix('[')
+        && let Some(end) = rest.find(']')
+    {
+        let code = RespCode::parse(&rest[..end]);
+        return (Some(code), rest[end + 1..].trim_start().to_string());
     }
     (None, text.to_string())
 }

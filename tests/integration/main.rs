@@ -8,3 +8,4 @@ mod pop3_dovecot;
 mod pop3_fake;
 mod pop3_mock;
 mod pop3_tls;
+mod repo;

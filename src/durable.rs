@@ -1,0 +1,190 @@
+//! Durable file writes: the only code that creates, renames or removes files of a repository or
+//! a restore target.
+//!
+//! A file is published by writing it under a temporary name, fsyncing it, renaming it into
+//! place and fsyncing the directory (a rename without the fsyncs can leave a zero-length file
+//! after a power cut). Readers therefore see either the old state or the complete new file.
+//! Files are created 0600 and directories 0700: mail is private.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Mode of files we create.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of directories we create.
+pub const DIR_MODE: u32 = 0o700;
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Creates `path` and its missing parents with mode 0700 (existing ones are left alone).
+pub fn create_dir_all(path: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(path)
+}
+
+/// Fsyncs a directory so that renames and creations in it survive a crash.
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+/// A file being written under a temporary name in `temp_dir`; [`TempFile::persist`] publishes
+/// it. Dropped without `persist`, the temporary file is removed (best effort; a crash leaves
+/// it for the next writer to clean up).
+pub struct TempFile {
+    file: File,
+    path: TempPath,
+}
+
+/// Removes the temporary file on drop unless it was published.
+struct TempPath(Option<PathBuf>);
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+impl TempFile {
+    /// Creates a new, empty temporary file in `temp_dir`, named after `hint` for debugging.
+    pub fn new(temp_dir: &Path, hint: &str) -> io::Result<TempFile> {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let safe: String = hint
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(40)
+            .collect();
+        let path = temp_dir.join(format!(".tmp-{safe}-{}-{n}", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&path)?;
+        Ok(TempFile {
+            file,
+            path: TempPath(Some(path)),
+        })
+    }
+
+    /// The open file, for writing, seeking and reading back.
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    pub fn path(&self) -> &Path {
+        self.path.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// fsync, rename to `dest`, fsync `dest`'s directory. `dest` must be on the same file
+    /// system as the temporary directory; an existing `dest` is replaced atomically.
+    pub fn persist(self, dest: &Path) -> io::Result<()> {
+        let TempFile { file, mut path } = self;
+        file.sync_all()?;
+        drop(file);
+        if let Some(temp) = path.0.as_deref() {
+            fs::rename(temp, dest)?;
+        }
+        path.0 = None;
+        sync_dir(dest.parent().unwrap_or(Path::new(".")))
+    }
+}
+
+/// Writes `bytes` to `dest` durably via a temporary file in `temp_dir`.
+pub fn write_file(temp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    let hint = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut temp = TempFile::new(temp_dir, &hint)?;
+    temp.file().write_all(bytes)?;
+    temp.persist(dest)
+}
+
+/// Creates `dest` with `bytes` only if it does not exist yet (mode 0600), without a temporary
+/// file: for files whose partial content would do no harm, like a sample configuration.
+pub fn create_new_file(dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(dest)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    sync_dir(dest.parent().unwrap_or(Path::new(".")))
+}
+
+/// Opens (creating if needed, mode 0600) a file for reading and writing without truncating it:
+/// lock files.
+pub fn open_or_create(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// Removes a file and fsyncs its directory. A file that is already gone is not an error.
+pub fn remove_file(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn write_file_publishes_private_files_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        create_dir_all(&tmp).unwrap();
+        let dest = dir.path().join("a.json");
+        write_file(&tmp, &dest, b"one").unwrap();
+        write_file(&tmp, &dest, b"two").unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"two");
+        assert_eq!(
+            fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            FILE_MODE
+        );
+        assert_eq!(
+            fs::metadata(&tmp).unwrap().permissions().mode() & 0o777,
+            DIR_MODE
+        );
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_dropped_temp_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = TempFile::new(dir.path(), "x").unwrap();
+        t.file().write_all(b"partial").unwrap();
+        let path = t.path().to_path_buf();
+        drop(t);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn create_new_file_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("config.toml");
+        create_new_file(&dest, b"first").unwrap();
+        assert_eq!(
+            create_new_file(&dest, b"second").unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        assert_eq!(fs::read(&dest).unwrap(), b"first");
+    }
+}

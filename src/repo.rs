@@ -1,0 +1,591 @@
+//! The archive repository: content-addressed, zstd-compressed tar packs, an index that is only
+//! a cache, and one JSON manifest per snapshot. The format is specified in `docs/FORMAT.md`.
+//!
+//! [`Repository`] reads (any number of readers, no lock). [`RepoWriter`] writes, holding the
+//! exclusive lock; its commits follow the order packs -> index -> manifest, each file published
+//! through [`crate::durable`], so a crash at any moment leaves a repository whose committed
+//! snapshots are complete. The repository knows no POP3 and no mail syntax.
+
+pub mod error;
+pub mod format;
+pub mod id;
+pub mod index;
+pub mod layout;
+pub mod lock;
+pub mod manifest;
+pub mod pack;
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+pub use error::RepoError;
+pub use format::RepoConfig;
+pub use id::{DictHash, MessageHash, PackId, RepoId, SnapshotId};
+pub use index::{Index, IndexFile, IndexedPack, Location};
+pub use layout::Layout;
+pub use lock::{LockInfo, RepoLock};
+pub use manifest::{Manifest, MessageRecord, ServerInfo, SnapshotSummary, Tool};
+pub use pack::{Dictionary, PackEntry, PackWriter, Stored};
+
+use crate::durable;
+
+/// A repository opened for reading.
+#[derive(Debug)]
+pub struct Repository {
+    layout: Layout,
+    config: RepoConfig,
+    index: Index,
+    dicts: HashMap<DictHash, Dictionary>,
+    /// Packs found without an index file at open time; a writer records them.
+    unindexed: Vec<IndexedPack>,
+}
+
+impl Repository {
+    /// Creates a new, empty repository at `path` (which may exist, but must not hold one).
+    pub fn init(path: &Path) -> Result<Repository, RepoError> {
+        let layout = Layout::new(path);
+        if layout.config().exists() {
+            return Err(RepoError::AlreadyExists {
+                path: path.to_path_buf(),
+            });
+        }
+        durable::create_dir_all(path).map_err(RepoError::io("cannot create", path))?;
+        for dir in layout::DIRECTORIES {
+            let d = layout.dir(dir);
+            durable::create_dir_all(&d).map_err(RepoError::io("cannot create", &d))?;
+        }
+        let config = RepoConfig::new(RepoId(id::random_bytes()), chrono::Utc::now());
+        write_json(&layout, &layout.config(), &config)?;
+        durable::sync_dir(path).map_err(RepoError::io("cannot sync", path))?;
+        Repository::open(path)
+    }
+
+    /// Opens an existing repository for reading.
+    pub fn open(path: &Path) -> Result<Repository, RepoError> {
+        let layout = Layout::new(path);
+        let config = read_config(&layout)?;
+        let dicts = load_dicts(&layout)?;
+        let by_zstd_id: HashMap<u32, DictHash> = dicts
+            .values()
+            .filter_map(|d| Some((d.zstd_id()?, d.hash)))
+            .collect();
+        let (index, unindexed) = Index::load(&layout, &|id| by_zstd_id.get(&id).copied())?;
+        Ok(Repository {
+            layout,
+            config,
+            index,
+            dicts,
+            unindexed,
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn root(&self) -> &Path {
+        self.layout.root()
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Packs that no index file covered when the repository was opened.
+    pub fn unindexed_packs(&self) -> &[IndexedPack] {
+        &self.unindexed
+    }
+
+    /// Takes the writer lock (failing at once if another process holds it).
+    pub fn lock(self, command: &str) -> Result<RepoWriter, RepoError> {
+        RepoWriter::new(self, command)
+    }
+
+    /// Committed snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotId>, RepoError> {
+        let dir = self.layout.dir(layout::SNAPSHOTS);
+        layout::list(&dir, layout::JSON_SUFFIX, SnapshotId::parse)
+            .map_err(RepoError::io("cannot list", &dir))
+    }
+
+    /// Checkpoints of snapshots that were interrupted, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<Manifest>, RepoError> {
+        let dir = self.layout.dir(layout::CHECKPOINTS);
+        let ids = layout::list(&dir, layout::JSON_SUFFIX, SnapshotId::parse)
+            .map_err(RepoError::io("cannot list", &dir))?;
+        ids.iter()
+            .map(|id| read_manifest(&self.layout.checkpoint(id)))
+            .collect()
+    }
+
+    /// A committed snapshot's manifest.
+    pub fn manifest(&self, id: &SnapshotId) -> Result<Manifest, RepoError> {
+        let path = self.layout.snapshot(id);
+        if !path.exists() {
+            return Err(RepoError::NotFound {
+                what: "snapshot",
+                id: id.to_string(),
+            });
+        }
+        read_manifest(&path)
+    }
+
+    /// Finds a snapshot by id or unique prefix (`latest` for the newest).
+    pub fn find_snapshot(&self, text: &str) -> Result<SnapshotId, RepoError> {
+        let all = self.snapshots()?;
+        if text == "latest" {
+            return all.last().cloned().ok_or(RepoError::NotFound {
+                what: "snapshot",
+                id: text.into(),
+            });
+        }
+        let matches: Vec<&SnapshotId> = all
+            .iter()
+            .filter(|id| id.as_str().starts_with(text))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(RepoError::NotFound {
+                what: "snapshot",
+                id: text.into(),
+            }),
+            _ => Err(RepoError::Invalid(format!(
+                "{text:?} matches {} snapshots; give more of the id",
+                matches.len()
+            ))),
+        }
+    }
+
+    /// Finds a stored message by full hash or unique prefix.
+    pub fn find_message(&self, text: &str) -> Result<MessageHash, RepoError> {
+        if let Ok(hash) = text.parse::<MessageHash>() {
+            return Ok(hash);
+        }
+        let lower = text.to_ascii_lowercase();
+        let mut found = self
+            .index
+            .messages()
+            .map(|(h, _)| *h)
+            .filter(|h| h.to_hex().starts_with(&lower));
+        match (found.next(), found.next()) {
+            (Some(h), None) if !lower.is_empty() => Ok(h),
+            (None, _) => Err(RepoError::NotFound {
+                what: "message",
+                id: text.into(),
+            }),
+            _ => Err(RepoError::Invalid(format!(
+                "{text:?} matches several messages; give more of the hash"
+            ))),
+        }
+    }
+
+    /// Where a message is stored.
+    pub fn location(&self, hash: &MessageHash) -> Option<&Location> {
+        self.index.get(hash)
+    }
+
+    /// Streams a message's bytes: one seek into its pack, then sequential reads of its frame.
+    /// The bytes are not checked against the hash; [`Repository::read_message`] does that.
+    pub fn open_message(&self, hash: &MessageHash) -> Result<Box<dyn Read + '_>, RepoError> {
+        let location = self.index.get(hash).ok_or(RepoError::NotFound {
+            what: "message",
+            id: hash.to_string(),
+        })?;
+        let dict = match location.entry.dict {
+            Some(d) => Some(self.dicts.get(&d).ok_or_else(|| {
+                RepoError::corrupt(
+                    self.layout.dict(&d),
+                    "the dictionary this message needs is missing",
+                )
+            })?),
+            None => None,
+        };
+        let pack = self.layout.pack(&location.pack);
+        pack::open_entry(&pack, &location.entry, dict).map_err(RepoError::io("cannot read", pack))
+    }
+
+    /// A message's exact bytes, checked against its hash.
+    pub fn read_message(&self, hash: &MessageHash) -> Result<Vec<u8>, RepoError> {
+        let pack_path = || {
+            self.index
+                .get(hash)
+                .map(|l| self.layout.pack(&l.pack))
+                .unwrap_or_default()
+        };
+        let mut bytes = Vec::new();
+        self.open_message(hash)?
+            .read_to_end(&mut bytes)
+            .map_err(|e| {
+                RepoError::corrupt(
+                    pack_path(),
+                    format!("message {hash} cannot be decompressed: {e}"),
+                )
+            })?;
+        if MessageHash::of(&bytes) != *hash {
+            return Err(RepoError::corrupt(
+                pack_path(),
+                format!("message {hash} does not match its hash"),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Copies a message's exact bytes to `out`, checked against its hash at the end.
+    pub fn copy_message(
+        &self,
+        hash: &MessageHash,
+        out: &mut dyn io::Write,
+    ) -> Result<u64, RepoError> {
+        let pack_path = || {
+            self.index
+                .get(hash)
+                .map(|l| self.layout.pack(&l.pack))
+                .unwrap_or_default()
+        };
+        let mut reader = HashingReader {
+            inner: self.open_message(hash)?,
+            hasher: sha2::Sha256::new(),
+            read: 0,
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| {
+                RepoError::corrupt(
+                    pack_path(),
+                    format!("message {hash} cannot be decompressed: {e}"),
+                )
+            })?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])
+                .map_err(RepoError::io("cannot write", "the output"))?;
+        }
+        use sha2::Digest as _;
+        if MessageHash(reader.hasher.finalize().into()) != *hash {
+            return Err(RepoError::corrupt(
+                pack_path(),
+                format!("message {hash} does not match its hash"),
+            ));
+        }
+        Ok(reader.read)
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    read: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// A repository opened for writing, holding the exclusive lock.
+pub struct RepoWriter {
+    repo: Repository,
+    _lock: RepoLock,
+    pack: Option<PackWriter>,
+    /// Packs finished since the last index file was written.
+    unindexed: Vec<IndexedPack>,
+}
+
+impl RepoWriter {
+    fn new(mut repo: Repository, command: &str) -> Result<RepoWriter, RepoError> {
+        let lock = RepoLock::acquire(&repo.layout.lock(), command)?;
+        // We are the only writer: anything in tmp/ is a crashed writer's leftover.
+        let tmp = repo.layout.tmp();
+        for entry in std::fs::read_dir(&tmp)
+            .map_err(RepoError::io("cannot list", &tmp))?
+            .flatten()
+        {
+            durable::remove_file(&entry.path())
+                .map_err(RepoError::io("cannot remove", entry.path()))?;
+        }
+        // Re-open under the lock: the index may have changed since the unlocked open.
+        repo = Repository::open(repo.root())?;
+        let unindexed = std::mem::take(&mut repo.unindexed);
+        let mut writer = RepoWriter {
+            repo,
+            _lock: lock,
+            pack: None,
+            unindexed,
+        };
+        writer.write_index()?;
+        Ok(writer)
+    }
+
+    pub fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// True if the message is stored already (committed or written in this session).
+    pub fn contains(&self, hash: &MessageHash) -> bool {
+        self.repo.index.contains(hash) || self.pack.as_ref().is_some_and(|p| p.contains(hash))
+    }
+
+    /// Stores a message read from `source`, streaming: hashed and compressed as it arrives.
+    /// A message already in the repository is not stored twice.
+    pub fn store(&mut self, source: &mut dyn Read) -> Result<Stored, StoreError> {
+        let tmp = self.repo.layout.tmp();
+        if self.pack.is_none() {
+            let level = self.repo.config.compression.level;
+            self.pack = Some(PackWriter::new(&tmp, level).map_err(|e| {
+                StoreError::Repo(RepoError::io("cannot create a pack in", &tmp)(e))
+            })?);
+        }
+        let dict = self
+            .repo
+            .config
+            .compression
+            .dictionary
+            .and_then(|d| self.repo.dicts.get(&d));
+        let index = &self.repo.index;
+        let Some(pack) = self.pack.as_mut() else {
+            unreachable_pack()
+        };
+        let io_err = |e| StoreError::Repo(RepoError::io("cannot write a pack in", &tmp)(e));
+        let mut writer = pack.begin(dict).map_err(io_err)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match source.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::Source(e)),
+            };
+            io::Write::write_all(&mut writer, &buf[..n]).map_err(io_err)?;
+        }
+        let stored = writer.finish(|h| index.contains(h)).map_err(io_err)?;
+        if pack.size() >= pack::TARGET_PACK_SIZE {
+            self.finish_pack().map_err(StoreError::Repo)?;
+        }
+        Ok(stored)
+    }
+
+    /// Stores a message held in memory.
+    pub fn store_bytes(&mut self, bytes: &[u8]) -> Result<Stored, RepoError> {
+        self.store(&mut &bytes[..]).map_err(|e| match e {
+            StoreError::Repo(e) => e,
+            StoreError::Source(e) => RepoError::io("cannot read", "the message")(e),
+        })
+    }
+
+    /// Where a stored message is, including messages in the pack being written (those have
+    /// no pack id yet: `None`).
+    pub fn location(&self, hash: &MessageHash) -> Option<&Location> {
+        self.repo.index.get(hash)
+    }
+
+    fn finish_pack(&mut self) -> Result<(), RepoError> {
+        let Some(pack) = self.pack.take() else {
+            return Ok(());
+        };
+        if pack.is_empty() {
+            return Ok(());
+        }
+        let dir = self.repo.layout.dir(layout::PACKS);
+        let (id, entries) = pack
+            .finish(&dir)
+            .map_err(RepoError::io("cannot write a pack to", &dir))?;
+        self.repo.index.add_pack(id, &entries);
+        self.unindexed.push(IndexedPack { id, entries });
+        Ok(())
+    }
+
+    fn write_index(&mut self) -> Result<(), RepoError> {
+        if self.unindexed.is_empty() {
+            return Ok(());
+        }
+        let file = IndexFile {
+            version: index::INDEX_VERSION,
+            packs: std::mem::take(&mut self.unindexed),
+        };
+        let bytes = serde_json::to_vec(&file).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let name = id::to_hex(&pack::hash_reader(&bytes[..]).unwrap_or_default());
+        let path = self.repo.layout.index_file(&name);
+        durable::write_file(&self.repo.layout.tmp(), &path, &bytes)
+            .map_err(RepoError::io("cannot write", &path))?;
+        self.repo.index.record_file(name);
+        Ok(())
+    }
+
+    /// Makes everything stored so far durable and findable: pack, then index.
+    pub fn flush(&mut self) -> Result<(), RepoError> {
+        self.finish_pack()?;
+        self.write_index()
+    }
+
+    /// Records an unfinished snapshot so an interrupted run can resume: packs, index, then the
+    /// checkpoint manifest (with `complete = false`).
+    pub fn checkpoint(&mut self, manifest: &Manifest) -> Result<(), RepoError> {
+        self.flush()?;
+        let mut manifest = self.with_locations(manifest)?;
+        manifest.complete = false;
+        let path = self.repo.layout.checkpoint(&manifest.id);
+        write_json(&self.repo.layout, &path, &manifest)
+    }
+
+    /// Commits a snapshot: packs, index, then its manifest; its checkpoint goes last.
+    pub fn commit(&mut self, manifest: &Manifest) -> Result<(), RepoError> {
+        self.flush()?;
+        let mut manifest = self.with_locations(manifest)?;
+        manifest.complete = true;
+        let path = self.repo.layout.snapshot(&manifest.id);
+        write_json(&self.repo.layout, &path, &manifest)?;
+        let checkpoint = self.repo.layout.checkpoint(&manifest.id);
+        durable::remove_file(&checkpoint).map_err(RepoError::io("cannot remove", checkpoint))
+    }
+
+    /// A copy of `manifest` with every stored message's pack, offset and length filled in from
+    /// the index (only known once its pack is finished). A record naming a message that is not
+    /// stored is refused: a committed manifest must never point at nothing.
+    fn with_locations(&self, manifest: &Manifest) -> Result<Manifest, RepoError> {
+        let mut manifest = manifest.clone();
+        for record in &mut manifest.messages {
+            let Some(hash) = &record.sha256 else { continue };
+            let Some(location) = self.repo.index.get(hash) else {
+                return Err(RepoError::Invalid(format!(
+                    "manifest {} refers to message {hash}, which is not stored",
+                    manifest.id
+                )));
+            };
+            record.pack = Some(location.pack);
+            record.offset = Some(location.entry.offset);
+            record.length = Some(location.entry.length);
+        }
+        Ok(manifest)
+    }
+
+    /// Removes a checkpoint whose run will not be resumed.
+    pub fn discard_checkpoint(&mut self, id: &SnapshotId) -> Result<(), RepoError> {
+        let path = self.repo.layout.checkpoint(id);
+        durable::remove_file(&path).map_err(RepoError::io("cannot remove", path))
+    }
+
+    /// Stores a zstd dictionary as a content-addressed object and makes it the one new frames
+    /// use. Frames already written keep the dictionary they were made with.
+    pub fn set_dictionary(&mut self, bytes: Vec<u8>) -> Result<DictHash, RepoError> {
+        self.flush()?;
+        let hash = DictHash::of(&bytes);
+        let dictionary = Dictionary { hash, bytes };
+        if dictionary.zstd_id().is_none() {
+            return Err(RepoError::Invalid(
+                "not a zstd dictionary (no dictionary header)".into(),
+            ));
+        }
+        let path = self.repo.layout.dict(&hash);
+        if !path.exists() {
+            durable::write_file(&self.repo.layout.tmp(), &path, &dictionary.bytes)
+                .map_err(RepoError::io("cannot write", &path))?;
+        }
+        self.repo.dicts.insert(hash, dictionary);
+        let mut config = self.repo.config.clone();
+        config.compression.dictionary = Some(hash);
+        write_json(&self.repo.layout, &self.repo.layout.config(), &config)?;
+        self.repo.config = config;
+        Ok(hash)
+    }
+
+    /// Gives the reader back, releasing the lock (after flushing).
+    pub fn finish(mut self) -> Result<Repository, RepoError> {
+        self.flush()?;
+        Repository::open(self.repo.root())
+    }
+}
+
+fn unreachable_pack() -> ! {
+    panic!("pack writer missing right after creation")
+}
+
+/// Why storing a message failed: the source (e.g. the POP3 connection) or the repository.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("reading the message failed: {0}")]
+    Source(io::Error),
+    #[error(transparent)]
+    Repo(RepoError),
+}
+
+fn read_config(layout: &Layout) -> Result<RepoConfig, RepoError> {
+    let path = layout.config();
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(RepoError::NotARepository {
+                path: layout.root().to_path_buf(),
+            });
+        }
+        Err(e) => return Err(RepoError::io("cannot read", &path)(e)),
+    };
+    let probe: format::VersionProbe = serde_json::from_slice(&bytes)
+        .map_err(|e| RepoError::corrupt(&path, format!("not valid JSON: {e}")))?;
+    if probe.format != format::FORMAT_NAME {
+        return Err(RepoError::corrupt(
+            &path,
+            format!(
+                "format is {:?}, not {:?}",
+                probe.format,
+                format::FORMAT_NAME
+            ),
+        ));
+    }
+    if probe.version > format::FORMAT_VERSION {
+        return Err(RepoError::UnsupportedVersion {
+            path,
+            found: probe.version,
+            supported: format::FORMAT_VERSION,
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| RepoError::corrupt(&path, e.to_string()))
+}
+
+fn load_dicts(layout: &Layout) -> Result<HashMap<DictHash, Dictionary>, RepoError> {
+    let dir = layout.dir(layout::DICTS);
+    let hashes: Vec<DictHash> = layout::list(&dir, layout::DICT_SUFFIX, |s| s.parse().ok())
+        .map_err(RepoError::io("cannot list", &dir))?;
+    let mut out = HashMap::new();
+    for hash in hashes {
+        let path = layout.dict(&hash);
+        let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
+        out.insert(hash, Dictionary { hash, bytes });
+    }
+    Ok(out)
+}
+
+fn read_manifest(path: &Path) -> Result<Manifest, RepoError> {
+    let bytes = std::fs::read(path).map_err(RepoError::io("cannot read", path))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| RepoError::corrupt(path, e.to_string()))?;
+    if manifest.version > manifest::MANIFEST_VERSION {
+        return Err(RepoError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: manifest.version,
+            supported: manifest::MANIFEST_VERSION,
+        });
+    }
+    Ok(manifest)
+}
+
+fn write_json<T: serde::Serialize>(
+    layout: &Layout,
+    path: &PathBuf,
+    value: &T,
+) -> Result<(), RepoError> {
+    let mut bytes =
+        serde_json::to_vec_pretty(value).map_err(|e| RepoError::Invalid(e.to_string()))?;
+    bytes.push(b'\n');
+    durable::write_file(&layout.tmp(), path, &bytes).map_err(RepoError::io("cannot write", path))
+}

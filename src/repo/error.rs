@@ -1,0 +1,80 @@
+//! Errors of the repository layer.
+//!
+//! Policy: every error names the file it concerns and, where the user can act, what to do. A
+//! damaged repository (`Corrupt`) is kept apart from an I/O failure and from "someone else is
+//! writing" (`Locked`), because cron wrappers react differently: 65, 74 and 75.
+
+use std::io;
+use std::path::PathBuf;
+
+use super::lock::LockInfo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{} is not a popbackup repository (no config.json); create one with `popbackup init` \
+         or point --repo / `repository` at the right place",
+        path.display()
+    )]
+    NotARepository { path: PathBuf },
+    #[error("{} already holds a popbackup repository; nothing was changed", path.display())]
+    AlreadyExists { path: PathBuf },
+    #[error(
+        "{} is repository format {found}, but this popbackup reads format {supported}; \
+         use a newer popbackup",
+        path.display()
+    )]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{} is damaged: {detail}; run `popbackup verify` for a full report", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "the repository is locked by {holder} (lock file {}); another popbackup is writing — \
+         try again later, or remove the lock file if that process is gone",
+        path.display()
+    )]
+    Locked { path: PathBuf, holder: LockInfo },
+    #[error("no {what} {id} in the repository")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl RepoError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> RepoError {
+        let path = path.into();
+        move |source| RepoError::Io { op, path, source }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, detail: impl Into<String>) -> RepoError {
+        RepoError::Corrupt {
+            path: path.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The sysexits code for this error.
+    pub fn exit_code(&self) -> u8 {
+        use crate::exit;
+        match self {
+            RepoError::Io { .. } => exit::IO_ERR,
+            RepoError::NotARepository { .. } | RepoError::AlreadyExists { .. } => exit::CONFIG,
+            RepoError::UnsupportedVersion { .. } | RepoError::Corrupt { .. } => exit::DATA_ERR,
+            RepoError::Locked { .. } => exit::TEMP_FAIL,
+            RepoError::NotFound { .. } | RepoError::Invalid(_) => exit::USAGE,
+        }
+    }
+}

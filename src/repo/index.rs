@@ -1,0 +1,168 @@
+//! The index: message hash -> (pack, offset, length). A cache, never the truth: the packs are.
+//!
+//! It is stored as immutable files `index/<id>.json`, each describing some packs completely;
+//! each commit adds one file for the packs it wrote, so a commit costs O(new data). On open, the
+//! index files are read, entries of packs that no longer exist are dropped, and packs that no
+//! index file covers (a crash between pack and index, a deleted index) are scanned from their
+//! tar headers. A writer then records the scanned packs in a new index file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::RepoError;
+use super::id::{MessageHash, PackId};
+use super::layout::{self, Layout};
+use super::pack::PackEntry;
+
+/// Version of the index file schema.
+pub const INDEX_VERSION: u32 = 1;
+
+/// One `index/<id>.json` file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexFile {
+    pub version: u32,
+    pub packs: Vec<IndexedPack>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexedPack {
+    pub id: PackId,
+    pub entries: Vec<PackEntry>,
+}
+
+/// Where a message is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub pack: PackId,
+    pub entry: PackEntry,
+}
+
+/// The in-memory index.
+#[derive(Debug, Default, Clone)]
+pub struct Index {
+    messages: HashMap<MessageHash, Location>,
+    packs: BTreeMap<PackId, usize>,
+    /// Index file names (stems) that were read.
+    files: Vec<String>,
+}
+
+impl Index {
+    pub fn get(&self, hash: &MessageHash) -> Option<&Location> {
+        self.messages.get(hash)
+    }
+
+    pub fn contains(&self, hash: &MessageHash) -> bool {
+        self.messages.contains_key(hash)
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    pub fn has_pack(&self, id: &PackId) -> bool {
+        self.packs.contains_key(id)
+    }
+
+    /// Packs and their entry counts.
+    pub fn packs(&self) -> impl Iterator<Item = (&PackId, &usize)> {
+        self.packs.iter()
+    }
+
+    pub fn messages(&self) -> impl Iterator<Item = (&MessageHash, &Location)> {
+        self.messages.iter()
+    }
+
+    /// The index file stems this index was read from.
+    pub fn files(&self) -> &[String] {
+        &self.files
+    }
+
+    /// Notes that an index file now covers some packs.
+    pub fn record_file(&mut self, name: String) {
+        self.files.push(name);
+    }
+
+    /// Adds a pack's entries. A message stored twice (two writers' crash leftovers) keeps its
+    /// first location; both are valid copies.
+    pub fn add_pack(&mut self, pack: PackId, entries: &[PackEntry]) {
+        *self.packs.entry(pack).or_default() += entries.len();
+        for entry in entries {
+            self.messages.entry(entry.hash).or_insert(Location {
+                pack,
+                entry: *entry,
+            });
+        }
+    }
+
+    /// Reads every index file and reconciles it with the packs present. Returns the index and
+    /// the packs that had to be scanned (not covered by any index file).
+    pub fn load(
+        layout: &Layout,
+        resolve_dict: &dyn Fn(u32) -> Option<super::id::DictHash>,
+    ) -> Result<(Index, Vec<IndexedPack>), RepoError> {
+        let index_dir = layout.dir(layout::INDEX);
+        let packs_dir = layout.dir(layout::PACKS);
+        let present: Vec<PackId> =
+            layout::list(&packs_dir, layout::PACK_SUFFIX, |s| s.parse().ok())
+                .map_err(RepoError::io("cannot list", &packs_dir))?;
+        let names = layout::list(&index_dir, layout::JSON_SUFFIX, |s| Some(s.to_string()))
+            .map_err(RepoError::io("cannot list", &index_dir))?;
+        let mut index = Index::default();
+        for name in names {
+            let path = layout.index_file(&name);
+            let file = match read_index_file(&path) {
+                Ok(file) => file,
+                // A damaged index file is only a cache miss: its packs get scanned below.
+                Err(RepoError::Corrupt { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            for pack in &file.packs {
+                if present.binary_search(&pack.id).is_ok() && !index.has_pack(&pack.id) {
+                    index.add_pack(pack.id, &pack.entries);
+                }
+            }
+            index.files.push(name);
+        }
+        let mut scanned = Vec::new();
+        for pack in present {
+            if index.has_pack(&pack) {
+                continue;
+            }
+            let path = layout.pack(&pack);
+            let entries = super::pack::scan_pack(&path)
+                .map_err(|e| {
+                    RepoError::corrupt(&path, format!("cannot read its tar headers: {e}"))
+                })?
+                .into_iter()
+                .map(|(mut entry, dict_id)| {
+                    entry.dict = dict_id.and_then(resolve_dict);
+                    entry
+                })
+                .collect::<Vec<_>>();
+            index.add_pack(pack, &entries);
+            scanned.push(IndexedPack { id: pack, entries });
+        }
+        Ok((index, scanned))
+    }
+}
+
+fn read_index_file(path: &Path) -> Result<IndexFile, RepoError> {
+    let bytes = std::fs::read(path).map_err(RepoError::io("cannot read", path))?;
+    let file: IndexFile =
+        serde_json::from_slice(&bytes).map_err(|e| RepoError::corrupt(path, e.to_string()))?;
+    if file.version != INDEX_VERSION {
+        return Err(RepoError::corrupt(
+            path,
+            format!("unknown index version {}", file.version),
+        ));
+    }
+    Ok(file)
+}

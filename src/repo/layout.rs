@@ -1,0 +1,110 @@
+//! Where everything lives inside a repository. Every file and directory name is here.
+//!
+//! ```text
+//! REPO/
+//!   config.json                 format version, repository id, compression settings
+//!   lock                        exclusive-writer lock (flock) with the holder's host, pid, time
+//!   packs/<pack-id>.tar         immutable tar packs of zstd frames, named by their SHA-256
+//!   index/<index-id>.json       which message lives where; a cache rebuilt from the packs
+//!   snapshots/<snapshot>.json   one committed manifest per snapshot
+//!   checkpoints/<snapshot>.json the manifest of a snapshot still in progress
+//!   dicts/<dict-hash>.zdict     zstd dictionaries, named by their SHA-256
+//!   tmp/                        files being written; anything here is garbage after a crash
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use super::id::{DictHash, PackId, SnapshotId};
+
+pub const CONFIG: &str = "config.json";
+pub const LOCK: &str = "lock";
+pub const PACKS: &str = "packs";
+pub const INDEX: &str = "index";
+pub const SNAPSHOTS: &str = "snapshots";
+pub const CHECKPOINTS: &str = "checkpoints";
+pub const DICTS: &str = "dicts";
+pub const TMP: &str = "tmp";
+
+/// The directories `init` creates.
+pub const DIRECTORIES: [&str; 6] = [PACKS, INDEX, SNAPSHOTS, CHECKPOINTS, DICTS, TMP];
+
+pub const PACK_SUFFIX: &str = ".tar";
+pub const JSON_SUFFIX: &str = ".json";
+pub const DICT_SUFFIX: &str = ".zdict";
+/// Suffix of a message's entry name inside a pack: `<message-hash>.zst`.
+pub const ENTRY_SUFFIX: &str = ".zst";
+
+/// Paths of one repository.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Layout {
+        Layout { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.join(CONFIG)
+    }
+
+    pub fn lock(&self) -> PathBuf {
+        self.root.join(LOCK)
+    }
+
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join(TMP)
+    }
+
+    pub fn pack(&self, id: &PackId) -> PathBuf {
+        self.root.join(PACKS).join(format!("{id}{PACK_SUFFIX}"))
+    }
+
+    pub fn index_file(&self, name: &str) -> PathBuf {
+        self.root.join(INDEX).join(format!("{name}{JSON_SUFFIX}"))
+    }
+
+    pub fn snapshot(&self, id: &SnapshotId) -> PathBuf {
+        self.root.join(SNAPSHOTS).join(format!("{id}{JSON_SUFFIX}"))
+    }
+
+    pub fn checkpoint(&self, id: &SnapshotId) -> PathBuf {
+        self.root
+            .join(CHECKPOINTS)
+            .join(format!("{id}{JSON_SUFFIX}"))
+    }
+
+    pub fn dict(&self, hash: &DictHash) -> PathBuf {
+        self.root.join(DICTS).join(format!("{hash}{DICT_SUFFIX}"))
+    }
+}
+
+/// Lists `dir`'s files ending in `suffix` whose stem parses with `parse`, sorted; other files
+/// (temporary, foreign) are skipped.
+pub fn list<T: Ord>(
+    dir: &Path,
+    suffix: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> std::io::Result<Vec<T>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(suffix)
+            && let Some(item) = parse(stem)
+        {
+            out.push(item);
+        }
+    }
+    out.sort();
+    Ok(out)
+}

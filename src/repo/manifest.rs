@@ -1,0 +1,100 @@
+//! Snapshot manifests: what was on the server at one moment, and where each message is stored.
+//!
+//! A manifest lists the whole server inventory, not only what was new, so restoring snapshot X
+//! gives the mailbox as it was at X. The repository treats messages as bytes plus this metadata;
+//! it does not parse mail.
+
+use serde::{Deserialize, Serialize};
+
+use super::id::{MessageHash, PackId, SnapshotId};
+
+/// Version of the manifest schema.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// One snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub id: SnapshotId,
+    /// RFC 3339, UTC: when the snapshot started.
+    pub time: String,
+    /// The configured account name.
+    pub account: String,
+    /// False while the snapshot is a checkpoint of a run still in progress.
+    pub complete: bool,
+    pub tool: Tool,
+    pub server: ServerInfo,
+    pub messages: Vec<MessageRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+}
+
+impl Default for Tool {
+    fn default() -> Tool {
+        Tool {
+            name: "popbackup".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub host: String,
+    pub port: u16,
+    /// `implicit`, `starttls` or `none`.
+    pub tls: String,
+    /// The greeting's text after `+OK`.
+    pub greeting: String,
+    /// CAPA lines as announced after login.
+    pub capabilities: Vec<String>,
+}
+
+/// One message of the server's inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// The message number in that session.
+    pub msg: u32,
+    /// The server's unique id; `None` when the server has no UIDL.
+    pub uidl: Option<String>,
+    /// The size LIST announced.
+    pub list_size: u64,
+    /// Bytes RETR delivered (the archived message's exact length); `None` if not stored.
+    pub size: Option<u64>,
+    /// SHA-256 of the delivered bytes; `None` if the message could not be retrieved.
+    pub sha256: Option<MessageHash>,
+    pub pack: Option<PackId>,
+    pub offset: Option<u64>,
+    pub length: Option<u64>,
+    pub date: Option<String>,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+}
+
+impl Manifest {
+    /// Summary for listings.
+    pub fn summary(&self) -> SnapshotSummary {
+        SnapshotSummary {
+            id: self.id.clone(),
+            time: self.time.clone(),
+            account: self.account.clone(),
+            messages: self.messages.len(),
+            bytes: self.messages.iter().filter_map(|m| m.size).sum(),
+        }
+    }
+}
+
+/// A line of `popbackup snapshots`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotSummary {
+    pub id: SnapshotId,
+    pub time: String,
+    pub account: String,
+    pub messages: usize,
+    pub bytes: u64,
+}

@@ -1,0 +1,420 @@
+//! The repository: byte-exact round trips, deduplication, the index as a rebuildable cache,
+//! one writer at a time, crash safety under SIGKILL, and a repository read with only `tar`,
+//! `zstd` and `jq`-style JSON, as docs/FORMAT.md promises.
+
+use std::path::Path;
+use std::process::Command;
+
+use popbackup::repo::{
+    Manifest, MessageHash, MessageRecord, RepoError, Repository, ServerInfo, SnapshotId, Stored,
+    Tool,
+};
+
+use crate::support::corpus_messages;
+
+/// A manifest for `hashes` in account `account`.
+pub fn manifest_for(repo: &Repository, account: &str, hashes: &[(MessageHash, u64)]) -> Manifest {
+    let now = chrono::Utc::now();
+    Manifest {
+        version: 1,
+        id: SnapshotId::new(now),
+        time: now.to_rfc3339(),
+        account: account.into(),
+        complete: false,
+        tool: Tool::default(),
+        server: ServerInfo {
+            host: "pop.example.org".into(),
+            port: 995,
+            tls: "implicit".into(),
+            ..Default::default()
+        },
+        messages: hashes
+            .iter()
+            .enumerate()
+            .map(|(i, (hash, size))| {
+                let loc = repo.location(hash);
+                MessageRecord {
+                    msg: i as u32 + 1,
+                    uidl: Some(format!("uid-{i}")),
+                    list_size: *size,
+                    size: Some(*size),
+                    sha256: Some(*hash),
+                    pack: loc.map(|l| l.pack),
+                    offset: loc.map(|l| l.entry.offset),
+                    length: loc.map(|l| l.entry.length),
+                    date: None,
+                    from: None,
+                    subject: None,
+                    message_id: None,
+                }
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn corpus_round_trip_is_byte_exact_and_deduplicated() {
+    let Some(corpus) = corpus_messages() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
+    let mut stored = Vec::new();
+    for (_, bytes) in &corpus {
+        stored.push(writer.store_bytes(bytes).unwrap());
+    }
+    // Every message a second time: nothing new is written.
+    for (_, bytes) in &corpus {
+        assert!(matches!(
+            writer.store_bytes(bytes).unwrap(),
+            Stored::Duplicate(..)
+        ));
+    }
+    writer.flush().unwrap();
+    let hashes: Vec<(MessageHash, u64)> = stored.iter().map(|s| (s.hash(), s.raw_len())).collect();
+    let manifest = manifest_for(writer.repo(), "corpus", &hashes);
+    writer.commit(&manifest).unwrap();
+    let repo = writer.finish().unwrap();
+
+    let unique: std::collections::HashSet<_> =
+        corpus.iter().map(|(_, b)| MessageHash::of(b)).collect();
+    assert_eq!(repo.index().len(), unique.len());
+    for (name, bytes) in &corpus {
+        let got = repo.read_message(&MessageHash::of(bytes)).unwrap();
+        assert!(got == *bytes, "{name} differs after the round trip");
+    }
+    let ids = repo.snapshots().unwrap();
+    assert_eq!(ids, vec![manifest.id.clone()]);
+    let back = repo.manifest(&ids[0]).unwrap();
+    assert!(back.complete);
+    assert_eq!(back.messages.len(), corpus.len());
+    // The whole corpus compresses: the packs are smaller than the messages.
+    let raw: u64 = unique.len() as u64;
+    assert!(raw > 0);
+    let packs: u64 = std::fs::read_dir(dir.path().join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let total: u64 = corpus.iter().map(|(_, b)| b.len() as u64).sum();
+    assert!(packs < total, "packs {packs} >= raw {total}");
+}
+
+#[test]
+fn deleting_the_index_rebuilds_it_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
+    let messages: Vec<Vec<u8>> = (0..50)
+        .map(|i| {
+            format!("Subject: {i}\r\n\r\nbody {i}\r\n")
+                .repeat(i + 1)
+                .into_bytes()
+        })
+        .collect();
+    for m in &messages {
+        writer.store_bytes(m).unwrap();
+    }
+    let before = writer.finish().unwrap();
+    let mut locations: Vec<_> = before.index().messages().map(|(h, l)| (*h, *l)).collect();
+    locations.sort_by_key(|(h, _)| *h);
+    for entry in std::fs::read_dir(dir.path().join("index")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let reader = Repository::open(dir.path()).unwrap();
+    assert_eq!(reader.unindexed_packs().len(), 1, "the pack is scanned");
+    let mut rebuilt: Vec<_> = reader.index().messages().map(|(h, l)| (*h, *l)).collect();
+    rebuilt.sort_by_key(|(h, _)| *h);
+    assert_eq!(rebuilt, locations);
+    for m in &messages {
+        assert_eq!(&reader.read_message(&MessageHash::of(m)).unwrap(), m);
+    }
+    // A writer records the rebuilt index, so the next open needs no scan.
+    drop(reader.lock("test").unwrap());
+    assert!(
+        Repository::open(dir.path())
+            .unwrap()
+            .unindexed_packs()
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_second_writer_fails_fast_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Repository::init(dir.path())
+        .unwrap()
+        .lock("snapshot")
+        .unwrap();
+    let err = Repository::open(dir.path())
+        .unwrap()
+        .lock("prune")
+        .err()
+        .unwrap();
+    assert!(matches!(err, RepoError::Locked { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 75);
+    drop(first);
+    Repository::open(dir.path()).unwrap().lock("prune").unwrap();
+}
+
+#[test]
+fn a_lock_left_by_a_killed_process_is_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    Repository::init(dir.path()).unwrap();
+    let mut child = crash_child(dir.path(), 1);
+    wait_for_progress(dir.path());
+    let err = Repository::open(dir.path())
+        .unwrap()
+        .lock("test")
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, RepoError::Locked { holder, .. } if holder.pid == child.id()),
+        "{err:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    Repository::open(dir.path()).unwrap().lock("test").unwrap();
+}
+
+#[test]
+fn a_newer_format_is_refused_with_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    Repository::init(dir.path()).unwrap();
+    let config = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"version\": 1", "\"version\": 99");
+    std::fs::write(&config, text).unwrap();
+    let err = Repository::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, RepoError::UnsupportedVersion { found: 99, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("newer popbackup"));
+    assert!(matches!(
+        Repository::open(&dir.path().join("nope")).unwrap_err(),
+        RepoError::NotARepository { .. }
+    ));
+    assert!(matches!(
+        Repository::init(dir.path()).unwrap_err(),
+        RepoError::AlreadyExists { .. }
+    ));
+}
+
+#[test]
+fn files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let mut writer = Repository::init(&root).unwrap().lock("test").unwrap();
+    writer.store_bytes(b"Subject: private\r\n\r\n").unwrap();
+    writer.finish().unwrap();
+    for entry in walkdir::WalkDir::new(&root) {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        let want = if entry.file_type().is_dir() {
+            0o700
+        } else {
+            0o600
+        };
+        assert_eq!(mode, want, "{}", entry.path().display());
+    }
+}
+
+#[test]
+fn dictionary_frames_round_trip_and_name_their_dictionary() {
+    let Some(corpus) = corpus_messages() else {
+        return;
+    };
+    let samples: Vec<&[u8]> = corpus
+        .iter()
+        .map(|(_, b)| b.as_slice())
+        .filter(|b| b.len() < 16 * 1024)
+        .collect();
+    let dict = zstd::dict::from_samples(&samples, 32 * 1024).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
+    writer
+        .store_bytes(b"Subject: before the dictionary\r\n\r\n")
+        .unwrap();
+    let dict_hash = writer.set_dictionary(dict).unwrap();
+    for b in &samples[..200] {
+        writer.store_bytes(b).unwrap();
+    }
+    writer.finish().unwrap();
+    // Rebuild the index from the packs alone: the dictionary is found from the frame headers.
+    for entry in std::fs::read_dir(dir.path().join("index")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let repo = Repository::open(dir.path()).unwrap();
+    for b in &samples[..200] {
+        let hash = MessageHash::of(b);
+        assert_eq!(repo.location(&hash).unwrap().entry.dict, Some(dict_hash));
+        assert_eq!(&repo.read_message(&hash).unwrap(), b);
+    }
+    let before = MessageHash::of(b"Subject: before the dictionary\r\n\r\n");
+    assert_eq!(repo.location(&before).unwrap().entry.dict, None);
+}
+
+#[test]
+fn standard_tools_read_the_repository() {
+    // docs/FORMAT.md's promise: tar, zstd and a JSON reader are enough.
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
+    let message =
+        b"From: a@example.org\r\nSubject: tools\r\n\r\n.line with dot\r\nNUL \0 and \xff\r\n";
+    let stored = writer.store_bytes(message).unwrap();
+    let manifest = manifest_for(writer.repo(), "tools", &[(stored.hash(), stored.raw_len())]);
+    writer.commit(&manifest).unwrap();
+    drop(writer);
+    let script = r#"
+set -eu
+cd "$1"
+snap=$(ls snapshots | head -n1)
+hash=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["messages"][0]["sha256"])' "snapshots/$snap")
+pack=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["messages"][0]["pack"])' "snapshots/$snap")
+tar -tf "packs/$pack.tar" | grep -qx "$hash.zst"
+tar -xOf "packs/$pack.tar" "$hash.zst" | zstd -dq > "$2"
+echo "$hash  $2" | sha256sum -c --quiet
+"#;
+    let out_file = dir.path().join("out.eml");
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg("script")
+        .arg(dir.path())
+        .arg(&out_file)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "tar/zstd/sha256sum could not read the repository"
+    );
+    assert_eq!(std::fs::read(&out_file).unwrap(), message);
+}
+
+// ---- Crash safety: a child writes batches in a loop and is killed with SIGKILL ----
+
+const CHILD_ENV: &str = "POPBACKUP_TEST_CRASH_CHILD";
+
+/// Starts this test binary again as a writer child (see `crash_child_main`).
+fn crash_child(repo: &Path, seed: u64) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "repo::crash_child_main",
+            "--nocapture",
+            "--include-ignored",
+        ])
+        .env(CHILD_ENV, repo)
+        .env("POPBACKUP_TEST_CRASH_SEED", seed.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for_progress(repo: &Path) {
+    for _ in 0..500 {
+        if std::fs::metadata(repo.join("lock"))
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the child never took the lock");
+}
+
+/// Deterministic message `n` of a run: varied sizes, some duplicates across batches.
+fn crash_message(n: u64) -> Vec<u8> {
+    let body = format!("line {n} of a message that is long enough to compress\r\n")
+        .repeat((n % 97) as usize * 3 + 1);
+    format!(
+        "Message-ID: <{}@crash.test>\r\nSubject: crash {n}\r\n\r\n{body}",
+        n % 400
+    )
+    .into_bytes()
+}
+
+/// The child: commits snapshots of batches of messages, forever, checkpointing in between.
+#[test]
+#[ignore = "run as a child process by the crash test"]
+fn crash_child_main() {
+    let Some(root) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let seed: u64 = std::env::var("POPBACKUP_TEST_CRASH_SEED")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut writer = Repository::open(Path::new(&root))
+        .unwrap()
+        .lock("crash-test")
+        .unwrap();
+    let mut n = seed * 1_000_000;
+    loop {
+        let mut batch = Vec::new();
+        for _ in 0..20 {
+            let m = crash_message(n);
+            n += 1;
+            let s = writer.store_bytes(&m).unwrap();
+            batch.push((s.hash(), s.raw_len()));
+        }
+        let manifest = manifest_for(writer.repo(), "crash", &batch);
+        writer.checkpoint(&manifest).unwrap();
+        let manifest = manifest_for(writer.repo(), "crash", &batch);
+        writer.commit(&manifest).unwrap();
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_never_damages_committed_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    Repository::init(dir.path()).unwrap();
+    let mut rng = 0x2545F4914F6CDD1Du64;
+    let kills = 60;
+    let mut committed_total = 0;
+    for round in 0..kills {
+        let mut child = crash_child(dir.path(), round + 1);
+        wait_for_progress(dir.path());
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(std::time::Duration::from_millis(5 + rng % 120));
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        // After every kill: the repository opens, every committed manifest is complete and
+        // readable, every message it names is stored and matches its hash.
+        let repo = Repository::open(dir.path()).unwrap();
+        let ids = repo.snapshots().unwrap();
+        for id in &ids {
+            let manifest = repo.manifest(id).unwrap();
+            assert!(manifest.complete);
+            for record in &manifest.messages {
+                let hash = record.sha256.unwrap();
+                let bytes = repo
+                    .read_message(&hash)
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+                assert_eq!(bytes.len() as u64, record.size.unwrap());
+            }
+        }
+        committed_total = ids.len();
+    }
+    assert!(
+        committed_total > 0,
+        "no snapshot was ever committed: the kills came too early"
+    );
+    // A writer can still take over and clean up the crashed writers' temporary files.
+    drop(Repository::open(dir.path()).unwrap().lock("test").unwrap());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+}
