@@ -7,7 +7,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config;
 use crate::exit;
+use crate::repo::{RepoError, Repository};
+
+mod browse;
+mod init;
 
 /// Back up POP3 mailboxes into a verifiable, deduplicated, compressed archive.
 #[derive(Debug, Parser)]
@@ -117,14 +122,77 @@ impl Failure {
 
 /// Runs one command.
 pub fn run(cli: Cli) -> Result<(), Failure> {
-    let name = cli.command.name();
-    Err(Failure::new(
-        exit::USAGE,
-        anyhow::anyhow!(
-            "`popbackup {name}` is not built yet in this version; nothing was done \
-             (see README.md for what works today)"
-        ),
-    ))
+    let global = &cli.global;
+    let config_path = global.config.clone().unwrap_or_else(config::default_path);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let result = match &cli.command {
+        Command::Init => init::run(global, &config_path, &mut out),
+        Command::Snapshots => open_repo(global, &config_path)
+            .and_then(|repo| browse::snapshots(&repo, global.json, &mut out)),
+        Command::Ls { snapshot } => open_repo(global, &config_path)
+            .and_then(|repo| browse::ls(&repo, snapshot, global.json, &mut out)),
+        Command::Cat { message } => {
+            open_repo(global, &config_path).and_then(|repo| browse::cat(&repo, message, &mut out))
+        }
+        other => {
+            let name = other.name();
+            return Err(Failure::new(
+                exit::USAGE,
+                anyhow::anyhow!(
+                    "`popbackup {name}` is not built yet in this version; nothing was done \
+                     (see README.md for what works today)"
+                ),
+            ));
+        }
+    };
+    result.map_err(classify)
+}
+
+fn open_repo(global: &GlobalArgs, config_path: &std::path::Path) -> anyhow::Result<Repository> {
+    let path = config::resolve_repository(global.repo.as_deref(), config_path)?;
+    Ok(Repository::open(&path)?)
+}
+
+/// Chooses the exit code for an error from its innermost known cause.
+fn classify(error: anyhow::Error) -> Failure {
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<RepoError>() {
+            return Failure {
+                code: e.exit_code(),
+                error,
+            };
+        }
+        if cause.downcast_ref::<config::ConfigError>().is_some() {
+            return Failure {
+                code: exit::CONFIG,
+                error,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<crate::pop3::Pop3Error>() {
+            return Failure {
+                code: exit::for_pop3(e.class()),
+                error,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            // `popbackup cat ... | head` closing the pipe is not a failure.
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Failure {
+                    code: exit::OK,
+                    error,
+                };
+            }
+            return Failure {
+                code: exit::IO_ERR,
+                error,
+            };
+        }
+    }
+    Failure {
+        code: exit::SOME_FAILED,
+        error,
+    }
 }
 
 #[cfg(test)]
@@ -160,6 +228,26 @@ mod tests {
             Cli::try_parse_from(["popbackup", "--json", "-q", "verify", "--repo", "/r"]).unwrap();
         assert!(cli.global.json && cli.global.quiet);
         assert_eq!(cli.global.repo, Some(PathBuf::from("/r")));
+    }
+
+    #[test]
+    fn repository_errors_choose_their_exit_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none");
+        let cli = Cli::try_parse_from([
+            "popbackup",
+            "snapshots",
+            "--repo",
+            missing.to_str().unwrap(),
+        ])
+        .unwrap();
+        let failure = run(cli).unwrap_err();
+        assert_eq!(failure.code, exit::CONFIG);
+        assert!(
+            failure.error.to_string().contains("popbackup init"),
+            "{:#}",
+            failure.error
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`exit`]: the sysexits codes the binary returns.
 
 pub mod cli;
+pub mod config;
 pub mod durable;
 pub mod exit;
 pub mod pop3;

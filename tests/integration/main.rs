@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cli;
 mod pop3_corpus;
 mod pop3_dovecot;
 mod pop3_fake;

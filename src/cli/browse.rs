@@ -1,0 +1,73 @@
+//! `snapshots`, `ls SNAPSHOT`, `cat MESSAGE`: reading the repository.
+
+use anyhow::Context as _;
+
+use crate::repo::Repository;
+
+/// `popbackup snapshots`.
+pub fn snapshots(
+    repo: &Repository,
+    json: bool,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    let mut summaries = Vec::new();
+    for id in repo.snapshots()? {
+        summaries.push(repo.manifest(&id)?.summary());
+    }
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &summaries)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if summaries.is_empty() {
+        writeln!(out, "no snapshots yet")?;
+    }
+    for s in summaries {
+        writeln!(
+            out,
+            "{}  {}  {:<20} {:>7} messages {:>12} bytes",
+            s.id, s.time, s.account, s.messages, s.bytes
+        )?;
+    }
+    Ok(())
+}
+
+/// `popbackup ls SNAPSHOT`.
+pub fn ls(
+    repo: &Repository,
+    snapshot: &str,
+    json: bool,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    let id = repo.find_snapshot(snapshot)?;
+    let manifest = repo.manifest(&id)?;
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &manifest)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for m in &manifest.messages {
+        let hash = m
+            .sha256
+            .map(|h| h.to_hex()[..16].to_string())
+            .unwrap_or_else(|| "(not stored)".into());
+        writeln!(
+            out,
+            "{hash}  {:>9}  {:<31}  {:<30}  {}  [{}]",
+            m.size.unwrap_or(m.list_size),
+            m.date.as_deref().unwrap_or("-"),
+            m.from.as_deref().unwrap_or("-"),
+            m.subject.as_deref().unwrap_or("-"),
+            m.uidl.as_deref().unwrap_or("-"),
+        )?;
+    }
+    Ok(())
+}
+
+/// `popbackup cat MESSAGE`: the exact archived bytes, checked against the hash.
+pub fn cat(repo: &Repository, message: &str, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let hash = repo.find_message(message)?;
+    repo.copy_message(&hash, out)?;
+    out.flush().context("cannot write to standard output")?;
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! The binary end to end: init, snapshots, ls, cat, and the exit codes of what is not built.
+
+use std::process::{Command, Output};
+
+use popbackup::repo::{MessageHash, Repository};
+
+fn popbackup(args: &[&str], config_home: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_popbackup"))
+        .args(args)
+        .env("XDG_CONFIG_HOME", config_home)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn init_then_browse_a_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("archive");
+    let repo_arg = repo.to_str().unwrap();
+    let out = popbackup(&["init", "--repo", repo_arg], dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = dir.path().join("popbackup/config.toml");
+    let sample = std::fs::read_to_string(&config).unwrap();
+    assert!(sample.contains(&format!("repository = \"{repo_arg}\"")));
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // A second init refuses to touch the existing repository.
+    let again = popbackup(&["init"], dir.path());
+    assert_eq!(
+        again.status.code(),
+        Some(78),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // Store a message through the library and commit a snapshot, then read it back via the CLI.
+    let message = b"From: a@example.org\r\nSubject: cli\r\n\r\nbytes \0 \xff\r\n";
+    let mut writer = Repository::open(&repo).unwrap().lock("test").unwrap();
+    let stored = writer.store_bytes(message).unwrap();
+    let manifest =
+        crate::repo::manifest_for(writer.repo(), "work", &[(stored.hash(), stored.raw_len())]);
+    writer.commit(&manifest).unwrap();
+    drop(writer);
+
+    // The configuration written by init names the repository: no --repo needed.
+    let list = popbackup(&["snapshots"], dir.path());
+    assert_eq!(
+        list.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    assert!(String::from_utf8_lossy(&list.stdout).contains(manifest.id.as_str()));
+    let json = popbackup(&["snapshots", "--json"], dir.path());
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(parsed[0]["account"], "work");
+    let ls = popbackup(&["ls", &manifest.id.as_str()[..10]], dir.path());
+    assert!(String::from_utf8_lossy(&ls.stdout).contains(&MessageHash::of(message).to_hex()[..16]));
+    let cat = popbackup(
+        &["cat", &MessageHash::of(message).to_hex()[..12]],
+        dir.path(),
+    );
+    assert_eq!(cat.status.code(), Some(0));
+    assert_eq!(cat.stdout, message);
+    let missing = popbackup(&["cat", "0000"], dir.path());
+    assert_ne!(missing.status.code(), Some(0));
+}
+
+#[test]
+fn commands_not_built_yet_say_so_and_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["snapshot"],
+        vec!["verify"],
+        vec!["restore", "--to", "mbox:/tmp/x"],
+        vec!["prune"],
+    ] {
+        let out = popbackup(&args, dir.path());
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+    }
+    let help = popbackup(&["--help"], dir.path());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for command in [
+        "init",
+        "snapshot",
+        "inventory",
+        "snapshots",
+        "ls",
+        "cat",
+        "restore",
+        "verify",
+        "forget",
+        "prune",
+    ] {
+        assert!(text.contains(command), "--help lacks {command}");
+    }
+}
