@@ -14,7 +14,13 @@ fi
 export POPBACKUP_CORPUS="${POPBACKUP_CORPUS:-}"
 [ -n "$POPBACKUP_CORPUS" ] || echo "test.sh: POPBACKUP_CORPUS not set and ../shared/corpus missing: corpus tests will skip" >&2
 
-command -v python3 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3 >/dev/null; }
+# Tools the tests use besides Dovecot: python3 (helpers), zstd and tar (the repository must be
+# readable with standard tools).
+missing=()
+for tool in python3 zstd tar; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 scripts/dovecot.sh install
 
 state=$(mktemp -d /tmp/popbackup-test.XXXXXX)
