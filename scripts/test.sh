@@ -40,5 +40,5 @@ echo "== cargo test"
 log=$(mktemp)
 cargo test --locked --all-targets 2>&1 | tee "$log"
 # One closing line for the whole run, summed over the test binaries.
-awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "all tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 rm -f "$log"

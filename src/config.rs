@@ -98,6 +98,7 @@ repository = "{repo}"
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

@@ -305,6 +305,11 @@ pub struct RepoWriter {
 impl RepoWriter {
     fn new(mut repo: Repository, command: &str) -> Result<RepoWriter, RepoError> {
         let lock = RepoLock::acquire(&repo.layout.lock(), command)?;
+        // A directory lost by accident (say, `index/`) is recreated rather than failing writes.
+        for dir in layout::DIRECTORIES {
+            let d = repo.layout.dir(dir);
+            durable::create_dir_all(&d).map_err(RepoError::io("cannot create", &d))?;
+        }
         // We are the only writer: anything in tmp/ is a crashed writer's leftover.
         let tmp = repo.layout.tmp();
         for entry in std::fs::read_dir(&tmp)

@@ -96,7 +96,13 @@ pub fn list<T: Ord>(
     parse: impl Fn(&str) -> Option<T>,
 ) -> std::io::Result<Vec<T>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // A missing directory holds nothing; writers recreate it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
         let name = entry?.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Some(stem) = name.strip_suffix(suffix)

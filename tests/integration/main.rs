@@ -1,5 +1,6 @@
 //! popbackup's integration tests: one test binary (fast to link), grouped by subject.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests build fixtures directly; the durable-write rule is for the product code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod support;
 

@@ -127,6 +127,10 @@ fn deleting_the_index_rebuilds_it_identically() {
     for m in &messages {
         assert_eq!(&reader.read_message(&MessageHash::of(m)).unwrap(), m);
     }
+    // Even without the directory itself.
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let reader = Repository::open(dir.path()).unwrap();
+    assert_eq!(reader.index().len(), messages.len());
     // A writer records the rebuilt index, so the next open needs no scan.
     drop(reader.lock("test").unwrap());
     assert!(
