@@ -70,7 +70,7 @@ fn connection_dropped_mid_retr_is_a_temporary_error() {
     assert!(err.is_temporary());
     // The session is out of step now and says so instead of reading garbage.
     assert!(matches!(session.noop().unwrap_err(), Pop3Error::Poisoned));
-    assert!(server.finish().failure.is_none());
+    server.finish_ok();
 }
 
 #[test]
@@ -119,7 +119,7 @@ fn garbage_in_a_listing_is_reported_with_the_line() {
     assert!(err.to_string().contains("two hundred"), "{err}");
     // The listing was read to its end, so the session is still usable.
     session.noop().unwrap();
-    assert!(server.finish().failure.is_none());
+    server.finish_ok();
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn a_server_without_uidl_says_so() {
     );
     // A -ERR is an answer, not a desync: the session goes on.
     assert_eq!(session.stat().unwrap().count, 1);
-    assert!(server.finish().failure.is_none());
+    server.finish_ok();
 }
 
 #[test]
@@ -210,7 +210,7 @@ fn in_use_is_a_temporary_failure() {
     assert_eq!(err.resp_code(), Some(&RespCode::InUse));
     assert!(err.is_temporary());
     assert!(err.to_string().contains("[IN-USE]"), "{err}");
-    assert!(server.finish().failure.is_none());
+    server.finish_ok();
 }
 
 #[test]
@@ -267,7 +267,7 @@ fn pipelining_announced_only_after_login_is_used() {
             b"three\r\n".to_vec()
         ]
     );
-    assert!(server.finish().failure.is_none());
+    server.finish_ok();
 }
 
 fn fetch_all(session: &mut Session<Transport>, requests: &[Fetch]) -> Vec<Vec<u8>> {
@@ -309,8 +309,7 @@ fn without_pipelining_commands_go_one_at_a_time() {
     assert!(!session.pipelining());
     let bodies = fetch_all(&mut session, &[Fetch::retr(1, 3), Fetch::retr(2, 3)]);
     assert_eq!(bodies.len(), 2);
-    let t = server.finish();
-    assert!(t.failure.is_none(), "{:?}", t.failure);
+    server.finish_ok();
 }
 
 #[test]
@@ -349,8 +348,7 @@ fn the_pipeline_window_bounds_commands_and_bytes() {
     assert_eq!(fetch_all(&mut session, &small).len(), 3);
     let big = [Fetch::retr(4, 90), Fetch::retr(5, 20)];
     assert_eq!(fetch_all(&mut session, &big).len(), 2);
-    let t = server.finish();
-    assert!(t.failure.is_none(), "{:?}", t.failure);
+    server.finish_ok();
 }
 
 #[test]
@@ -404,8 +402,7 @@ fn lower_case_capa_is_understood() {
     let session = pop3::open_session(&options(server.port), &bob(AuthMethod::Auto)).unwrap();
     assert!(session.pipelining());
     assert!(session.capabilities().top() && session.capabilities().uidl());
-    let t = server.finish();
-    assert!(t.failure.is_none(), "{:?}", t.failure);
+    server.finish_ok();
 }
 
 #[test]
@@ -442,8 +439,7 @@ fn an_endless_message_hits_the_size_limit() {
         ),
         "{err:?}"
     );
-    let t = server.finish();
-    assert!(t.failure.is_none(), "{:?}", t.failure);
+    server.finish_ok();
 }
 
 #[test]
@@ -477,7 +473,7 @@ fn an_endless_listing_hits_the_listing_limit() {
         ),
         "{err:?}"
     );
-    assert!(server.finish().failure.is_none());
+    server.finish_ok();
 }
 
 #[test]
@@ -545,8 +541,7 @@ fn sasl_login_answers_both_prompts() {
     let session = pop3::open_session(&options(server.port), &bob(AuthMethod::Auto)).unwrap();
     // CAPA refused after login: the pre-login capabilities stand.
     assert!(session.capabilities().has_sasl("LOGIN"));
-    let t = server.finish();
-    assert!(t.failure.is_none(), "{:?}", t.failure);
+    server.finish_ok();
 }
 
 #[test]
@@ -574,8 +569,7 @@ fn a_long_xoauth2_token_is_sent_after_an_empty_challenge() {
     ]);
     let server = FakeServer::start(s);
     pop3::open_session(&options(server.port), &creds).unwrap();
-    let t = server.finish();
-    assert!(t.failure.is_none(), "{:?}", t.failure);
+    let t = server.finish_ok();
     assert!(
         t.received
             .iter()
@@ -607,8 +601,7 @@ fn a_rejected_bearer_token_answers_the_error_challenge_and_fails_as_auth() {
         .unwrap();
     assert_eq!(err.class(), ErrorClass::Auth);
     assert!(!format!("{err} {err:?}").contains("expired-token"));
-    let t = server.finish();
-    assert!(t.failure.is_none(), "{:?}", t.failure);
+    server.finish_ok();
 }
 
 #[test]
@@ -645,8 +638,7 @@ fn apop_uses_the_greeting_timestamp() {
     ];
     let server = FakeServer::start(s);
     pop3::open_session(&options(server.port), &creds).unwrap();
-    let t = server.finish();
-    assert!(t.failure.is_none(), "{:?}", t.failure);
+    server.finish_ok();
 }
 
 #[test]

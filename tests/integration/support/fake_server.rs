@@ -130,6 +130,17 @@ impl FakeServer {
         }
     }
 
+    /// Waits for the script and asserts that it ran to its end as written.
+    pub fn finish_ok(self) -> Transcript {
+        let transcript = self.finish();
+        assert!(
+            transcript.failure.is_none(),
+            "fake server script failed: {:?}",
+            transcript.failure
+        );
+        transcript
+    }
+
     /// Waits for the script to end and returns what the client sent.
     pub fn finish(mut self) -> Transcript {
         if let Some(h) = self.handle.take() {
