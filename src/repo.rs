@@ -345,12 +345,6 @@ impl RepoWriter {
     /// A message already in the repository is not stored twice.
     pub fn store(&mut self, source: &mut dyn Read) -> Result<Stored, StoreError> {
         let tmp = self.repo.layout.tmp();
-        if self.pack.is_none() {
-            let level = self.repo.config.compression.level;
-            self.pack = Some(PackWriter::new(&tmp, level).map_err(|e| {
-                StoreError::Repo(RepoError::io("cannot create a pack in", &tmp)(e))
-            })?);
-        }
         let dict = self
             .repo
             .config
@@ -358,8 +352,15 @@ impl RepoWriter {
             .dictionary
             .and_then(|d| self.repo.dicts.get(&d));
         let index = &self.repo.index;
-        let Some(pack) = self.pack.as_mut() else {
-            unreachable_pack()
+        let pack = match &mut self.pack {
+            Some(pack) => pack,
+            None => {
+                let level = self.repo.config.compression.level;
+                let created = PackWriter::new(&tmp, level).map_err(|e| {
+                    StoreError::Repo(RepoError::io("cannot create a pack in", &tmp)(e))
+                })?;
+                self.pack.insert(created)
+            }
         };
         let io_err = |e| StoreError::Repo(RepoError::io("cannot write a pack in", &tmp)(e));
         let mut writer = pack.begin(dict).map_err(io_err)?;
@@ -388,8 +389,8 @@ impl RepoWriter {
         })
     }
 
-    /// Where a stored message is, including messages in the pack being written (those have
-    /// no pack id yet: `None`).
+    /// Where a stored message is. Messages in the pack still being written are not there yet:
+    /// their location is known after the next `flush`, `checkpoint` or `commit`.
     pub fn location(&self, hash: &MessageHash) -> Option<&Location> {
         self.repo.index.get(hash)
     }
@@ -509,10 +510,6 @@ impl RepoWriter {
         self.flush()?;
         Repository::open(self.repo.root())
     }
-}
-
-fn unreachable_pack() -> ! {
-    panic!("pack writer missing right after creation")
 }
 
 /// Why storing a message failed: the source (e.g. the POP3 connection) or the repository.
