@@ -1,9 +1,37 @@
-//! The configuration file (TOML): where it lives, the repository path, and the sample that
-//! `popbackup init` writes. Account parsing and secret resolution come with `snapshot`.
+//! The configuration file (TOML): the repository path, the accounts and how their secrets are
+//! fetched, and the sample that `popbackup init` writes.
+//!
+//! [`Config::load`] validates everything it can without touching the network or the
+//! repository; every mistake is reported as `FILE:LINE: KEY: what is wrong; what to do`.
+//! Secrets are fetched only when an account is about to be used ([`Account::credentials`]).
+//! Relative paths are relative to the configuration file's directory; `~/` means `$HOME`.
 
+mod account;
+mod secret;
+mod value;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-/// Errors reading the configuration; they name the file and what to do.
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use account::{Account, COMPRESSION_LEVELS};
+pub use secret::{SecretSource, command_argv};
+pub use value::{parse_duration, parse_size};
+
+use value::Origin;
+
+/// Accounts backed up at the same time, by default (one connection each).
+pub const DEFAULT_PARALLEL_ACCOUNTS: usize = 4;
+/// A long first run commits a checkpoint after this many downloaded bytes...
+pub const DEFAULT_CHECKPOINT_SIZE: u64 = 8 << 20;
+/// ...or after this long, whichever comes first.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Errors in the configuration. Each names the file, the line and the key where it can, and
+/// says what to do; all of them make popbackup exit with 78.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the configuration {}: {source}", path.display())]
@@ -12,13 +40,201 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: {message}", path.display())]
-    Invalid { path: PathBuf, message: String },
+    #[error("{}:{line}: {message}", path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{}{}: {key}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        key: String,
+        message: String,
+    },
     #[error(
         "no repository given: pass --repo PATH, or set `repository = \"...\"` in {}",
         path.display()
     )]
     NoRepository { path: PathBuf },
+    #[error(
+        "no configuration at {}: run `popbackup init --repo PATH` to create a sample, or pass \
+         --config FILE",
+        path.display()
+    )]
+    Missing { path: PathBuf },
+    #[error("{}: no accounts configured; add an [accounts.NAME] table (see the comments in the file)", path.display())]
+    NoAccounts { path: PathBuf },
+    #[error("{}: no account named {name:?}; configured: {}", path.display(), if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+    UnknownAccount {
+        path: PathBuf,
+        name: String,
+        known: Vec<String>,
+    },
+    #[error("account {account:?}: {key}: {message}")]
+    Secret {
+        account: String,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// A validated configuration file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub repository: Option<PathBuf>,
+    /// Sorted by name.
+    pub accounts: Vec<Account>,
+    /// How many accounts are backed up at the same time.
+    pub parallel_accounts: usize,
+    /// zstd level for new messages; the repository's own level when unset.
+    pub compression_level: Option<i32>,
+    pub checkpoint_size: u64,
+    pub checkpoint_interval: Duration,
+    /// Things worth telling the user that do not stop the run (a config others can read).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    repository: Option<Spanned<toml::Value>>,
+    parallel_accounts: Option<Spanned<toml::Value>>,
+    compression_level: Option<Spanned<toml::Value>>,
+    checkpoint_size: Option<Spanned<toml::Value>>,
+    checkpoint_interval: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    accounts: account::RawAccounts,
+}
+
+impl Config {
+    /// Reads and validates the configuration file; a missing file is an error.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_optional(path)?.ok_or_else(|| ConfigError::Missing { path: path.into() })
+    }
+
+    /// Like [`Config::load`], but a missing file is `None`.
+    pub fn load_optional(path: &Path) -> Result<Option<Config>, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                });
+            }
+        };
+        let mut config = Config::parse(path, &text)?;
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o002 != 0
+        {
+            config.warnings.push(format!(
+                "{} can be changed by every user on this machine; run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            ));
+        }
+        Ok(Some(config))
+    }
+
+    /// Validates configuration text; `path` is used for messages and relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let origin = Origin { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.into(),
+            line: e.span().map(|s| origin.line(s.start)).unwrap_or(1),
+            message: e.message().trim().to_string(),
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let repository = match &raw.repository {
+            Some(v) => Some(expand_path(&origin.string(v, "repository")?, base_dir)),
+            None => None,
+        };
+        let parallel_accounts = match &raw.parallel_accounts {
+            Some(v) => origin.integer(v, "parallel_accounts", 1..=64)? as usize,
+            None => DEFAULT_PARALLEL_ACCOUNTS,
+        };
+        let compression_level = match &raw.compression_level {
+            Some(v) => Some(origin.integer(v, "compression_level", COMPRESSION_LEVELS)? as i32),
+            None => None,
+        };
+        let checkpoint_size = match &raw.checkpoint_size {
+            Some(v) => origin.size(v, "checkpoint_size")?,
+            None => DEFAULT_CHECKPOINT_SIZE,
+        };
+        let checkpoint_interval = match &raw.checkpoint_interval {
+            Some(v) => origin.duration(v, "checkpoint_interval")?,
+            None => DEFAULT_CHECKPOINT_INTERVAL,
+        };
+        let mut accounts = Vec::new();
+        for (name, table) in raw.accounts {
+            let offset = table.span().start;
+            accounts.push(
+                table
+                    .into_inner()
+                    .validate(&name, offset, &origin, base_dir)?,
+            );
+        }
+        Ok(Config {
+            path: path.into(),
+            repository,
+            accounts,
+            parallel_accounts,
+            compression_level,
+            checkpoint_size,
+            checkpoint_interval,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// The accounts named (all of them when `names` is empty), in configuration order.
+    pub fn select(&self, names: &[String]) -> Result<Vec<&Account>, ConfigError> {
+        if self.accounts.is_empty() {
+            return Err(ConfigError::NoAccounts {
+                path: self.path.clone(),
+            });
+        }
+        if names.is_empty() {
+            return Ok(self.accounts.iter().collect());
+        }
+        let by_name: BTreeMap<&str, &Account> =
+            self.accounts.iter().map(|a| (a.name.as_str(), a)).collect();
+        let mut out: Vec<&Account> = Vec::new();
+        for name in names {
+            let account =
+                by_name
+                    .get(name.as_str())
+                    .ok_or_else(|| ConfigError::UnknownAccount {
+                        path: self.path.clone(),
+                        name: name.clone(),
+                        known: by_name.keys().map(|k| k.to_string()).collect(),
+                    })?;
+            if !out.iter().any(|a| a.name == account.name) {
+                out.push(account);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `~/x` → `$HOME/x`; a relative path → relative to `base_dir` (the configuration's directory).
+fn expand_path(text: &str, base_dir: &Path) -> PathBuf {
+    if let Some(rest) = text.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
+    }
+    let path = PathBuf::from(text);
+    if path.is_relative() {
+        base_dir.join(path)
+    } else {
+        path
+    }
 }
 
 /// `$XDG_CONFIG_HOME/popbackup/config.toml`, or `~/.config/popbackup/config.toml`.
@@ -31,33 +247,8 @@ pub fn default_path() -> PathBuf {
     base.join("popbackup").join("config.toml")
 }
 
-/// The `repository` key of the configuration file, if the file exists and sets it.
-pub fn repository_from_file(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(ConfigError::Read {
-                path: path.into(),
-                source,
-            });
-        }
-    };
-    let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-        path: path.into(),
-        message: e.to_string(),
-    })?;
-    match table.get("repository") {
-        None => Ok(None),
-        Some(toml::Value::String(s)) => Ok(Some(PathBuf::from(s))),
-        Some(_) => Err(ConfigError::Invalid {
-            path: path.into(),
-            message: "`repository` must be a string (a path)".into(),
-        }),
-    }
-}
-
-/// The repository to use: `--repo` wins over the configuration's `repository`.
+/// The repository to use: `--repo` wins over the configuration's `repository`. With `--repo`
+/// the configuration is not read at all.
 pub fn resolve_repository(
     cli_repo: Option<&Path>,
     config_path: &Path,
@@ -65,9 +256,11 @@ pub fn resolve_repository(
     if let Some(repo) = cli_repo {
         return Ok(repo.to_path_buf());
     }
-    repository_from_file(config_path)?.ok_or_else(|| ConfigError::NoRepository {
-        path: config_path.into(),
-    })
+    Config::load_optional(config_path)?
+        .and_then(|c| c.repository)
+        .ok_or_else(|| ConfigError::NoRepository {
+            path: config_path.into(),
+        })
 }
 
 /// The commented configuration `popbackup init` writes when there is none.
@@ -79,9 +272,13 @@ pub fn sample(repository: &Path) -> String {
         .replace('"', "\\\"");
     format!(
         r#"# popbackup configuration. Key names are an interface: keep them as they are.
-# Documentation: README.md. Never put a password in this file.
+# Documentation: README.md and examples/config.toml. Never put a password in this file.
 
 repository = "{repo}"
+# parallel_accounts = 4          # accounts backed up at the same time, one connection each
+# compression_level = 3          # zstd level for new messages (1-22)
+# checkpoint_size = "8 MiB"      # a long first run commits progress this often...
+# checkpoint_interval = "30s"    # ...or this often, whichever comes first
 
 # One table per account; `popbackup snapshot` backs up all of them, or those named.
 # [accounts.work]
@@ -93,6 +290,11 @@ repository = "{repo}"
 # auth = "auto"                            # auto | user | apop | plain | login | xoauth2 | oauthbearer
 # ca_file = "/etc/ssl/my-ca.pem"           # trust only this CA for this account
 # tls_fingerprints = ["sha256:AB:CD:..."]  # or pin the server's certificate
+# connect_timeout = "30s"
+# timeout = "2m"                           # longest wait for the server during a session
+# pipelining = true                        # when the server announces PIPELINING
+# pipeline_window = 64                     # commands in flight
+# pipeline_window_bytes = "8 MiB"          # announced message bytes in flight
 "#
     )
 }
@@ -102,39 +304,177 @@ repository = "{repo}"
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/popbackup/config.toml"), text)
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    const GOOD: &str = r#"
+repository = "/var/backups/mail"
+parallel_accounts = 2
+checkpoint_size = "1 MiB"
+
+[accounts.work]
+host = "pop.example.org"
+user = "alice@example.org"
+password_command = "pass show mail/work"
+tls_fingerprints = ["sha256:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF"]
+
+[accounts.home]
+host = "mail.example.net"
+port = 1110
+tls = "starttls"
+user = "bob"
+password_file = "secrets/home.pw"
+auth = "APOP"
+timeout = "5m"
+pipeline_window = 8
+"#;
+
+    #[test]
+    fn a_good_file() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.repository, Some(PathBuf::from("/var/backups/mail")));
+        assert_eq!(config.parallel_accounts, 2);
+        assert_eq!(config.checkpoint_size, 1 << 20);
+        assert_eq!(config.checkpoint_interval, DEFAULT_CHECKPOINT_INTERVAL);
+        let names: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["home", "work"]);
+        let home = &config.accounts[0];
+        assert_eq!(
+            (home.port, home.tls),
+            (1110, crate::pop3::TlsMode::Starttls)
+        );
+        assert_eq!(home.auth, crate::pop3::AuthMethod::Apop);
+        assert_eq!(
+            home.secret,
+            SecretSource::File(PathBuf::from("/etc/popbackup/secrets/home.pw"))
+        );
+        assert_eq!(home.timeout, Duration::from_secs(300));
+        assert_eq!(home.server_options().session.window.commands, 8);
+        let work = &config.accounts[1];
+        assert_eq!(work.port, 995);
+        assert_eq!(work.fingerprints.len(), 1);
+        assert_eq!(work.secret.key(), "password_command");
+        assert_eq!(
+            config.select(&["work".into()]).unwrap()[0].host,
+            "pop.example.org"
+        );
+        let err = config.select(&["play".into()]).unwrap_err().to_string();
+        assert!(err.contains("home, work"), "{err}");
+    }
+
+    #[test]
+    fn mistakes_name_file_line_and_key() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[accounts.a]\nhost = \"h\"\nuser = \"u\"\npasword_env = \"X\"\n",
+                "config.toml:4: unknown field `pasword_env`",
+            ),
+            (
+                "[accounts.a]\nhost = \"h\"\nuser = \"u\"\npassword_env = \"X\"\nport = \"995\"\n",
+                "config.toml:5: accounts.a.port: expected an integer from 1 to 65535",
+            ),
+            (
+                "[accounts.a]\nhost = \"h\"\nuser = \"u\"\npassword_env = \"X\"\nport = 99999\n",
+                "config.toml:5: accounts.a.port: 99999 is out of range",
+            ),
+            (
+                "[accounts.a]\nhost = \"h\"\nuser = \"u\"\npassword_env = \"X\"\ntls = \"ssl\"\n",
+                "config.toml:5: accounts.a.tls: \"ssl\" is not valid: expected one of \"implicit\"",
+            ),
+            (
+                "[accounts.a]\nhost = \"h\"\nuser = \"u\"\npassword_env = \"X\"\ntls = \"none\"\n",
+                "config.toml:5: accounts.a.tls: \"none\" would send the password in clear text",
+            ),
+            (
+                "[accounts.a]\nhost = \"h\"\nuser = \"u\"\n",
+                "accounts.a.password_command: no secret source",
+            ),
+            (
+                "[accounts.a]\nhost = \"h\"\nuser = \"u\"\npassword_env = \"X\"\npassword_file = \"/p\"\n",
+                "config.toml:5: accounts.a.password_file: give exactly one secret source",
+            ),
+            (
+                "[accounts.a]\nuser = \"u\"\npassword_env = \"X\"\n",
+                "accounts.a.host: is missing",
+            ),
+            (
+                "[accounts.a]\nhost = \"h\"\nuser = \"u\"\npassword_env = \"X\"\ntimeout = \"soon\"\n",
+                "config.toml:5: accounts.a.timeout: expected seconds",
+            ),
+            (
+                "[accounts.a]\nhost = \"h\"\nuser = \"u\"\npassword_env = \"X\"\ntls_fingerprints = [\"AB:CD\"]\n",
+                "config.toml:5: accounts.a.tls_fingerprints: \"AB:CD\" is not a SHA-256 fingerprint",
+            ),
+            (
+                "repository = 5\n",
+                "config.toml:1: repository: expected a string",
+            ),
+            (
+                "parallel_accounts = 0\n",
+                "config.toml:1: parallel_accounts: 0 is out of range",
+            ),
+            ("repository = \n", "config.toml:1:"),
+        ];
+        for (text, expected) in cases {
+            let err = error(text);
+            assert!(
+                err.contains(expected),
+                "config:\n{text}\nexpected {expected:?}\ngot {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn plaintext_with_explicit_consent() {
+        let config = parse(
+            "[accounts.lan]\nhost = \"10.0.0.2\"\nuser = \"u\"\npassword_env = \"X\"\n\
+             tls = \"none\"\nallow_insecure = true\n",
+        )
+        .unwrap();
+        let options = config.accounts[0].server_options();
+        assert_eq!(options.port, 110);
+        assert!(options.danger_allow_plaintext);
+    }
+
     #[test]
     fn sample_names_the_repository_and_parses() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         std::fs::write(&path, sample(Path::new("/var/backups/mail \"x\""))).unwrap();
+        let config = Config::load(&path).unwrap();
         assert_eq!(
-            repository_from_file(&path).unwrap(),
+            config.repository,
             Some(PathBuf::from("/var/backups/mail \"x\""))
         );
+        assert!(config.accounts.is_empty());
+        assert!(matches!(
+            config.select(&[]),
+            Err(ConfigError::NoAccounts { .. })
+        ));
         assert_eq!(
             resolve_repository(Some(Path::new("/r")), &path).unwrap(),
             PathBuf::from("/r")
-        );
-    }
-
-    #[test]
-    fn bad_files_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.toml");
-        std::fs::write(&path, "repository = 5\n").unwrap();
-        let err = repository_from_file(&path).unwrap_err();
-        assert!(err.to_string().contains("config.toml"), "{err}");
-        std::fs::write(&path, "repository = \n").unwrap();
-        assert!(
-            repository_from_file(&path)
-                .unwrap_err()
-                .to_string()
-                .contains("config.toml")
         );
         let missing = dir.path().join("none.toml");
         assert!(matches!(
             resolve_repository(None, &missing).unwrap_err(),
             ConfigError::NoRepository { .. }
         ));
+        assert!(matches!(
+            Config::load(&missing).unwrap_err(),
+            ConfigError::Missing { .. }
+        ));
+    }
+
+    #[test]
+    fn the_examples_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml");
+        let config = Config::load(&path).unwrap();
+        assert!(config.accounts.len() >= 2, "{config:?}");
     }
 }
