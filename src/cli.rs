@@ -13,6 +13,8 @@ use crate::repo::{RepoError, Repository};
 
 mod browse;
 mod init;
+mod inventory;
+mod snapshot;
 
 /// Back up POP3 mailboxes into a verifiable, deduplicated, compressed archive.
 #[derive(Debug, Parser)]
@@ -109,6 +111,9 @@ impl Command {
 pub struct Failure {
     pub code: u8,
     pub error: anyhow::Error,
+    /// The command has already told the user (per-account failures of `snapshot`); `main`
+    /// prints nothing more.
+    pub reported: bool,
 }
 
 impl Failure {
@@ -116,6 +121,16 @@ impl Failure {
         Failure {
             code,
             error: error.into(),
+            reported: false,
+        }
+    }
+
+    /// A failure already reported on stderr; only the exit code is left to give.
+    pub fn reported(code: u8) -> Failure {
+        Failure {
+            code,
+            error: anyhow::anyhow!("exit code {code}"),
+            reported: true,
         }
     }
 }
@@ -135,6 +150,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cat { message } => {
             open_repo(global, &config_path).and_then(|repo| browse::cat(&repo, message, &mut out))
         }
+        Command::Snapshot { accounts } => {
+            return snapshot::run(global, &config_path, accounts, &mut out);
+        }
+        Command::Inventory {
+            account,
+            no_headers,
+        } => inventory::run(global, &config_path, account, *no_headers, &mut out),
         other => {
             let name = other.name();
             return Err(Failure::new(
@@ -154,45 +176,69 @@ fn open_repo(global: &GlobalArgs, config_path: &std::path::Path) -> anyhow::Resu
     Ok(Repository::open(&path)?)
 }
 
+/// `--repo`, else the configuration's `repository`.
+fn repository_path(
+    global: &GlobalArgs,
+    config: Option<&config::Config>,
+    config_path: &std::path::Path,
+) -> Result<PathBuf, config::ConfigError> {
+    global
+        .repo
+        .clone()
+        .or_else(|| config.and_then(|c| c.repository.clone()))
+        .ok_or_else(|| config::ConfigError::NoRepository {
+            path: config_path.into(),
+        })
+}
+
+/// A warning on stderr, shown even with `-q`: cron should mail it.
+fn warn(account: Option<&str>, message: &str) {
+    match account {
+        Some(a) => eprintln!("popbackup: warning: {a}: {message}"),
+        None => eprintln!("popbackup: warning: {message}"),
+    }
+}
+
+/// `1.5 MiB`-style sizes for people.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 /// Chooses the exit code for an error from its innermost known cause.
 fn classify(error: anyhow::Error) -> Failure {
     for cause in error.chain() {
         if let Some(e) = cause.downcast_ref::<RepoError>() {
-            return Failure {
-                code: e.exit_code(),
-                error,
-            };
+            return Failure::new(e.exit_code(), error);
         }
         if cause.downcast_ref::<config::ConfigError>().is_some() {
-            return Failure {
-                code: exit::CONFIG,
-                error,
-            };
+            return Failure::new(exit::CONFIG, error);
+        }
+        if let Some(e) = cause.downcast_ref::<crate::snapshot::SnapshotError>() {
+            return Failure::new(e.exit_code(), error);
         }
         if let Some(e) = cause.downcast_ref::<crate::pop3::Pop3Error>() {
-            return Failure {
-                code: exit::for_pop3(e.class()),
-                error,
-            };
+            return Failure::new(exit::for_pop3(e.class()), error);
         }
         if let Some(e) = cause.downcast_ref::<std::io::Error>() {
             // `popbackup cat ... | head` closing the pipe is not a failure.
             if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Failure {
-                    code: exit::OK,
-                    error,
-                };
+                return Failure::new(exit::OK, error);
             }
-            return Failure {
-                code: exit::IO_ERR,
-                error,
-            };
+            return Failure::new(exit::IO_ERR, error);
         }
     }
-    Failure {
-        code: exit::SOME_FAILED,
-        error,
-    }
+    Failure::new(exit::SOME_FAILED, error)
 }
 
 #[cfg(test)]
@@ -248,6 +294,14 @@ mod tests {
             "{:#}",
             failure.error
         );
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 20), "5.0 MiB");
     }
 
     #[test]

@@ -9,7 +9,9 @@ pub mod cli;
 pub mod config;
 pub mod durable;
 pub mod exit;
+pub mod mail;
 pub mod pop3;
 pub mod repo;
+pub mod snapshot;
 
 pub use pop3::{Credentials, Pop3Error, Secret, ServerOptions, Session, TlsMode};

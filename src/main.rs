@@ -7,7 +7,9 @@ fn main() -> std::process::ExitCode {
     match popbackup::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("popbackup: {:#}", failure.error);
+            if !failure.reported {
+                eprintln!("popbackup: {:#}", failure.error);
+            }
             std::process::ExitCode::from(failure.code)
         }
     }

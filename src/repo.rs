@@ -123,6 +123,25 @@ impl Repository {
             .collect()
     }
 
+    /// The newest committed snapshot of `account`, if any. Manifests are read newest first
+    /// and only until one matches, so this stays cheap however long the history is.
+    pub fn latest_snapshot_of(&self, account: &str) -> Result<Option<Manifest>, RepoError> {
+        #[derive(serde::Deserialize)]
+        struct AccountProbe {
+            account: String,
+        }
+        for id in self.snapshots()?.iter().rev() {
+            let path = self.layout.snapshot(id);
+            let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
+            let probe: AccountProbe = serde_json::from_slice(&bytes)
+                .map_err(|e| RepoError::corrupt(&path, e.to_string()))?;
+            if probe.account == account {
+                return read_manifest(&path).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
     /// A committed snapshot's manifest.
     pub fn manifest(&self, id: &SnapshotId) -> Result<Manifest, RepoError> {
         let path = self.layout.snapshot(id);
@@ -298,6 +317,8 @@ pub struct RepoWriter {
     repo: Repository,
     _lock: RepoLock,
     pack: Option<PackWriter>,
+    /// zstd level for new messages when it differs from the repository's.
+    level_override: Option<i32>,
     /// Packs finished since the last index file was written.
     unindexed: Vec<IndexedPack>,
 }
@@ -326,6 +347,7 @@ impl RepoWriter {
             repo,
             _lock: lock,
             pack: None,
+            level_override: None,
             unindexed,
         };
         writer.write_index()?;
@@ -341,6 +363,11 @@ impl RepoWriter {
         self.repo.index.contains(hash) || self.pack.as_ref().is_some_and(|p| p.contains(hash))
     }
 
+    /// Sets the zstd level for the messages stored next (`None`: the repository's level).
+    pub fn set_compression_level(&mut self, level: Option<i32>) {
+        self.level_override = level;
+    }
+
     /// Stores a message read from `source`, streaming: hashed and compressed as it arrives.
     /// A message already in the repository is not stored twice.
     pub fn store(&mut self, source: &mut dyn Read) -> Result<Stored, StoreError> {
@@ -352,16 +379,19 @@ impl RepoWriter {
             .dictionary
             .and_then(|d| self.repo.dicts.get(&d));
         let index = &self.repo.index;
+        let level = self
+            .level_override
+            .unwrap_or(self.repo.config.compression.level);
         let pack = match &mut self.pack {
             Some(pack) => pack,
             None => {
-                let level = self.repo.config.compression.level;
                 let created = PackWriter::new(&tmp, level).map_err(|e| {
                     StoreError::Repo(RepoError::io("cannot create a pack in", &tmp)(e))
                 })?;
                 self.pack.insert(created)
             }
         };
+        pack.set_level(level);
         let io_err = |e| StoreError::Repo(RepoError::io("cannot write a pack in", &tmp)(e));
         let mut writer = pack.begin(dict).map_err(io_err)?;
         let mut buf = vec![0u8; 64 * 1024];

@@ -61,6 +61,10 @@ pub struct MessageRecord {
     pub msg: u32,
     /// The server's unique id; `None` when the server has no UIDL.
     pub uidl: Option<String>,
+    /// For servers without UIDL: `sha256:` and the hex SHA-256 of the message's `TOP n 0`
+    /// output, which identifies it from one session to the next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
     /// The size LIST announced.
     pub list_size: u64,
     /// Bytes RETR delivered (the archived message's exact length); `None` if not stored.

@@ -86,6 +86,11 @@ impl PackWriter {
         })
     }
 
+    /// The zstd level for the messages that follow.
+    pub fn set_level(&mut self, level: i32) {
+        self.level = level;
+    }
+
     /// Bytes written so far.
     pub fn size(&self) -> u64 {
         self.end

@@ -36,6 +36,7 @@ pub fn manifest_for(repo: &Repository, account: &str, hashes: &[(MessageHash, u6
                 MessageRecord {
                     msg: i as u32 + 1,
                     uidl: Some(format!("uid-{i}")),
+                    fingerprint: None,
                     list_size: *size,
                     size: Some(*size),
                     sha256: Some(*hash),

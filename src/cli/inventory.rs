@@ -1,0 +1,74 @@
+//! `popbackup inventory ACCOUNT`: what is new, archived and vanished, without downloading.
+
+use super::{GlobalArgs, human_bytes, warn};
+use crate::config::Config;
+use crate::repo::Repository;
+use crate::snapshot;
+
+pub fn run(
+    global: &GlobalArgs,
+    config_path: &std::path::Path,
+    account: &str,
+    no_headers: bool,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    for w in &config.warnings {
+        warn(None, w);
+    }
+    let repo_path = super::repository_path(global, Some(&config), config_path)?;
+    let account = config.select(&[account.to_string()])?[0];
+    let repo = Repository::open(&repo_path)?;
+    let report = snapshot::inspect(account, &repo, !no_headers)?;
+    for w in &report.warnings {
+        warn(Some(&report.account), w);
+    }
+    if global.json {
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+    writeln!(
+        out,
+        "{}: {} messages on the server ({}); {} already archived{}",
+        report.account,
+        report.messages_on_server,
+        human_bytes(report.bytes_on_server),
+        report.already_archived,
+        report
+            .previous_snapshot
+            .as_ref()
+            .map(|s| format!(" (latest snapshot {s})"))
+            .unwrap_or_else(|| " (no snapshot yet)".into()),
+    )?;
+    let new_bytes: u64 = report.new.iter().map(|m| m.size).sum();
+    writeln!(out, "new: {} ({})", report.new.len(), human_bytes(new_bytes))?;
+    for m in &report.new {
+        writeln!(
+            out,
+            "  {:>6} {:>10}  {:<31}  {:<30}  {}",
+            m.msg,
+            human_bytes(m.size),
+            dash(&m.date),
+            dash(&m.from),
+            dash(&m.subject)
+        )?;
+    }
+    writeln!(
+        out,
+        "vanished from the server since the latest snapshot (still archived): {}",
+        report.vanished.len()
+    )?;
+    for m in &report.vanished {
+        writeln!(
+            out,
+            "  {:<31}  {:<30}  {}  [{}]",
+            dash(&m.date),
+            dash(&m.from),
+            dash(&m.subject),
+            dash(&m.uidl)
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! `popbackup snapshot [ACCOUNT...]`: the nightly job. Silent with `-q` when all is well, a
+//! line per account otherwise, the spec's JSON object with `--json`; warnings and failures
+//! always go to stderr so cron mails them.
+
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::{Failure, GlobalArgs, human_bytes, warn};
+use crate::config::Config;
+use crate::repo::Repository;
+use crate::snapshot::{self, AccountReport, Observer, Outcome, SnapshotOptions};
+
+pub fn run(
+    global: &GlobalArgs,
+    config_path: &std::path::Path,
+    names: &[String],
+    out: &mut dyn std::io::Write,
+) -> Result<(), Failure> {
+    let started = Instant::now();
+    let prepared = (|| -> anyhow::Result<_> {
+        let config = Config::load(config_path)?;
+        for w in &config.warnings {
+            warn(None, w);
+        }
+        let repo_path = super::repository_path(global, Some(&config), config_path)?;
+        let accounts: Vec<crate::config::Account> =
+            config.select(names)?.into_iter().cloned().collect();
+        let writer = Repository::open(&repo_path)?.lock(&format!("snapshot {}", names.join(" ")))?;
+        Ok((config, accounts, writer))
+    })();
+    let (config, accounts, writer) = prepared.map_err(super::classify)?;
+    let options = SnapshotOptions {
+        parallel_accounts: config.parallel_accounts,
+        compression_level: config.compression_level,
+        checkpoint_size: config.checkpoint_size,
+        checkpoint_interval: config.checkpoint_interval,
+    };
+    let account_refs: Vec<&crate::config::Account> = accounts.iter().collect();
+    let bars = (!global.quiet && std::io::stderr().is_terminal()).then(ProgressBars::default);
+    let observer: &dyn Observer = match &bars {
+        Some(b) => b,
+        None => &snapshot::Silent,
+    };
+    let (reports, writer) = snapshot::run_snapshot(writer, &account_refs, &options, observer);
+    let finished = writer.finish().map_err(|e| super::classify(e.into()));
+    let code = snapshot::exit_code(&reports);
+
+    for r in &reports {
+        for w in &r.warnings {
+            warn(Some(&r.account), w);
+        }
+        if let Some(message) = &r.message {
+            eprintln!(
+                "popbackup: {}: {} (exit {}): {message}",
+                r.account,
+                match r.outcome {
+                    Outcome::Temporary => "temporary failure, will retry next run",
+                    _ => "failed",
+                },
+                r.exit_code
+            );
+        }
+    }
+    let write = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
+        if global.json {
+            let summary = serde_json::json!({
+                "accounts": reports,
+                "exit_code": code,
+                "elapsed_seconds": started.elapsed().as_secs_f64(),
+            });
+            serde_json::to_writer_pretty(&mut *out, &summary)?;
+            writeln!(out)?;
+        } else if !global.quiet {
+            for r in reports.iter().filter(|r| r.outcome == Outcome::Ok) {
+                writeln!(out, "{}", human_line(r))?;
+            }
+        }
+        out.flush()
+    };
+    write(out).map_err(|e| super::classify(e.into()))?;
+    finished?;
+    if code == crate::exit::OK {
+        Ok(())
+    } else {
+        Err(Failure::reported(code))
+    }
+}
+
+fn human_line(r: &AccountReport) -> String {
+    let mut parts = vec![format!("{} messages on the server", r.messages_on_server)];
+    if r.downloaded == 0 {
+        parts.push("nothing new".into());
+    } else {
+        parts.push(format!(
+            "{} downloaded ({}), {} stored ({} written)",
+            r.downloaded,
+            human_bytes(r.bytes_downloaded),
+            r.new_messages,
+            human_bytes(r.bytes_written)
+        ));
+    }
+    if r.vanished > 0 {
+        parts.push(format!("{} gone from the server (kept in the archive)", r.vanished));
+    }
+    format!(
+        "{}: {}; snapshot {} in {:.1} s",
+        r.account,
+        parts.join(", "),
+        r.snapshot.as_ref().map(|s| s.as_str()).unwrap_or("-"),
+        r.elapsed_seconds
+    )
+}
+
+/// One progress bar per account, drawn on stderr (only created when it is a terminal).
+#[derive(Default)]
+struct ProgressBars {
+    multi: indicatif::MultiProgress,
+    bars: Mutex<HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl Observer for ProgressBars {
+    fn planned(&self, account: &str, _on_server: usize, to_download: usize, bytes: u64) {
+        let bar = self.multi.add(indicatif::ProgressBar::new(bytes));
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(account.to_string());
+        bar.set_message(format!("{to_download} messages"));
+        if let Ok(mut bars) = self.bars.lock() {
+            bars.insert(account.to_string(), bar);
+        }
+    }
+
+    fn downloaded(&self, account: &str, bytes: u64) {
+        if let Some(bar) = self.bars.lock().ok().and_then(|b| b.get(account).cloned()) {
+            bar.inc(bytes);
+        }
+    }
+
+    fn finished(&self, report: &AccountReport) {
+        if let Some(bar) = self.bars.lock().ok().and_then(|mut b| b.remove(&report.account)) {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The snapshot engine: the only module that uses both the POP3 client and the repository.
+//!
+//! [`inventory`] lists a mailbox and compares it with what the repository holds;
+//! [`engine`] downloads what is new and commits a manifest of the whole inventory, for any
+//! number of accounts in parallel. Neither prints: progress goes to an [`Observer`] and results
+//! come back as [`AccountReport`]s for the CLI to show.
+//!
+//! Error policy: an account's run fails with a [`SnapshotError`] that keeps the layer it came
+//! from (configuration, POP3, repository), so the exit code can be chosen from the cause; the
+//! failure is recorded in the account's report and the other accounts go on.
+
+pub mod engine;
+pub mod inventory;
+
+pub use engine::{
+    AccountReport, Observer, Outcome, Silent, SnapshotOptions, exit_code, run_snapshot,
+    snapshot_account,
+};
+pub use inventory::{
+    Inventory, InventoryEntry, InventoryReport, Listing, NewMessage, ServerMessage, VanishedMessage,
+    fetch_headers, inspect, take_listing,
+};
+
+use crate::config::ConfigError;
+use crate::pop3::Pop3Error;
+use crate::repo::RepoError;
+
+/// Why an account's snapshot failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Pop3(#[from] Pop3Error),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+impl SnapshotError {
+    /// Worth retrying next run without changing anything.
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            SnapshotError::Pop3(e) => e.is_temporary(),
+            SnapshotError::Repo(e) => e.exit_code() == crate::exit::TEMP_FAIL,
+            SnapshotError::Config(_) => false,
+        }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SnapshotError::Config(_) => crate::exit::CONFIG,
+            SnapshotError::Pop3(e) => crate::exit::for_pop3(e.class()),
+            SnapshotError::Repo(e) => e.exit_code(),
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! One snapshot run: every selected account, in parallel (bounded), each over one connection,
+//! all storing into one locked repository.
+//!
+//! Per account: log in, list, compare with the repository ([`Inventory`]), download only the
+//! new messages (pipelined RETR, hashed and compressed as they stream), commit checkpoints
+//! while a long run goes on, then commit the manifest of the whole server inventory. No DELE is
+//! ever sent. One account failing never stops the others; its [`AccountReport`] says why.
+
+use std::io::{Read, Write};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::inventory::{Inventory, InventoryEntry, Listing, take_listing};
+use super::SnapshotError;
+use crate::config::Account;
+use crate::mail::{HeaderCapture, HeaderSummary};
+use crate::pop3::{self, Fetch, FetchError, Reply, Session};
+use crate::repo::{
+    Manifest, MessageRecord, RepoWriter, ServerInfo, SnapshotId, StoreError, Stored, Tool,
+    manifest::MANIFEST_VERSION,
+};
+
+/// Messages up to this size are read into memory before the repository lock is taken, so
+/// parallel accounts download while another stores; larger ones stream under the lock.
+const BUFFER_LIMIT: usize = 1 << 20;
+
+/// Run-wide settings.
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    pub parallel_accounts: usize,
+    pub compression_level: Option<i32>,
+    /// Commit a checkpoint after this many downloaded bytes...
+    pub checkpoint_size: u64,
+    /// ...or after this long, whichever comes first.
+    pub checkpoint_interval: Duration,
+}
+
+/// Hooks for progress display; every method has a no-op default.
+pub trait Observer: Sync {
+    /// The account's inventory is known: `to_download` messages, `bytes` announced by LIST.
+    fn planned(&self, _account: &str, _on_server: usize, _to_download: usize, _bytes: u64) {}
+    /// One message was downloaded (`bytes` delivered).
+    fn downloaded(&self, _account: &str, _bytes: u64) {}
+    /// The account is done, successfully or not.
+    fn finished(&self, _report: &AccountReport) {}
+}
+
+/// An observer that shows nothing.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// How an account's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    /// Worth retrying next run (server busy, login delay, timeout, dropped connection).
+    Temporary,
+    Failed,
+}
+
+/// What happened to one account; `snapshot --json` prints a list of these.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountReport {
+    pub account: String,
+    pub outcome: Outcome,
+    /// The error, when the outcome is not `ok`.
+    pub message: Option<String>,
+    /// The exit code this account alone would give.
+    pub exit_code: u8,
+    pub messages_on_server: usize,
+    /// Messages the repository held already for this account.
+    pub already_archived: usize,
+    /// Messages downloaded in this run.
+    pub downloaded: usize,
+    /// Downloaded messages that were new to the repository and stored.
+    pub new_messages: usize,
+    /// Downloaded messages whose bytes the repository held already (another account, a UIDL
+    /// change); stored once.
+    pub duplicates: usize,
+    /// Messages of the last snapshot no longer on the server (still in the archive).
+    pub vanished: usize,
+    /// Messages listed but refused by RETR (deleted meanwhile); recorded without content.
+    pub refused: usize,
+    pub bytes_downloaded: u64,
+    /// Compressed bytes added to the repository.
+    pub bytes_written: u64,
+    /// The committed snapshot; `null` if the run did not finish.
+    pub snapshot: Option<SnapshotId>,
+    pub elapsed_seconds: f64,
+    pub warnings: Vec<String>,
+}
+
+impl AccountReport {
+    fn new(account: &str) -> AccountReport {
+        AccountReport {
+            account: account.to_string(),
+            outcome: Outcome::Ok,
+            message: None,
+            exit_code: crate::exit::OK,
+            messages_on_server: 0,
+            already_archived: 0,
+            downloaded: 0,
+            new_messages: 0,
+            duplicates: 0,
+            vanished: 0,
+            refused: 0,
+            bytes_downloaded: 0,
+            bytes_written: 0,
+            snapshot: None,
+            elapsed_seconds: 0.0,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// The exit code for a whole run: 0 when every account succeeded; the accounts' common code
+/// when all failed alike (75 busy, 77 authentication, ...); otherwise 1.
+pub fn exit_code(reports: &[AccountReport]) -> u8 {
+    let failed: Vec<u8> = reports
+        .iter()
+        .filter(|r| r.outcome != Outcome::Ok)
+        .map(|r| r.exit_code)
+        .collect();
+    match failed.first() {
+        None => crate::exit::OK,
+        Some(first) if failed.len() == reports.len() && failed.iter().all(|c| c == first) => {
+            *first
+        }
+        Some(_) => crate::exit::SOME_FAILED,
+    }
+}
+
+/// Backs up `accounts` into the repository held by `writer`, up to
+/// `options.parallel_accounts` at a time. Returns one report per account, in the given order.
+pub fn run_snapshot(
+    writer: RepoWriter,
+    accounts: &[&Account],
+    options: &SnapshotOptions,
+    observer: &dyn Observer,
+) -> (Vec<AccountReport>, RepoWriter) {
+    let shared = Mutex::new(writer);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<AccountReport>>> = Mutex::new(vec![None; accounts.len()]);
+    let workers = options.parallel_accounts.clamp(1, accounts.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(account) = accounts.get(i) else {
+                        break;
+                    };
+                    let report = snapshot_account(&shared, account, options, observer);
+                    observer.finished(&report);
+                    lock(&results)[i] = Some(report);
+                }
+            });
+        }
+    });
+    let reports = results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .zip(accounts)
+        .map(|(r, a)| {
+            r.unwrap_or_else(|| {
+                // Only reachable if a worker panicked: report it rather than lose the account.
+                let mut report = AccountReport::new(&a.name);
+                report.outcome = Outcome::Failed;
+                report.exit_code = crate::exit::SOME_FAILED;
+                report.message = Some("internal error: the account's worker stopped".into());
+                report
+            })
+        })
+        .collect();
+    (reports, shared.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Backs up one account and reports how it went; never panics on bad input.
+pub fn snapshot_account(
+    shared: &Mutex<RepoWriter>,
+    account: &Account,
+    options: &SnapshotOptions,
+    observer: &dyn Observer,
+) -> AccountReport {
+    let started = Instant::now();
+    let mut report = AccountReport::new(&account.name);
+    let result = AccountRun {
+        shared,
+        account,
+        options,
+        observer,
+        report: &mut report,
+    }
+    .run();
+    if let Err(error) = result {
+        report.outcome = if error.is_temporary() {
+            Outcome::Temporary
+        } else {
+            Outcome::Failed
+        };
+        report.exit_code = error.exit_code();
+        report.message = Some(error.to_string());
+    }
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+struct AccountRun<'a> {
+    shared: &'a Mutex<RepoWriter>,
+    account: &'a Account,
+    options: &'a SnapshotOptions,
+    observer: &'a dyn Observer,
+    report: &'a mut AccountReport,
+}
+
+impl AccountRun<'_> {
+    fn run(&mut self) -> Result<(), SnapshotError> {
+        let time = chrono::Utc::now();
+        let id = SnapshotId::new(time);
+        let creds = self
+            .account
+            .credentials(&mut |w| self.report.warnings.push(w))?;
+        let server = self.account.server_options();
+        let mut session = pop3::open_session(&server, &creds)?;
+        drop(creds);
+        let result = self.with_session(&mut session, id, time);
+        // QUIT only after the manifest is committed. popbackup sends no DELE, so QUIT commits
+        // nothing on the server; it releases the server's mailbox lock.
+        match result {
+            Ok(()) => {
+                if let Err(e) = session.quit() {
+                    self.report
+                        .warnings
+                        .push(format!("QUIT failed after the snapshot was committed: {e}"));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                drop(session);
+                Err(e)
+            }
+        }
+    }
+
+    fn with_session<S: Read + Write>(
+        &mut self,
+        session: &mut Session<S>,
+        id: SnapshotId,
+        time: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), SnapshotError> {
+        let caps = session.capabilities();
+        if caps.expire().as_deref() == Some("0") {
+            self.report.warnings.push(
+                "the server announces EXPIRE 0: it deletes messages once they have been \
+                 downloaded, by any client; popbackup never sends DELE, but this server may \
+                 remove what it sends"
+                    .into(),
+            );
+        }
+        let server_info = ServerInfo {
+            host: self.account.host.clone(),
+            port: self.account.port,
+            tls: tls_name(self.account.tls).into(),
+            greeting: session.greeting().to_string(),
+            capabilities: caps
+                .entries()
+                .iter()
+                .map(|c| std::iter::once(c.tag.as_str()).chain(c.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" "))
+                .collect(),
+        };
+        let listing = take_listing(session)?;
+        self.report.warnings.extend(listing.warnings.iter().cloned());
+        let (inventory, old_checkpoints) = self.inventory(&listing)?;
+        if let Some(w) = inventory.shrink_warning() {
+            self.report.warnings.push(w);
+        }
+        self.report.messages_on_server = inventory.entries.len();
+        self.report.already_archived = inventory.archived_count();
+        self.report.vanished = inventory.vanished.len();
+        self.observer.planned(
+            &self.account.name,
+            inventory.entries.len(),
+            inventory.new_count(),
+            inventory.new_bytes(),
+        );
+
+        let mut manifest = Manifest {
+            version: MANIFEST_VERSION,
+            id: id.clone(),
+            time: time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            account: self.account.name.clone(),
+            complete: false,
+            tool: Tool::default(),
+            server: server_info,
+            messages: inventory.entries.iter().map(initial_record).collect(),
+        };
+        let downloaded = self.download(session, &inventory, &mut manifest);
+        if let Err(error) = downloaded {
+            // Keep what arrived: the next run resumes from this checkpoint.
+            if self.report.downloaded > 0 {
+                let _ = lock(self.shared).checkpoint(&done_so_far(&manifest));
+            }
+            return Err(error);
+        }
+        let mut writer = lock(self.shared);
+        writer.commit(&manifest)?;
+        self.report.snapshot = Some(id.clone());
+        for old in old_checkpoints {
+            if old != id {
+                writer.discard_checkpoint(&old)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The inventory, and the ids of this account's checkpoints it resumed from.
+    fn inventory(&self, listing: &Listing) -> Result<(Inventory, Vec<SnapshotId>), SnapshotError> {
+        let writer = lock(self.shared);
+        let repo = writer.repo();
+        let previous = repo.latest_snapshot_of(&self.account.name)?;
+        let checkpoints: Vec<Manifest> = repo
+            .checkpoints()?
+            .into_iter()
+            .filter(|c| c.account == self.account.name)
+            .collect();
+        let inventory = Inventory::build(
+            &self.account.name,
+            listing,
+            previous.as_ref(),
+            &checkpoints,
+            |h| writer.contains(h),
+        );
+        Ok((inventory, checkpoints.into_iter().map(|c| c.id).collect()))
+    }
+
+    /// Downloads every new message, storing each as it streams in, with checkpoints.
+    fn download<S: Read + Write>(
+        &mut self,
+        session: &mut Session<S>,
+        inventory: &Inventory,
+        manifest: &mut Manifest,
+    ) -> Result<(), SnapshotError> {
+        let positions: std::collections::HashMap<u32, usize> = inventory
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.server.msg, i))
+            .collect();
+        let requests: Vec<Fetch> = inventory
+            .new_entries()
+            .map(|e| Fetch::retr(e.server.msg, e.server.size))
+            .collect();
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let level = self.account.compression_level.or(self.options.compression_level);
+        let mut buffer = Vec::new();
+        let mut since_checkpoint = 0u64;
+        let mut last_checkpoint = Instant::now();
+        let account = self.account.name.clone();
+        let report = &mut *self.report;
+        let shared = self.shared;
+        let observer = self.observer;
+        let options = self.options;
+        let result = session.fetch(&requests, |request, reply| {
+            let record = &mut manifest.messages[positions[&request.msg]];
+            match reply {
+                Reply::Refused(e) => {
+                    report.refused += 1;
+                    report.warnings.push(format!(
+                        "message {} (UIDL {}) was listed but not sent ({e}); it was probably \
+                         deleted during the run",
+                        request.msg,
+                        record.uidl.as_deref().unwrap_or("-")
+                    ));
+                    return Ok(());
+                }
+                Reply::Body(body) => {
+                    let (stored, headers) = store_message(shared, level, body, &mut buffer)?;
+                    let bytes = stored.raw_len();
+                    report.downloaded += 1;
+                    report.bytes_downloaded += bytes;
+                    match stored {
+                        Stored::New(entry, _) => {
+                            report.new_messages += 1;
+                            report.bytes_written += entry.length;
+                        }
+                        Stored::Duplicate(..) => report.duplicates += 1,
+                    }
+                    record.sha256 = Some(stored.hash());
+                    record.size = Some(bytes);
+                    record.date = headers.date;
+                    record.from = headers.from;
+                    record.subject = headers.subject;
+                    record.message_id = headers.message_id;
+                    observer.downloaded(&account, bytes);
+                    since_checkpoint += bytes;
+                }
+            }
+            if since_checkpoint >= options.checkpoint_size
+                || last_checkpoint.elapsed() >= options.checkpoint_interval
+            {
+                lock(shared)
+                    .checkpoint(&done_so_far(manifest))
+                    .map_err(StoreError::Repo)?;
+                since_checkpoint = 0;
+                last_checkpoint = Instant::now();
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(FetchError::Pop3(e)) => Err(e.into()),
+            Err(FetchError::Sink(StoreError::Repo(e))) => Err(e.into()),
+            Err(FetchError::Sink(StoreError::Source(source))) => Err(pop3::Pop3Error::Io {
+                during: "RETR".into(),
+                source,
+            }
+            .into()),
+        }
+    }
+}
+
+/// Reads one message, small ones into `buffer` first, and stores it; also picks out its
+/// header summary on the way.
+fn store_message(
+    shared: &Mutex<RepoWriter>,
+    level: Option<i32>,
+    body: &mut dyn Read,
+    buffer: &mut Vec<u8>,
+) -> Result<(Stored, HeaderSummary), StoreError> {
+    let mut capture = HeaderCapture::new();
+    let mut source = Tee {
+        inner: body,
+        capture: &mut capture,
+    };
+    buffer.clear();
+    (&mut source)
+        .take(BUFFER_LIMIT as u64 + 1)
+        .read_to_end(buffer)
+        .map_err(StoreError::Source)?;
+    let stored = {
+        let mut writer = lock(shared);
+        writer.set_compression_level(level);
+        if buffer.len() <= BUFFER_LIMIT {
+            writer.store(&mut &buffer[..])
+        } else {
+            writer.store(&mut (&buffer[..]).chain(&mut source))
+        }
+    }?;
+    if buffer.capacity() > 2 * BUFFER_LIMIT {
+        *buffer = Vec::new();
+    }
+    Ok((stored, capture.summary()))
+}
+
+/// Passes bytes through while capturing the header section.
+struct Tee<'a, 'b> {
+    inner: &'a mut dyn Read,
+    capture: &'b mut HeaderCapture,
+}
+
+impl Read for Tee<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.capture.feed(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The manifest record of a server message before any download: the archived copy's data
+/// when there is one, the server's listing otherwise.
+fn initial_record(entry: &InventoryEntry) -> MessageRecord {
+    let server = &entry.server;
+    let mut record = match &entry.archived {
+        Some(archived) => archived.clone(),
+        None => MessageRecord {
+            msg: server.msg,
+            uidl: None,
+            fingerprint: None,
+            list_size: server.size,
+            size: None,
+            sha256: None,
+            pack: None,
+            offset: None,
+            length: None,
+            date: None,
+            from: None,
+            subject: None,
+            message_id: None,
+        },
+    };
+    record.msg = server.msg;
+    record.uidl = server.uidl.as_ref().map(|u| u.as_str().to_string());
+    record.fingerprint = server.fingerprint.clone();
+    record.list_size = server.size;
+    record
+}
+
+/// A checkpoint: the records whose messages are stored so far.
+fn done_so_far(manifest: &Manifest) -> Manifest {
+    let mut checkpoint = manifest.clone();
+    checkpoint.messages.retain(|r| r.sha256.is_some());
+    checkpoint
+}
+
+fn tls_name(mode: pop3::TlsMode) -> &'static str {
+    match mode {
+        pop3::TlsMode::Implicit => "implicit",
+        pop3::TlsMode::Starttls => "starttls",
+        pop3::TlsMode::None => "none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(outcome: Outcome, code: u8) -> AccountReport {
+        let mut r = AccountReport::new("a");
+        r.outcome = outcome;
+        r.exit_code = code;
+        r
+    }
+
+    #[test]
+    fn run_exit_code() {
+        use crate::exit::*;
+        assert_eq!(exit_code(&[]), OK);
+        assert_eq!(exit_code(&[report(Outcome::Ok, OK)]), OK);
+        assert_eq!(exit_code(&[report(Outcome::Temporary, TEMP_FAIL)]), TEMP_FAIL);
+        assert_eq!(
+            exit_code(&[report(Outcome::Failed, NO_PERM), report(Outcome::Failed, NO_PERM)]),
+            NO_PERM
+        );
+        assert_eq!(
+            exit_code(&[report(Outcome::Ok, OK), report(Outcome::Temporary, TEMP_FAIL)]),
+            SOME_FAILED
+        );
+        assert_eq!(
+            exit_code(&[report(Outcome::Failed, NO_PERM), report(Outcome::Failed, CONFIG)]),
+            SOME_FAILED
+        );
+    }
+}

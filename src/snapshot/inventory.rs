@@ -1,0 +1,544 @@
+//! The server's inventory (UIDL + LIST, or `TOP n 0` fingerprints without UIDL) compared with
+//! what the repository already holds for the account.
+//!
+//! A server message is *archived* when the account's latest snapshot (or a checkpoint of an
+//! interrupted run) has a record with the same identity — UIDL or fingerprint — and the same
+//! LIST size, and that record's message is stored. Everything else is *new* and will be
+//! downloaded; a record of the latest snapshot that no server message matches has *vanished*.
+//! Identities are matched as multisets, so duplicate UIDLs are kept one for one.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::mail::{self, HeaderSummary};
+use crate::pop3::{Fetch, Pop3Error, Reply, Session, Uidl};
+use crate::repo::{Manifest, MessageHash, MessageRecord, SnapshotId};
+
+/// One message as the server lists it in this session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerMessage {
+    pub msg: u32,
+    pub uidl: Option<Uidl>,
+    /// `sha256:<hex>` of `TOP msg 0`, for servers without UIDL.
+    pub fingerprint: Option<String>,
+    /// The size LIST announced.
+    pub size: u64,
+}
+
+/// What identifies a message from one session to the next.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct MessageKey {
+    id: String,
+    size: u64,
+}
+
+impl ServerMessage {
+    fn key(&self) -> Option<MessageKey> {
+        identity(self.uidl.as_ref().map(Uidl::as_str), self.fingerprint.as_deref(), self.size)
+    }
+}
+
+fn identity(uidl: Option<&str>, fingerprint: Option<&str>, size: u64) -> Option<MessageKey> {
+    let id = match (uidl, fingerprint) {
+        (Some(u), _) => format!("uidl:{u}"),
+        (None, Some(f)) => format!("top:{f}"),
+        (None, None) => return None,
+    };
+    Some(MessageKey { id, size })
+}
+
+fn record_key(record: &MessageRecord) -> Option<MessageKey> {
+    identity(
+        record.uidl.as_deref(),
+        record.fingerprint.as_deref(),
+        record.list_size,
+    )
+}
+
+/// The server's listing at the start of a session.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub messages: Vec<ServerMessage>,
+    /// False when the server refused UIDL and fingerprints were used instead.
+    pub uidl_supported: bool,
+    pub warnings: Vec<String>,
+}
+
+/// Lists the mailbox: UIDL and LIST, and without UIDL a pipelined `TOP n 0` pass whose
+/// header bytes fingerprint each message.
+pub fn take_listing<S: Read + Write>(session: &mut Session<S>) -> Result<Listing, Pop3Error> {
+    let mut warnings = Vec::new();
+    // Ask even when CAPA does not list UIDL: some servers support more than they announce.
+    let uidls = match session.uidl() {
+        Ok(u) => Some(u),
+        Err(e @ Pop3Error::Server { .. }) => {
+            warnings.push(format!(
+                "the server does not support UIDL ({e}); messages are recognised by a \
+                 fingerprint of their headers instead, which costs a TOP command per message \
+                 on every run"
+            ));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let list = session.list()?;
+    let mut by_msg: HashMap<u32, Uidl> = uidls
+        .iter()
+        .flatten()
+        .map(|e| (e.msg, e.uidl.clone()))
+        .collect();
+    let mut messages: Vec<ServerMessage> = list
+        .iter()
+        .map(|entry| ServerMessage {
+            msg: entry.msg,
+            uidl: by_msg.remove(&entry.msg),
+            fingerprint: None,
+            size: entry.size,
+        })
+        .collect();
+    messages.sort_by_key(|m| m.msg);
+    let missing = messages.iter().filter(|m| m.uidl.is_none()).count();
+    if uidls.is_some() && missing > 0 {
+        warnings.push(format!(
+            "UIDL did not list {missing} message(s) that LIST did; they are fingerprinted"
+        ));
+    }
+    if missing > 0 {
+        fingerprint(session, &mut messages, &mut warnings)?;
+    }
+    Ok(Listing {
+        messages,
+        uidl_supported: uidls.is_some(),
+        warnings,
+    })
+}
+
+fn fingerprint<S: Read + Write>(
+    session: &mut Session<S>,
+    messages: &mut [ServerMessage],
+    warnings: &mut Vec<String>,
+) -> Result<(), Pop3Error> {
+    let requests: Vec<Fetch> = messages
+        .iter()
+        .filter(|m| m.uidl.is_none())
+        .map(|m| Fetch::top(m.msg, 0))
+        .collect();
+    let mut prints: HashMap<u32, String> = HashMap::new();
+    let mut refused = 0usize;
+    session
+        .fetch(&requests, |request, reply| {
+            match reply {
+                Reply::Body(body) => {
+                    let mut hasher = Sha256::new();
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        let n = body.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        hasher.update(&buf[..n]);
+                    }
+                    let hex = crate::repo::id::to_hex(&hasher.finalize());
+                    prints.insert(request.msg, format!("sha256:{hex}"));
+                }
+                Reply::Refused(_) => refused += 1,
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .map_err(top_failure)?;
+    if refused > 0 {
+        warnings.push(format!(
+            "the server refused TOP for {refused} message(s) without UIDL; they cannot be \
+             recognised and are downloaded again on every run (stored once)"
+        ));
+    }
+    for m in messages.iter_mut() {
+        m.fingerprint = prints.remove(&m.msg);
+    }
+    Ok(())
+}
+
+/// A failed `TOP n 0` pass. Our sinks only fail when reading the body fails, which the
+/// client reports as its own error first; the `Sink` case is kept for completeness.
+fn top_failure(e: crate::pop3::FetchError<std::io::Error>) -> Pop3Error {
+    match e {
+        crate::pop3::FetchError::Pop3(e) => e,
+        crate::pop3::FetchError::Sink(source) => Pop3Error::Io {
+            during: "reading TOP output".into(),
+            source,
+        },
+    }
+}
+
+/// One server message and, when it is archived, the record that archived it.
+#[derive(Debug, Clone)]
+pub struct InventoryEntry {
+    pub server: ServerMessage,
+    pub archived: Option<MessageRecord>,
+}
+
+/// The server's listing compared with the repository.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub account: String,
+    /// The account's latest committed snapshot.
+    pub previous: Option<SnapshotId>,
+    /// How many messages that snapshot listed.
+    pub previous_messages: usize,
+    /// In server order.
+    pub entries: Vec<InventoryEntry>,
+    /// Records of the previous snapshot no longer on the server.
+    pub vanished: Vec<MessageRecord>,
+    pub uidl_supported: bool,
+}
+
+impl Inventory {
+    /// Matches `listing` against the account's previous snapshot and unfinished checkpoints.
+    /// `is_stored` says whether a message is (still) in the repository.
+    pub fn build(
+        account: &str,
+        listing: &Listing,
+        previous: Option<&Manifest>,
+        checkpoints: &[Manifest],
+        is_stored: impl Fn(&MessageHash) -> bool,
+    ) -> Inventory {
+        let mut known: HashMap<MessageKey, VecDeque<&MessageRecord>> = HashMap::new();
+        let sources = previous.into_iter().chain(checkpoints.iter());
+        for manifest in sources.filter(|m| m.account == account) {
+            for record in &manifest.messages {
+                let stored = record.sha256.as_ref().is_some_and(&is_stored);
+                if let (true, Some(key)) = (stored, record_key(record)) {
+                    known.entry(key).or_default().push_back(record);
+                }
+            }
+        }
+        // Checkpoints repeat records of the previous snapshot; a key may then be queued twice,
+        // which only matters for duplicate UIDLs and is harmless: any stored copy will do.
+        let entries = listing
+            .messages
+            .iter()
+            .map(|server| InventoryEntry {
+                archived: server
+                    .key()
+                    .and_then(|k| known.get_mut(&k))
+                    .and_then(VecDeque::pop_front)
+                    .cloned(),
+                server: server.clone(),
+            })
+            .collect();
+
+        let mut on_server: HashMap<MessageKey, usize> = HashMap::new();
+        for key in listing.messages.iter().filter_map(ServerMessage::key) {
+            *on_server.entry(key).or_default() += 1;
+        }
+        let mut vanished = Vec::new();
+        for record in previous.map(|m| m.messages.as_slice()).unwrap_or_default() {
+            let still_there = record_key(record)
+                .and_then(|k| on_server.get_mut(&k))
+                .filter(|n| **n > 0)
+                .map(|n| *n -= 1)
+                .is_some();
+            if !still_there {
+                vanished.push(record.clone());
+            }
+        }
+        Inventory {
+            account: account.to_string(),
+            previous: previous.map(|m| m.id.clone()),
+            previous_messages: previous.map_or(0, |m| m.messages.len()),
+            entries,
+            vanished,
+            uidl_supported: listing.uidl_supported,
+        }
+    }
+
+    /// Messages to download.
+    pub fn new_entries(&self) -> impl Iterator<Item = &InventoryEntry> {
+        self.entries.iter().filter(|e| e.archived.is_none())
+    }
+
+    pub fn new_count(&self) -> usize {
+        self.new_entries().count()
+    }
+
+    /// Sum of the LIST sizes of the new messages.
+    pub fn new_bytes(&self) -> u64 {
+        self.new_entries().map(|e| e.server.size).sum()
+    }
+
+    pub fn archived_count(&self) -> usize {
+        self.entries.len() - self.new_count()
+    }
+
+    /// A warning when the mailbox shrank sharply since the last snapshot: a provider losing mail
+    /// is exactly what a backup is for, so the user should hear of it.
+    pub fn shrink_warning(&self) -> Option<String> {
+        let before = self.previous_messages;
+        let gone = self.vanished.len();
+        if before >= SHRINK_MIN_MESSAGES && gone * 100 >= before * SHRINK_PERCENT {
+            Some(format!(
+                "{gone} of the {before} messages of the last snapshot are no longer on the \
+                 server (now {} messages); if you did not delete them, your provider may have \
+                 lost mail — the archive still holds every one of them",
+                self.entries.len()
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Warn when at least this share of the last snapshot's messages vanished...
+pub const SHRINK_PERCENT: usize = 25;
+/// ...and that snapshot had at least this many messages.
+pub const SHRINK_MIN_MESSAGES: usize = 10;
+
+/// Fetches the headers of `msgs` with a pipelined `TOP n 0`, for listings of new mail. A
+/// message the server refuses TOP for is simply missing from the result.
+pub fn fetch_headers<S: Read + Write>(
+    session: &mut Session<S>,
+    msgs: &[u32],
+) -> Result<HashMap<u32, HeaderSummary>, Pop3Error> {
+    let requests: Vec<Fetch> = msgs.iter().map(|m| Fetch::top(*m, 0)).collect();
+    let mut out = HashMap::new();
+    session
+        .fetch(&requests, |request, reply| {
+            if let Reply::Body(body) = reply {
+                let mut capture = mail::HeaderCapture::new();
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    let n = body.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    capture.feed(&buf[..n]);
+                }
+                out.insert(request.msg, capture.summary());
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .map_err(top_failure)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::{ServerInfo, Tool};
+
+    fn server(msg: u32, uidl: &str, size: u64) -> ServerMessage {
+        ServerMessage {
+            msg,
+            uidl: Some(Uidl::new(uidl)),
+            fingerprint: None,
+            size,
+        }
+    }
+
+    fn record(msg: u32, uidl: &str, size: u64, byte: u8) -> MessageRecord {
+        MessageRecord {
+            msg,
+            uidl: Some(uidl.into()),
+            fingerprint: None,
+            list_size: size,
+            size: Some(size),
+            sha256: Some(MessageHash([byte; 32])),
+            pack: None,
+            offset: None,
+            length: None,
+            date: None,
+            from: None,
+            subject: Some(format!("s{byte}")),
+            message_id: None,
+        }
+    }
+
+    fn manifest(account: &str, messages: Vec<MessageRecord>) -> Manifest {
+        Manifest {
+            version: 1,
+            id: SnapshotId::parse("20260101T000000Z-00000000").unwrap(),
+            time: "2026-01-01T00:00:00+00:00".into(),
+            account: account.into(),
+            complete: true,
+            tool: Tool::default(),
+            server: ServerInfo::default(),
+            messages,
+        }
+    }
+
+    #[test]
+    fn new_archived_vanished_and_duplicate_uidls() {
+        let previous = manifest(
+            "work",
+            vec![
+                record(1, "a", 10, 1),
+                record(2, "dup", 20, 2),
+                record(3, "dup", 20, 2),
+                record(4, "gone", 40, 4),
+                record(5, "resized", 50, 5),
+            ],
+        );
+        let listing = Listing {
+            messages: vec![
+                server(1, "a", 10),
+                server(2, "dup", 20),
+                server(3, "dup", 20),
+                server(4, "dup", 20),
+                server(5, "resized", 51),
+                server(6, "fresh", 60),
+            ],
+            uidl_supported: true,
+            warnings: vec![],
+        };
+        let inv = Inventory::build("work", &listing, Some(&previous), &[], |_| true);
+        let archived: Vec<bool> = inv.entries.iter().map(|e| e.archived.is_some()).collect();
+        assert_eq!(archived, [true, true, true, false, false, false]);
+        assert_eq!(inv.new_count(), 3);
+        assert_eq!(inv.new_bytes(), 20 + 51 + 60);
+        let vanished: Vec<&str> = inv.vanished.iter().map(|r| r.uidl.as_deref().unwrap()).collect();
+        assert_eq!(vanished, ["gone", "resized"]);
+        assert_eq!(inv.entries[0].archived.as_ref().unwrap().subject.as_deref(), Some("s1"));
+        assert_eq!(inv.shrink_warning(), None);
+
+        // A message whose archive copy is missing is new again; another account's snapshot
+        // does not count.
+        let inv = Inventory::build("work", &listing, Some(&previous), &[], |h| h.0[0] != 1);
+        assert!(inv.entries[0].archived.is_none());
+        let inv = Inventory::build("home", &listing, Some(&previous), &[], |_| true);
+        assert_eq!(inv.new_count(), 6);
+    }
+
+    #[test]
+    fn checkpoints_resume_and_shrinking_warns() {
+        let checkpoint = manifest("work", vec![record(7, "x", 70, 7)]);
+        let listing = Listing {
+            messages: vec![server(1, "x", 70), server(2, "y", 80)],
+            uidl_supported: true,
+            warnings: vec![],
+        };
+        let inv = Inventory::build("work", &listing, None, &[checkpoint], |_| true);
+        assert_eq!(inv.new_count(), 1);
+        assert!(inv.vanished.is_empty());
+
+        let many: Vec<MessageRecord> = (0..40).map(|i| record(i, &format!("u{i}"), 1, 9)).collect();
+        let previous = manifest("work", many);
+        let inv = Inventory::build("work", &listing, Some(&previous), &[], |_| true);
+        assert_eq!(inv.vanished.len(), 40);
+        assert!(inv.shrink_warning().unwrap().contains("40 of the 40"));
+    }
+}
+
+/// What `popbackup inventory` shows: the comparison, with headers of the new messages.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InventoryReport {
+    pub account: String,
+    pub messages_on_server: usize,
+    /// Sum of the LIST sizes of everything on the server.
+    pub bytes_on_server: u64,
+    pub already_archived: usize,
+    pub previous_snapshot: Option<SnapshotId>,
+    pub new: Vec<NewMessage>,
+    pub vanished: Vec<VanishedMessage>,
+    pub warnings: Vec<String>,
+}
+
+/// A message on the server that the archive does not hold.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NewMessage {
+    pub msg: u32,
+    pub uidl: Option<String>,
+    pub size: u64,
+    pub date: Option<String>,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+}
+
+/// A message of the last snapshot that is no longer on the server (the archive keeps it).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VanishedMessage {
+    pub uidl: Option<String>,
+    pub size: Option<u64>,
+    pub sha256: Option<MessageHash>,
+    pub date: Option<String>,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+}
+
+/// Logs in, lists, compares with `repo` and (with `headers`) fetches `TOP n 0` of the new
+/// messages. Reads only: no body is downloaded and neither server nor repository changes.
+pub fn inspect(
+    account: &crate::config::Account,
+    repo: &crate::repo::Repository,
+    headers: bool,
+) -> Result<InventoryReport, super::SnapshotError> {
+    let mut warnings = Vec::new();
+    let creds = account.credentials(&mut |w| warnings.push(w))?;
+    let mut session = crate::pop3::open_session(&account.server_options(), &creds)?;
+    drop(creds);
+    let listing = take_listing(&mut session)?;
+    warnings.extend(listing.warnings.iter().cloned());
+    let previous = repo.latest_snapshot_of(&account.name)?;
+    let checkpoints: Vec<Manifest> = repo
+        .checkpoints()?
+        .into_iter()
+        .filter(|c| c.account == account.name)
+        .collect();
+    let inventory = Inventory::build(
+        &account.name,
+        &listing,
+        previous.as_ref(),
+        &checkpoints,
+        |h| repo.index().contains(h),
+    );
+    let new_msgs: Vec<u32> = inventory.new_entries().map(|e| e.server.msg).collect();
+    let summaries = if headers && !new_msgs.is_empty() {
+        fetch_headers(&mut session, &new_msgs)?
+    } else {
+        HashMap::new()
+    };
+    // Nothing was changed, so a failing QUIT loses nothing.
+    let _ = session.quit();
+    if let Some(w) = inventory.shrink_warning() {
+        warnings.push(w);
+    }
+    let new = inventory
+        .new_entries()
+        .map(|e| {
+            let h = summaries.get(&e.server.msg).cloned().unwrap_or_default();
+            NewMessage {
+                msg: e.server.msg,
+                uidl: e.server.uidl.as_ref().map(|u| u.as_str().to_string()),
+                size: e.server.size,
+                date: h.date,
+                from: h.from,
+                subject: h.subject,
+                message_id: h.message_id,
+            }
+        })
+        .collect();
+    let vanished = inventory
+        .vanished
+        .iter()
+        .map(|r| VanishedMessage {
+            uidl: r.uidl.clone(),
+            size: r.size,
+            sha256: r.sha256,
+            date: r.date.clone(),
+            from: r.from.clone(),
+            subject: r.subject.clone(),
+        })
+        .collect();
+    Ok(InventoryReport {
+        account: account.name.clone(),
+        messages_on_server: inventory.entries.len(),
+        bytes_on_server: inventory.entries.iter().map(|e| e.server.size).sum(),
+        already_archived: inventory.archived_count(),
+        previous_snapshot: inventory.previous.clone(),
+        new,
+        vanished,
+        warnings,
+    })
+}
