@@ -39,7 +39,8 @@ impl HeaderCapture {
         }
         let room = MAX_HEADER_BYTES - self.bytes.len();
         let start = self.bytes.len().saturating_sub(3);
-        self.bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        self.bytes
+            .extend_from_slice(&chunk[..chunk.len().min(room)]);
         if let Some(end) = blank_line_end(&self.bytes, start) {
             self.bytes.truncate(end);
             self.done = true;
@@ -91,7 +92,9 @@ fn blank_line_end(bytes: &[u8], from: usize) -> Option<usize> {
 
 /// Date, From, Subject and Message-ID of a header section (or a whole message).
 pub fn summarize(message: &[u8]) -> HeaderSummary {
-    let end = header_end(message).unwrap_or(message.len()).min(MAX_HEADER_BYTES);
+    let end = header_end(message)
+        .unwrap_or(message.len())
+        .min(MAX_HEADER_BYTES);
     let Ok((headers, _)) = mailparse::parse_headers(&message[..end]) else {
         return HeaderSummary::default();
     };
@@ -142,14 +145,18 @@ mod tests {
         let summary = summarize(message);
         assert_eq!(summary.subject.as_deref(), Some("Hello world"));
         assert_eq!(summary.from.as_deref(), Some("A <a@x>"));
-        assert_eq!(summary.date.as_deref(), Some("Mon, 2 Jan 2023 10:00:00 +0000"));
+        assert_eq!(
+            summary.date.as_deref(),
+            Some("Mon, 2 Jan 2023 10:00:00 +0000")
+        );
         assert_eq!(summary.message_id, None);
     }
 
     #[test]
     fn huge_headers_are_capped() {
         let mut capture = HeaderCapture::new();
-        let line = b"X-Junk: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+        let line =
+            b"X-Junk: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
         for _ in 0..10_000 {
             capture.feed(line);
         }

@@ -17,8 +17,8 @@ pub use engine::{
     snapshot_account,
 };
 pub use inventory::{
-    Inventory, InventoryEntry, InventoryReport, Listing, NewMessage, ServerMessage, VanishedMessage,
-    fetch_headers, inspect, take_listing,
+    Inventory, InventoryEntry, InventoryReport, Listing, NewMessage, ServerMessage,
+    VanishedMessage, fetch_headers, inspect, take_listing,
 };
 
 use crate::config::ConfigError;

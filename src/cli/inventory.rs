@@ -43,7 +43,12 @@ pub fn run(
             .unwrap_or_else(|| " (no snapshot yet)".into()),
     )?;
     let new_bytes: u64 = report.new.iter().map(|m| m.size).sum();
-    writeln!(out, "new: {} ({})", report.new.len(), human_bytes(new_bytes))?;
+    writeln!(
+        out,
+        "new: {} ({})",
+        report.new.len(),
+        human_bytes(new_bytes)
+    )?;
     for m in &report.new {
         writeln!(
             out,

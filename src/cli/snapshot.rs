@@ -27,7 +27,8 @@ pub fn run(
         let repo_path = super::repository_path(global, Some(&config), config_path)?;
         let accounts: Vec<crate::config::Account> =
             config.select(names)?.into_iter().cloned().collect();
-        let writer = Repository::open(&repo_path)?.lock(&format!("snapshot {}", names.join(" ")))?;
+        let writer =
+            Repository::open(&repo_path)?.lock(&format!("snapshot {}", names.join(" ")))?;
         Ok((config, accounts, writer))
     })();
     let (config, accounts, writer) = prepared.map_err(super::classify)?;
@@ -102,7 +103,10 @@ fn human_line(r: &AccountReport) -> String {
         ));
     }
     if r.vanished > 0 {
-        parts.push(format!("{} gone from the server (kept in the archive)", r.vanished));
+        parts.push(format!(
+            "{} gone from the server (kept in the archive)",
+            r.vanished
+        ));
     }
     format!(
         "{}: {}; snapshot {} in {:.1} s",
@@ -143,7 +147,12 @@ impl Observer for ProgressBars {
     }
 
     fn finished(&self, report: &AccountReport) {
-        if let Some(bar) = self.bars.lock().ok().and_then(|mut b| b.remove(&report.account)) {
+        if let Some(bar) = self
+            .bars
+            .lock()
+            .ok()
+            .and_then(|mut b| b.remove(&report.account))
+        {
             bar.finish_and_clear();
         }
     }

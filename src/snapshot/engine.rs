@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::inventory::{Inventory, InventoryEntry, Listing, take_listing};
 use super::SnapshotError;
+use super::inventory::{Inventory, InventoryEntry, Listing, take_listing};
 use crate::config::Account;
 use crate::mail::{HeaderCapture, HeaderSummary};
 use crate::pop3::{self, Fetch, FetchError, Reply, Session};
@@ -127,9 +127,7 @@ pub fn exit_code(reports: &[AccountReport]) -> u8 {
         .collect();
     match failed.first() {
         None => crate::exit::OK,
-        Some(first) if failed.len() == reports.len() && failed.iter().all(|c| c == first) => {
-            *first
-        }
+        Some(first) if failed.len() == reports.len() && failed.iter().all(|c| c == first) => *first,
         Some(_) => crate::exit::SOME_FAILED,
     }
 }
@@ -177,7 +175,10 @@ pub fn run_snapshot(
             })
         })
         .collect();
-    (reports, shared.into_inner().unwrap_or_else(|e| e.into_inner()))
+    (
+        reports,
+        shared.into_inner().unwrap_or_else(|e| e.into_inner()),
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -274,11 +275,18 @@ impl AccountRun<'_> {
             capabilities: caps
                 .entries()
                 .iter()
-                .map(|c| std::iter::once(c.tag.as_str()).chain(c.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" "))
+                .map(|c| {
+                    std::iter::once(c.tag.as_str())
+                        .chain(c.args.iter().map(String::as_str))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
                 .collect(),
         };
         let listing = take_listing(session)?;
-        self.report.warnings.extend(listing.warnings.iter().cloned());
+        self.report
+            .warnings
+            .extend(listing.warnings.iter().cloned());
         let (inventory, old_checkpoints) = self.inventory(&listing)?;
         if let Some(w) = inventory.shrink_warning() {
             self.report.warnings.push(w);
@@ -362,7 +370,10 @@ impl AccountRun<'_> {
         if requests.is_empty() {
             return Ok(());
         }
-        let level = self.account.compression_level.or(self.options.compression_level);
+        let level = self
+            .account
+            .compression_level
+            .or(self.options.compression_level);
         let mut buffer = Vec::new();
         let mut since_checkpoint = 0u64;
         let mut last_checkpoint = Instant::now();
@@ -537,17 +548,29 @@ mod tests {
         use crate::exit::*;
         assert_eq!(exit_code(&[]), OK);
         assert_eq!(exit_code(&[report(Outcome::Ok, OK)]), OK);
-        assert_eq!(exit_code(&[report(Outcome::Temporary, TEMP_FAIL)]), TEMP_FAIL);
         assert_eq!(
-            exit_code(&[report(Outcome::Failed, NO_PERM), report(Outcome::Failed, NO_PERM)]),
+            exit_code(&[report(Outcome::Temporary, TEMP_FAIL)]),
+            TEMP_FAIL
+        );
+        assert_eq!(
+            exit_code(&[
+                report(Outcome::Failed, NO_PERM),
+                report(Outcome::Failed, NO_PERM)
+            ]),
             NO_PERM
         );
         assert_eq!(
-            exit_code(&[report(Outcome::Ok, OK), report(Outcome::Temporary, TEMP_FAIL)]),
+            exit_code(&[
+                report(Outcome::Ok, OK),
+                report(Outcome::Temporary, TEMP_FAIL)
+            ]),
             SOME_FAILED
         );
         assert_eq!(
-            exit_code(&[report(Outcome::Failed, NO_PERM), report(Outcome::Failed, CONFIG)]),
+            exit_code(&[
+                report(Outcome::Failed, NO_PERM),
+                report(Outcome::Failed, CONFIG)
+            ]),
             SOME_FAILED
         );
     }

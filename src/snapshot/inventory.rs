@@ -36,7 +36,11 @@ struct MessageKey {
 
 impl ServerMessage {
     fn key(&self) -> Option<MessageKey> {
-        identity(self.uidl.as_ref().map(Uidl::as_str), self.fingerprint.as_deref(), self.size)
+        identity(
+            self.uidl.as_ref().map(Uidl::as_str),
+            self.fingerprint.as_deref(),
+            self.size,
+        )
     }
 }
 
@@ -397,9 +401,16 @@ mod tests {
         assert_eq!(archived, [true, true, true, false, false, false]);
         assert_eq!(inv.new_count(), 3);
         assert_eq!(inv.new_bytes(), 20 + 51 + 60);
-        let vanished: Vec<&str> = inv.vanished.iter().map(|r| r.uidl.as_deref().unwrap()).collect();
+        let vanished: Vec<&str> = inv
+            .vanished
+            .iter()
+            .map(|r| r.uidl.as_deref().unwrap())
+            .collect();
         assert_eq!(vanished, ["gone", "resized"]);
-        assert_eq!(inv.entries[0].archived.as_ref().unwrap().subject.as_deref(), Some("s1"));
+        assert_eq!(
+            inv.entries[0].archived.as_ref().unwrap().subject.as_deref(),
+            Some("s1")
+        );
         assert_eq!(inv.shrink_warning(), None);
 
         // A message whose archive copy is missing is new again; another account's snapshot

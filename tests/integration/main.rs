@@ -11,3 +11,4 @@ mod pop3_fake;
 mod pop3_mock;
 mod pop3_tls;
 mod repo;
+mod snapshot;

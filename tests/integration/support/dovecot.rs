@@ -6,7 +6,7 @@
 //!
 //! Each test uses its own user (u01..u40) because Dovecot locks a mailbox per POP3 session
 //! and tests run in parallel. Allocation: u01-u04 corpus round trips, u05-u14 client tests,
-//! u15-u20 TLS tests.
+//! u15-u20 TLS tests, u21-u30 snapshot tests.
 
 use std::collections::HashMap;
 use std::os::unix::fs::chown;
@@ -89,6 +89,65 @@ impl Dovecot {
 
     pub fn credentials(&self, user: &str, method: AuthMethod) -> Credentials {
         Credentials::new(user, Secret::new(format!("pw-{user}")), method)
+    }
+
+    /// `user`'s Maildir.
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        Path::new(self.var("POPBACKUP_DOVECOT_MAIL"))
+            .join(user)
+            .join("Maildir")
+    }
+
+    /// Delivers one more message into `user`'s Maildir (`new/`), owned by the mail user.
+    pub fn deliver(&self, user: &str, name: &str, bytes: &[u8]) {
+        let maildir = self.maildir(user);
+        let owner = std::fs::metadata(&maildir).unwrap();
+        use std::os::unix::fs::MetadataExt as _;
+        let tmp = maildir.join("tmp").join(name);
+        std::fs::write(&tmp, bytes).unwrap();
+        chown(&tmp, Some(owner.uid()), Some(owner.gid())).unwrap();
+        std::fs::rename(&tmp, maildir.join("new").join(name)).unwrap();
+    }
+
+    /// Removes the message delivered as `name` (in `new/`, or in `cur/` with flags appended).
+    pub fn remove(&self, user: &str, name: &str) {
+        let maildir = self.maildir(user);
+        for sub in ["new", "cur"] {
+            for entry in std::fs::read_dir(maildir.join(sub)).unwrap() {
+                let entry = entry.unwrap();
+                let file = entry.file_name().to_string_lossy().to_string();
+                if file == name || file.starts_with(&format!("{name}:")) {
+                    std::fs::remove_file(entry.path()).unwrap();
+                    return;
+                }
+            }
+        }
+        panic!("{name} is not in {}", maildir.display());
+    }
+
+    /// Dovecot's logout lines for `user` (`Logged out top=T/B, retr=R/B, del=D/N, size=S`),
+    /// oldest first.
+    pub fn logouts(&self, user: &str) -> Vec<String> {
+        let log = Path::new(self.var("POPBACKUP_DOVECOT_DIR")).join("log/dovecot.log");
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tag = format!("pop3({user})<");
+        text.lines()
+            .filter(|l| l.contains(&tag) && l.contains("Disconnected"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until `user` has at least `count` logout lines (Dovecot logs a session's end a
+    /// moment after the client has gone) and returns them.
+    pub fn wait_logouts(&self, user: &str, count: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.logouts(user);
+            if lines.len() >= count || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Empties `user`'s Maildir and delivers `messages` (file name, bytes) into `new/`, owned by

@@ -1,0 +1,431 @@
+//! `popbackup snapshot` and `inventory` end to end: the binary against the test Dovecot.
+//!
+//! What the server did is read from Dovecot's own logout lines (`retr=N/...`, `del=0/...`), so
+//! "downloads exactly the new messages" and "never deletes" are checked on the server's side,
+//! not only by our own counters.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use popbackup::pop3::TlsMode;
+use popbackup::repo::{MessageHash, Repository};
+use serde_json::Value;
+
+use crate::support::corpus_messages;
+use crate::support::dovecot::{Dovecot, dovecot_retr_bytes};
+
+/// A temporary configuration and repository for some Dovecot users.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub repo: PathBuf,
+    users: Vec<String>,
+}
+
+impl Setup {
+    /// One `[accounts.NAME]` per `(name, user)`, over implicit TLS, plus `extra` top-level keys.
+    pub fn new(dovecot: &Dovecot, accounts: &[(&str, &str)], extra: &str) -> Setup {
+        Setup::with_tls(dovecot, accounts, extra, TlsMode::Implicit)
+    }
+
+    pub fn with_tls(
+        dovecot: &Dovecot,
+        accounts: &[(&str, &str)],
+        extra: &str,
+        tls: TlsMode,
+    ) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("archive");
+        let config = dir.path().join("config.toml");
+        let mut text = format!("repository = {:?}\n{extra}\n", repo.to_str().unwrap());
+        for (name, user) in accounts {
+            let tls_name = match tls {
+                TlsMode::Implicit => "implicit",
+                TlsMode::Starttls => "starttls",
+                TlsMode::None => "none",
+            };
+            text += &format!(
+                "\n[accounts.{name}]\nhost = \"localhost\"\nport = {}\ntls = \"{tls_name}\"\n\
+                 user = \"{user}\"\npassword_env = \"PW_{}\"\nca_file = {:?}\ntimeout = 20\n{}",
+                dovecot.port(tls),
+                user.to_uppercase(),
+                dovecot.ca_file().to_str().unwrap(),
+                if tls == TlsMode::None {
+                    "allow_insecure = true\n"
+                } else {
+                    ""
+                }
+            );
+        }
+        std::fs::write(&config, text).unwrap();
+        let setup = Setup {
+            dir,
+            config,
+            repo,
+            users: accounts.iter().map(|(_, u)| u.to_string()).collect(),
+        };
+        let out = setup.run(&["init"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        setup
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_popbackup"));
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("XDG_CONFIG_HOME", self.dir.path());
+        for user in &self.users {
+            command.env(format!("PW_{}", user.to_uppercase()), format!("pw-{user}"));
+        }
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs with `--json` and returns the parsed summary, asserting the exit code.
+    pub fn json(&self, args: &[&str], code: i32) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.run(&all);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "popbackup {args:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The first number after `key=` in a Dovecot logout line.
+pub fn counter(line: &str, key: &str) -> u64 {
+    let at = line
+        .find(&format!("{key}="))
+        .unwrap_or_else(|| panic!("{key} in {line}"));
+    line[at + key.len() + 1..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn account<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == name)
+        .unwrap_or_else(|| panic!("no account {name} in {summary}"))
+}
+
+/// The corpus as Dovecot will serve it: file name in the Maildir → bytes.
+fn corpus_files(corpus: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+    corpus
+        .iter()
+        .enumerate()
+        .map(|(i, (name, bytes))| {
+            (
+                format!("{i:05}.{}", name.replace(['/', ':'], "_")),
+                bytes.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn corpus_snapshot_is_exact_incremental_and_never_deletes() {
+    let Some(dovecot) = Dovecot::get() else {
+        return;
+    };
+    let Some(corpus) = corpus_messages() else {
+        return;
+    };
+    let user = "u21";
+    let files = corpus_files(&corpus);
+    dovecot.fill_maildir(user, files.iter().map(|(n, b)| (n.clone(), b.as_slice())));
+    let setup = Setup::new(&dovecot, &[("corpus", user)], "");
+    let logouts_before = dovecot.logouts(user).len();
+
+    // First run: everything is downloaded, and the archive gives back exactly what Dovecot sent.
+    let first = setup.json(&["snapshot"], 0);
+    let report = account(&first, "corpus");
+    assert_eq!(report["outcome"], "ok", "{report}");
+    assert_eq!(report["messages_on_server"], files.len());
+    assert_eq!(report["downloaded"], files.len());
+    let mut expected: HashMap<MessageHash, usize> = HashMap::new();
+    for (_, bytes) in &files {
+        *expected
+            .entry(MessageHash::of(&dovecot_retr_bytes(bytes)))
+            .or_default() += 1;
+    }
+    assert_eq!(report["new_messages"], expected.len());
+    assert_eq!(report["duplicates"], files.len() - expected.len());
+
+    let repo = Repository::open(&setup.repo).unwrap();
+    let id = repo.find_snapshot("latest").unwrap();
+    let manifest = repo.manifest(&id).unwrap();
+    assert_eq!(report["snapshot"], id.as_str());
+    let mut archived: HashMap<MessageHash, usize> = HashMap::new();
+    for record in &manifest.messages {
+        *archived.entry(record.sha256.unwrap()).or_default() += 1;
+        assert!(record.uidl.is_some() && record.pack.is_some());
+    }
+    assert_eq!(archived, expected, "the manifest lists exactly the corpus");
+    let by_hash: HashMap<MessageHash, &[u8]> = files
+        .iter()
+        .map(|(_, b)| (MessageHash::of(&dovecot_retr_bytes(b)), b.as_slice()))
+        .collect();
+    for hash in expected.keys() {
+        let bytes = repo.read_message(hash).unwrap();
+        assert_eq!(bytes, dovecot_retr_bytes(by_hash[hash]), "message {hash}");
+    }
+    // And through the binary's `cat`, for a sample (one process per message is slow).
+    for record in manifest.messages.iter().step_by(97) {
+        let hash = record.sha256.unwrap();
+        let out = setup.run(&["cat", &hash.to_hex()[..20]]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(out.stdout, dovecot_retr_bytes(by_hash[&hash]));
+        assert_eq!(record.size, Some(out.stdout.len() as u64));
+    }
+    let lines = dovecot.wait_logouts(user, logouts_before + 1);
+    let last = lines.last().unwrap();
+    assert_eq!(counter(last, "retr"), files.len() as u64, "{last}");
+    assert_eq!(counter(last, "del"), 0, "{last}");
+
+    // Ten new messages: exactly those ten are retrieved, by the server's count.
+    let added: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| {
+            (
+                format!("added-{i}"),
+                format!(
+                    "From: New <new{i}@example.org>\nSubject: added {i}\nDate: Thu, 26 Nov 2026 \
+                     10:0{i}:00 +0000\nMessage-ID: <added{i}@example.org>\n\nbody {i}\n.dot\n"
+                )
+                .into_bytes(),
+            )
+        })
+        .collect();
+    for (name, bytes) in &added {
+        dovecot.deliver(user, name, bytes);
+    }
+    let inventory = setup.json(&["inventory", "corpus"], 0);
+    assert_eq!(
+        inventory["new"].as_array().unwrap().len(),
+        10,
+        "{inventory}"
+    );
+    assert_eq!(inventory["already_archived"], files.len());
+    let subjects: Vec<&str> = inventory["new"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap())
+        .collect();
+    assert!(subjects.contains(&"added 7"), "{subjects:?}");
+    let lines = dovecot.wait_logouts(user, logouts_before + 2);
+    let last = lines.last().unwrap();
+    assert_eq!(
+        counter(last, "retr"),
+        0,
+        "inventory downloads no body: {last}"
+    );
+    assert_eq!(
+        counter(last, "top"),
+        10,
+        "inventory TOPs only the new: {last}"
+    );
+
+    let second = setup.json(&["snapshot"], 0);
+    let report = account(&second, "corpus");
+    assert_eq!(report["downloaded"], 10, "{report}");
+    assert_eq!(report["new_messages"], 10);
+    assert_eq!(report["messages_on_server"], files.len() + 10);
+    let lines = dovecot.wait_logouts(user, logouts_before + 3);
+    let last = lines.last().unwrap();
+    assert_eq!(counter(last, "retr"), 10, "{last}");
+    assert_eq!(counter(last, "del"), 0, "{last}");
+    let repo = Repository::open(&setup.repo).unwrap();
+    let manifest = repo
+        .manifest(&repo.find_snapshot("latest").unwrap())
+        .unwrap();
+    let record = manifest
+        .messages
+        .iter()
+        .find(|r| r.subject.as_deref() == Some("added 3"))
+        .expect("the new message is in the manifest with its headers");
+    assert_eq!(record.message_id.as_deref(), Some("<added3@example.org>"));
+    assert_eq!(
+        repo.read_message(&record.sha256.unwrap()).unwrap(),
+        dovecot_retr_bytes(&added[3].1)
+    );
+
+    // Nothing new: nothing is downloaded, and the run is still a snapshot.
+    let third = setup.json(&["snapshot"], 0);
+    let report = account(&third, "corpus");
+    assert_eq!(report["downloaded"], 0, "{report}");
+    assert_eq!(report["already_archived"], files.len() + 10);
+    assert!(report["snapshot"].is_string());
+    let lines = dovecot.wait_logouts(user, logouts_before + 4);
+    let last = lines.last().unwrap();
+    assert_eq!(counter(last, "retr"), 0, "{last}");
+    for line in &lines[logouts_before..] {
+        assert_eq!(counter(line, "del"), 0, "never a deletion: {line}");
+    }
+
+    // A message removed on the server stays archived and is reported as vanished.
+    dovecot.remove(user, "added-5");
+    let inventory = setup.json(&["inventory", "corpus", "--no-headers"], 0);
+    let vanished = inventory["vanished"].as_array().unwrap();
+    assert_eq!(vanished.len(), 1, "{inventory}");
+    assert_eq!(vanished[0]["subject"], "added 5");
+    let fourth = setup.json(&["snapshot"], 0);
+    assert_eq!(account(&fourth, "corpus")["vanished"], 1);
+    let gone = vanished[0]["sha256"].as_str().unwrap();
+    let out = setup.run(&["cat", gone]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.stdout, dovecot_retr_bytes(&added[5].1));
+    let human = setup.run(&["snapshots"]);
+    assert_eq!(
+        String::from_utf8_lossy(&human.stdout).lines().count(),
+        4,
+        "four snapshots"
+    );
+}
+
+#[test]
+fn accounts_run_in_parallel_and_one_failure_spares_the_others() {
+    let Some(dovecot) = Dovecot::get() else {
+        return;
+    };
+    let shared =
+        b"From: a@example.org\r\nSubject: in both mailboxes\r\n\r\nsame bytes\r\n".to_vec();
+    dovecot.fill_maildir(
+        "u22",
+        [
+            ("one".to_string(), &b"Subject: one\r\n\r\n1\r\n"[..]),
+            ("shared".to_string(), &shared[..]),
+        ],
+    );
+    dovecot.fill_maildir("u23", [("shared".to_string(), &shared[..])]);
+    let setup = Setup::new(
+        &dovecot,
+        &[("first", "u22"), ("second", "u23"), ("broken", "u24")],
+        "parallel_accounts = 3",
+    );
+    // The third account's password is wrong: it fails with 77, the others succeed, exit 1.
+    let mut command = setup.command(&["snapshot", "--json"]);
+    command.env("PW_U24", "not-the-password");
+    let out = command.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["exit_code"], 1);
+    let broken = account(&summary, "broken");
+    assert_eq!(broken["outcome"], "failed");
+    assert_eq!(broken["exit_code"], 77);
+    assert!(
+        !stderr(&out).contains("not-the-password"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("broken"), "{}", stderr(&out));
+    let first = account(&summary, "first");
+    let second = account(&summary, "second");
+    assert_eq!(first["outcome"], "ok");
+    assert_eq!(second["outcome"], "ok");
+    // The message both mailboxes hold is stored once.
+    assert_eq!(
+        first["new_messages"].as_u64().unwrap() + second["new_messages"].as_u64().unwrap(),
+        2,
+        "{summary}"
+    );
+    assert_eq!(
+        first["duplicates"].as_u64().unwrap() + second["duplicates"].as_u64().unwrap(),
+        1
+    );
+    let repo = Repository::open(&setup.repo).unwrap();
+    assert_eq!(repo.index().len(), 2);
+    assert_eq!(repo.snapshots().unwrap().len(), 2);
+
+    // Only the failing account, selected by name: its own exit code.
+    let mut command = setup.command(&["snapshot", "broken", "-q"]);
+    command.env("PW_U24", "not-the-password");
+    let out = command.output().unwrap();
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+
+    // -q is silent on success; without it, one line per account.
+    let out = setup.run(&["snapshot", "first", "second", "-q"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "{}",
+        stderr(&out)
+    );
+    let out = setup.run(&["snapshot", "first"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("first: 2 messages on the server, nothing new"),
+        "{text}"
+    );
+
+    // An unknown account is a configuration error.
+    let out = setup.run(&["snapshot", "nosuch"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("first, second"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_locked_repository_is_a_temporary_failure() {
+    let Some(dovecot) = Dovecot::get() else {
+        return;
+    };
+    dovecot.fill_maildir("u25", [("m".to_string(), &b"Subject: m\r\n\r\nm\r\n"[..])]);
+    let setup = Setup::new(&dovecot, &[("locked", "u25")], "");
+    let holder = Repository::open(&setup.repo)
+        .unwrap()
+        .lock("test holder")
+        .unwrap();
+    let out = setup.run(&["snapshot"]);
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(stderr(&out).contains("test holder"), "{}", stderr(&out));
+    drop(holder);
+    let summary = setup.json(&["snapshot"], 0);
+    assert_eq!(account(&summary, "locked")["new_messages"], 1);
+}
+
+#[test]
+fn starttls_accounts_and_a_missing_repository() {
+    let Some(dovecot) = Dovecot::get() else {
+        return;
+    };
+    dovecot.fill_maildir(
+        "u26",
+        [("m".to_string(), &b"Subject: stls\r\n\r\nx\r\n"[..])],
+    );
+    let setup = Setup::with_tls(&dovecot, &[("stls", "u26")], "", TlsMode::Starttls);
+    let summary = setup.json(&["snapshot"], 0);
+    assert_eq!(account(&summary, "stls")["new_messages"], 1);
+    let repo = Repository::open(&setup.repo).unwrap();
+    let manifest = repo
+        .manifest(&repo.find_snapshot("latest").unwrap())
+        .unwrap();
+    assert_eq!(manifest.server.tls, "starttls");
+    assert!(manifest.server.capabilities.iter().any(|c| c == "UIDL"));
+
+    let out = setup.run(&["snapshot", "--repo", "/nonexistent/archive"]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("popbackup init"), "{}", stderr(&out));
+}
