@@ -12,3 +12,4 @@ mod pop3_mock;
 mod pop3_tls;
 mod repo;
 mod snapshot;
+mod snapshot_fake;

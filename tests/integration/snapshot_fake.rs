@@ -1,0 +1,269 @@
+//! The snapshot engine against a scripted fake server, for what Dovecot will not do: no UIDL,
+//! EXPIRE 0, a busy mailbox, a message deleted during the run, and a connection dropped in the
+//! middle of a first run (which must resume from its checkpoint, downloading only the rest).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use popbackup::config::{Account, SecretSource};
+use popbackup::pop3::{AuthMethod, PipelineWindow, TlsMode};
+use popbackup::repo::{MessageHash, RepoWriter, Repository};
+use popbackup::snapshot::{AccountReport, Outcome, Silent, SnapshotOptions, snapshot_account};
+
+use crate::support::fake_server::{
+    FakeServer, Step, expect, greeting_and_capa, multiline, send, user_pass_login,
+};
+
+fn account(port: u16) -> Account {
+    Account {
+        name: "fake".into(),
+        host: "127.0.0.1".into(),
+        port,
+        tls: TlsMode::None,
+        user: "bob".into(),
+        secret: SecretSource::Command("echo secret".into()),
+        auth: AuthMethod::Auto,
+        ca_file: None,
+        fingerprints: Vec::new(),
+        allow_insecure: true,
+        connect_timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(5),
+        pipelining: true,
+        pipeline_window: PipelineWindow::default(),
+        compression_level: None,
+    }
+}
+
+fn options() -> SnapshotOptions {
+    SnapshotOptions {
+        parallel_accounts: 1,
+        compression_level: None,
+        // A checkpoint after every message.
+        checkpoint_size: 1,
+        checkpoint_interval: Duration::from_secs(3600),
+    }
+}
+
+fn run(writer: &Mutex<RepoWriter>, script: Vec<Step>) -> (AccountReport, FakeServer) {
+    let server = FakeServer::start(script);
+    let report = snapshot_account(writer, &account(server.port), &options(), &Silent);
+    (report, server)
+}
+
+fn message(i: usize) -> Vec<u8> {
+    format!("Subject: message {i}\r\nFrom: f{i}@example.org\r\n\r\nbody {i}\r\n").into_bytes()
+}
+
+fn retr_reply(body: &[u8]) -> Step {
+    let mut wire = b"+OK message follows\r\n".to_vec();
+    wire.extend_from_slice(&popbackup::pop3::dotstuff::stuff(body));
+    Step::Send(wire)
+}
+
+fn login(caps: &[&str]) -> Vec<Step> {
+    let mut steps = greeting_and_capa(&[&["USER"], caps].concat());
+    steps.extend(user_pass_login(caps));
+    steps
+}
+
+fn listing(uidls: &[&str], sizes: &[usize]) -> Vec<Step> {
+    let uidl_lines: Vec<String> = uidls
+        .iter()
+        .enumerate()
+        .map(|(i, u)| format!("{} {u}", i + 1))
+        .collect();
+    let list_lines: Vec<String> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{} {s}", i + 1))
+        .collect();
+    vec![
+        expect("UIDL"),
+        Step::Send(multiline("+OK", &refs(&uidl_lines))),
+        expect("LIST"),
+        Step::Send(multiline("+OK", &refs(&list_lines))),
+    ]
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn repo() -> (tempfile::TempDir, Mutex<RepoWriter>) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init(&dir.path().join("r")).unwrap();
+    (dir, Mutex::new(repo.lock("test").unwrap()))
+}
+
+#[test]
+fn a_dropped_first_run_resumes_from_its_checkpoint() {
+    let (_dir, writer) = repo();
+    let msgs: Vec<Vec<u8>> = (1..=3).map(message).collect();
+    let sizes: Vec<usize> = msgs.iter().map(Vec::len).collect();
+    let uidls = ["u1", "u2", "u3"];
+    let mut script = login(&["UIDL"]);
+    script.extend(listing(&uidls, &sizes));
+    script.extend([expect("RETR 1"), retr_reply(&msgs[0])]);
+    script.extend([expect("RETR 2"), retr_reply(&msgs[1])]);
+    script.extend([
+        expect("RETR 3"),
+        Step::Send(b"+OK\r\nSubject: message 3\r\n\r\nbo".to_vec()),
+        Step::Close,
+    ]);
+    let (report, server) = run(&writer, script);
+    server.finish_ok();
+    assert_eq!(report.outcome, Outcome::Temporary, "{report:?}");
+    assert_eq!(report.exit_code, 75);
+    assert_eq!(report.downloaded, 2);
+    assert!(report.snapshot.is_none());
+    {
+        let w = writer.lock().unwrap();
+        assert!(
+            w.repo().snapshots().unwrap().is_empty(),
+            "nothing committed"
+        );
+        let checkpoints = w.repo().checkpoints().unwrap();
+        assert_eq!(checkpoints.len(), 1);
+        assert_eq!(checkpoints[0].messages.len(), 2);
+    }
+
+    // The next run downloads only message 3 and commits the whole inventory.
+    let mut script = login(&["UIDL"]);
+    script.extend(listing(&uidls, &sizes));
+    script.extend([
+        expect("RETR 3"),
+        retr_reply(&msgs[2]),
+        expect("QUIT"),
+        send("+OK"),
+    ]);
+    let (report, server) = run(&writer, script);
+    let transcript = server.finish_ok();
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    assert_eq!((report.downloaded, report.already_archived), (1, 2));
+    assert!(!transcript.received_any("RETR 1") && !transcript.received_any("RETR 2"));
+    let w = writer.lock().unwrap();
+    assert!(
+        w.repo().checkpoints().unwrap().is_empty(),
+        "checkpoint removed"
+    );
+    let id = report.snapshot.unwrap();
+    let manifest = w.repo().manifest(&id).unwrap();
+    let hashes: Vec<MessageHash> = manifest
+        .messages
+        .iter()
+        .map(|m| m.sha256.unwrap())
+        .collect();
+    let expected: Vec<MessageHash> = msgs.iter().map(|m| MessageHash::of(m)).collect();
+    assert_eq!(hashes, expected);
+    assert_eq!(manifest.messages[0].subject.as_deref(), Some("message 1"));
+}
+
+#[test]
+fn without_uidl_messages_are_fingerprinted_and_expire_0_warns() {
+    let (_dir, writer) = repo();
+    let msgs: Vec<Vec<u8>> = (1..=2).map(message).collect();
+    let headers = |i: usize| {
+        let mut wire = b"+OK\r\n".to_vec();
+        let m = &msgs[i];
+        let end = popbackup::mail::header_end(m).unwrap();
+        wire.extend_from_slice(&m[..end]);
+        wire.extend_from_slice(b".\r\n");
+        Step::Send(wire)
+    };
+    let session = |retr: bool| {
+        let mut s = login(&["EXPIRE 0", "TOP"]);
+        s.extend([
+            expect("UIDL"),
+            send("-ERR unknown command"),
+            expect("LIST"),
+            Step::Send(multiline(
+                "+OK",
+                &[
+                    &format!("1 {}", msgs[0].len()),
+                    &format!("2 {}", msgs[1].len()),
+                ],
+            )),
+            expect("TOP 1 0"),
+            headers(0),
+            expect("TOP 2 0"),
+            headers(1),
+        ]);
+        if retr {
+            s.extend([expect("RETR 1"), retr_reply(&msgs[0])]);
+            s.extend([expect("RETR 2"), retr_reply(&msgs[1])]);
+        }
+        s.extend([expect("QUIT"), send("+OK")]);
+        s
+    };
+    let (report, server) = run(&writer, session(true));
+    server.finish_ok();
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    assert_eq!(report.downloaded, 2);
+    let warnings = report.warnings.join("\n");
+    assert!(warnings.contains("does not support UIDL"), "{warnings}");
+    assert!(warnings.contains("EXPIRE 0"), "{warnings}");
+    {
+        let w = writer.lock().unwrap();
+        let manifest = w
+            .repo()
+            .manifest(report.snapshot.as_ref().unwrap())
+            .unwrap();
+        assert!(manifest.messages.iter().all(|m| m.uidl.is_none()));
+        assert!(manifest.messages.iter().all(|m| {
+            m.fingerprint
+                .as_deref()
+                .is_some_and(|f| f.starts_with("sha256:"))
+        }));
+    }
+    // Recognised by their fingerprints on the next run: no RETR.
+    let (report, server) = run(&writer, session(false));
+    server.finish_ok();
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    assert_eq!((report.downloaded, report.already_archived), (0, 2));
+}
+
+#[test]
+fn a_busy_mailbox_is_temporary_and_a_vanished_message_is_recorded() {
+    let (_dir, writer) = repo();
+    let script = vec![
+        send("+OK ready"),
+        expect("CAPA"),
+        Step::Send(multiline("+OK", &["USER"])),
+        expect("USER bob"),
+        send("+OK"),
+        expect("PASS secret"),
+        send("-ERR [IN-USE] another session holds the mailbox"),
+        expect("QUIT"),
+        send("+OK"),
+    ];
+    let (report, server) = run(&writer, script);
+    server.finish();
+    assert_eq!(report.outcome, Outcome::Temporary, "{report:?}");
+    assert_eq!(report.exit_code, 75);
+    assert!(report.message.unwrap().contains("IN-USE"));
+
+    // RETR refused for a message listed a moment before: recorded without content, run ok.
+    let msgs: Vec<Vec<u8>> = (1..=2).map(message).collect();
+    let mut script = login(&["UIDL"]);
+    script.extend(listing(&["a", "b"], &[msgs[0].len(), msgs[1].len()]));
+    script.extend([
+        expect("RETR 1"),
+        send("-ERR no such message"),
+        expect("RETR 2"),
+        retr_reply(&msgs[1]),
+        expect("QUIT"),
+        send("+OK"),
+    ]);
+    let (report, server) = run(&writer, script);
+    server.finish_ok();
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    assert_eq!((report.refused, report.downloaded), (1, 1));
+    let w = writer.lock().unwrap();
+    let manifest = w
+        .repo()
+        .manifest(report.snapshot.as_ref().unwrap())
+        .unwrap();
+    assert_eq!(manifest.messages.len(), 2);
+    assert_eq!(manifest.messages[0].sha256, None);
+    assert_eq!(manifest.messages[1].sha256, Some(MessageHash::of(&msgs[1])));
+}
