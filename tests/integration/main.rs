@@ -13,3 +13,4 @@ mod pop3_tls;
 mod repo;
 mod snapshot;
 mod snapshot_fake;
+mod snapshot_kill;

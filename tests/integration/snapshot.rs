@@ -47,14 +47,13 @@ impl Setup {
             };
             text += &format!(
                 "\n[accounts.{name}]\nhost = \"localhost\"\nport = {}\ntls = \"{tls_name}\"\n\
-                 user = \"{user}\"\npassword_env = \"PW_{}\"\nca_file = {:?}\ntimeout = 20\n{}",
+                 user = \"{user}\"\npassword_env = \"PW_{}\"\ntimeout = 20\n{}",
                 dovecot.port(tls),
                 user.to_uppercase(),
-                dovecot.ca_file().to_str().unwrap(),
                 if tls == TlsMode::None {
-                    "allow_insecure = true\n"
+                    "allow_insecure = true\n".to_string()
                 } else {
-                    ""
+                    format!("ca_file = {:?}\n", dovecot.ca_file().to_str().unwrap())
                 }
             );
         }
