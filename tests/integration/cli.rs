@@ -79,7 +79,6 @@ fn init_then_browse_a_repository() {
 fn commands_not_built_yet_say_so_and_exit_64() {
     let dir = tempfile::tempdir().unwrap();
     for args in [
-        vec!["snapshot"],
         vec!["verify"],
         vec!["restore", "--to", "mbox:/tmp/x"],
         vec!["prune"],
@@ -88,6 +87,10 @@ fn commands_not_built_yet_say_so_and_exit_64() {
         assert_eq!(out.status.code(), Some(64), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
     }
+    // Without a configuration, snapshot says how to make one.
+    let out = popbackup(&["snapshot"], dir.path());
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("popbackup init"));
     let help = popbackup(&["--help"], dir.path());
     let text = String::from_utf8_lossy(&help.stdout);
     for command in [
