@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Demo of the main job on this machine: a throwaway Dovecot serving the corpus over TLS, and
-# popbackup's client downloading the whole mailbox (pipelined, then serial).
-# Later versions run `popbackup init` and `popbackup snapshot` here instead.
+# The main job in one command: build popbackup, start a throwaway Dovecot serving the corpus over
+# TLS, then `init`, `snapshot` (everything is new), a second `snapshot` (nothing is new), and
+# show where the archive is. The archive and its config stay in $POPBACKUP_DEMO_DIR (default
+# /tmp/popbackup-demo) so you can look around: `popbackup --config DIR/config.toml snapshots`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus="${POPBACKUP_CORPUS:-../shared/corpus}"
 [ -d "$corpus/messages" ] || { echo "demo.sh: set POPBACKUP_CORPUS to the corpus directory" >&2; exit 1; }
+demo="${POPBACKUP_DEMO_DIR:-/tmp/popbackup-demo}"
+
 scripts/dovecot.sh install
-state=$(mktemp -d /tmp/popbackup-demo.XXXXXX)
-trap 'scripts/dovecot.sh stop "$state"; rm -rf "$state"' EXIT
-scripts/dovecot.sh start "$state"
+echo "== building popbackup (release)"
+cargo build --release -q
+bin="$PWD/target/release/popbackup"
+
+state=$(mktemp -d /tmp/popbackup-demo-server.XXXXXX)
+trap 'scripts/dovecot.sh stop "$state" >/dev/null 2>&1 || true; rm -rf "$state"' EXIT
+scripts/dovecot.sh start "$state" >/dev/null
 # shellcheck disable=SC1091
 . "$state/harness.env"
 maildir="$POPBACKUP_DOVECOT_MAIL/u01/Maildir/new"
@@ -18,7 +25,30 @@ find "$corpus/messages" -type f | sort | while read -r f; do
   i=$((i + 1)); cp "$f" "$maildir/$i.demo"
 done
 chown -R vmail:vmail "$POPBACKUP_DOVECOT_MAIL/u01"
-cargo build --release --example pop3_fetch -q
-for mode in "" --serial; do
-  POP3_PASSWORD=pw-u01 target/release/examples/pop3_fetch localhost "$POPBACKUP_DOVECOT_TLS_PORT" implicit u01 "$POPBACKUP_DOVECOT_CA" $mode
-done
+echo "== a throwaway Dovecot serves $(find "$maildir" -type f | wc -l) messages on localhost:$POPBACKUP_DOVECOT_TLS_PORT (implicit TLS)"
+
+rm -rf "$demo"
+mkdir -p "$demo"
+chmod 700 "$demo"
+umask 077
+printf 'pw-u01\n' > "$demo/password"
+cat > "$demo/config.toml" <<TOML
+repository = "$demo/archive"
+
+[accounts.demo]
+host = "localhost"
+port = $POPBACKUP_DOVECOT_TLS_PORT
+tls = "implicit"
+user = "u01"
+password_file = "$demo/password"
+ca_file = "$demo/ca.pem"
+TOML
+cp "$POPBACKUP_DOVECOT_CA" "$demo/ca.pem"
+
+run() { echo "\$ popbackup $*"; "$bin" --config "$demo/config.toml" "$@"; }
+run init
+run snapshot
+run snapshot
+run inventory demo --no-headers
+run snapshots
+echo "== the archive is in $demo/archive ($(du -sh "$demo/archive" | cut -f1)); its config is $demo/config.toml"
