@@ -72,8 +72,9 @@ pub enum ConfigError {
         name: String,
         known: Vec<String>,
     },
-    #[error("account {account:?}: {key}: {message}")]
+    #[error("{defined_at}: accounts.{account}.{key}: {message}")]
     Secret {
+        defined_at: String,
         account: String,
         key: &'static str,
         message: String,

@@ -19,6 +19,8 @@ use crate::pop3::{
 pub struct Account {
     /// The table name (`[accounts.work]` → `work`); snapshots are filed under it.
     pub name: String,
+    /// `FILE:LINE` of the account's table, for errors found after loading (secrets).
+    pub defined_at: String,
     pub host: String,
     pub port: u16,
     pub tls: TlsMode,
@@ -58,7 +60,7 @@ impl Account {
 
     /// Fetches the secret and builds the login credentials.
     pub fn credentials(&self, warn: &mut dyn FnMut(String)) -> Result<Credentials, ConfigError> {
-        let secret = self.secret.resolve(&self.name, warn)?;
+        let secret = self.secret.resolve(&self.defined_at, &self.name, warn)?;
         Ok(Credentials::new(self.user.clone(), secret, self.auth))
     }
 }
@@ -260,6 +262,7 @@ impl RawAccount {
         };
         Ok(Account {
             name: name.to_string(),
+            defined_at: format!("{}:{}", origin.path.display(), origin.line(table_offset)),
             host,
             port,
             tls,

@@ -43,14 +43,16 @@ impl SecretSource {
         }
     }
 
-    /// Fetches the secret. `account` names the account in errors; `warn` receives warnings
-    /// (a password file readable by its group).
+    /// Fetches the secret. `defined_at` (`FILE:LINE`) and `account` locate the account in
+    /// errors; `warn` receives warnings (a password file readable by its group).
     pub fn resolve(
         &self,
+        defined_at: &str,
         account: &str,
         warn: &mut dyn FnMut(String),
     ) -> Result<Secret, ConfigError> {
         let fail = |message: String| ConfigError::Secret {
+            defined_at: defined_at.to_string(),
             account: account.to_string(),
             key: self.key(),
             message,
@@ -224,12 +226,12 @@ mod tests {
     #[test]
     fn command_output_first_line_is_the_secret() {
         let s = SecretSource::Command("printf 'hunter2\\nignored\\n'".into());
-        let secret = s.resolve("work", &mut |_| {}).unwrap();
+        let secret = s.resolve("c.toml:3", "work", &mut |_| {}).unwrap();
         assert_eq!(secret.expose(), "hunter2");
 
         let failing = SecretSource::Command("sh -c 'echo no such entry >&2; exit 3'".into());
         let err = failing
-            .resolve("work", &mut |_| {})
+            .resolve("c.toml:3", "work", &mut |_| {})
             .unwrap_err()
             .to_string();
         assert!(
@@ -238,7 +240,7 @@ mod tests {
         );
 
         let empty = SecretSource::Command("true".into());
-        assert!(empty.resolve("work", &mut |_| {}).is_err());
+        assert!(empty.resolve("c.toml:3", "work", &mut |_| {}).is_err());
     }
 
     #[test]
@@ -249,29 +251,45 @@ mod tests {
         std::fs::write(&path, "s3cret\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let source = SecretSource::File(path.clone());
-        let err = source.resolve("home", &mut |_| {}).unwrap_err().to_string();
+        let err = source
+            .resolve("c.toml:3", "home", &mut |_| {})
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("chmod 600"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let mut warnings = Vec::new();
-        let secret = source.resolve("home", &mut |w| warnings.push(w)).unwrap();
+        let secret = source
+            .resolve("c.toml:3", "home", &mut |w| warnings.push(w))
+            .unwrap();
         assert_eq!(secret.expose(), "s3cret");
         assert_eq!(warnings.len(), 1);
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let mut warnings = Vec::new();
-        source.resolve("home", &mut |w| warnings.push(w)).unwrap();
+        source
+            .resolve("c.toml:3", "home", &mut |w| warnings.push(w))
+            .unwrap();
         assert!(warnings.is_empty());
     }
 
     #[test]
     fn environment_variables() {
         let source = SecretSource::Env("POPBACKUP_TEST_SURELY_UNSET_VAR".into());
-        let err = source.resolve("a", &mut |_| {}).unwrap_err().to_string();
+        let err = source
+            .resolve("c.toml:3", "a", &mut |_| {})
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not set"), "{err}");
         // PATH is always set in the test environment.
         let path = SecretSource::Env("PATH".into());
-        assert!(!path.resolve("a", &mut |_| {}).unwrap().expose().is_empty());
+        assert!(
+            !path
+                .resolve("c.toml:3", "a", &mut |_| {})
+                .unwrap()
+                .expose()
+                .is_empty()
+        );
     }
 }

@@ -108,3 +108,81 @@ fn commands_not_built_yet_say_so_and_exit_64() {
         assert!(text.contains(command), "--help lacks {command}");
     }
 }
+
+#[test]
+fn configuration_mistakes_exit_78_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("archive");
+    let config = dir.path().join("config.toml");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_popbackup"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env_remove("POPBACKUP_TEST_UNSET")
+            .output()
+            .unwrap()
+    };
+    let header = format!("repository = {:?}\n", repo.to_str().unwrap());
+    std::fs::write(&config, &header).unwrap();
+    assert_eq!(run(&["init"]).status.code(), Some(0));
+
+    let account = "[accounts.work]\nhost = \"127.0.0.1\"\nport = 9\nuser = \"u\"\n";
+    let cases = [
+        (
+            format!("{account}password_env = \"X\"\ntimeout = \"soon\"\n"),
+            "config.toml:7: accounts.work.timeout: expected seconds",
+        ),
+        (
+            format!("{account}password_env = \"X\"\nsmtp = true\n"),
+            "config.toml:7: unknown field `smtp`",
+        ),
+        (
+            account.to_string(),
+            "config.toml:2: accounts.work.password_command: no secret source",
+        ),
+        (
+            format!("{account}password_env = \"POPBACKUP_TEST_UNSET\"\n"),
+            "config.toml:2: accounts.work.password_env: the environment variable \
+             POPBACKUP_TEST_UNSET is not set",
+        ),
+    ];
+    for (body, expected) in cases {
+        std::fs::write(&config, format!("{header}{body}")).unwrap();
+        let out = run(&["snapshot"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{body}\n{err}");
+        assert!(err.contains(expected), "expected {expected:?} in\n{err}");
+    }
+
+    // A password file every user can read is refused before any connection is made.
+    let password = dir.path().join("pw");
+    std::fs::write(&password, "s3cret-pw\n").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{header}{account}password_file = {:?}\n",
+            password.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = run(&["snapshot", "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(!err.contains("s3cret") && !String::from_utf8_lossy(&out.stdout).contains("s3cret"));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["accounts"][0]["outcome"], "failed");
+    assert_eq!(summary["accounts"][0]["exit_code"], 78);
+    // Nothing reached the repository.
+    assert!(
+        Repository::open(&repo)
+            .unwrap()
+            .snapshots()
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -17,6 +17,7 @@ use crate::support::fake_server::{
 fn account(port: u16) -> Account {
     Account {
         name: "fake".into(),
+        defined_at: "test".into(),
         host: "127.0.0.1".into(),
         port,
         tls: TlsMode::None,
