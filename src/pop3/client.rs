@@ -545,8 +545,10 @@ impl<S: Read + Write> Session<S> {
                 next += 1;
             }
             if !wire.is_empty() {
+                // Name the batch by its last command: what a failed send was carrying.
+                let name = in_flight.back().map_or("RETR", |r| r.command().name());
                 self.conn
-                    .send(&wire, "RETR")
+                    .send(&wire, name)
                     .inspect_err(|_| self.poisoned = true)?;
                 wire.clear();
             }
