@@ -14,6 +14,7 @@ use crate::repo::{RepoError, Repository};
 mod browse;
 mod init;
 mod inventory;
+mod restore;
 mod snapshot;
 
 /// Back up POP3 mailboxes into a verifiable, deduplicated, compressed archive.
@@ -75,12 +76,8 @@ pub enum Command {
         /// Message hash (SHA-256, or a unique prefix of it)
         message: String,
     },
-    /// Restore a snapshot into a Maildir or an mbox
-    Restore {
-        /// Destination: maildir:PATH or mbox:PATH
-        #[arg(long, value_name = "maildir:PATH|mbox:PATH")]
-        to: String,
-    },
+    /// Restore archived mail into a Maildir or an mbox
+    Restore(Box<restore::RestoreArgs>),
     /// Check that the repository is intact
     Verify,
     /// Remove snapshots according to a retention policy
@@ -98,7 +95,7 @@ impl Command {
             Command::Snapshots => "snapshots",
             Command::Ls { .. } => "ls",
             Command::Cat { .. } => "cat",
-            Command::Restore { .. } => "restore",
+            Command::Restore(_) => "restore",
             Command::Verify => "verify",
             Command::Forget => "forget",
             Command::Prune => "prune",
@@ -149,6 +146,16 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             .and_then(|repo| browse::ls(&repo, snapshot, global.json, &mut out)),
         Command::Cat { message } => {
             open_repo(global, &config_path).and_then(|repo| browse::cat(&repo, message, &mut out))
+        }
+        Command::Restore(args) => {
+            let code = open_repo(global, &config_path)
+                .and_then(|repo| restore::run(&repo, args, global, &mut out))
+                .map_err(classify)?;
+            return if code == exit::OK {
+                Ok(())
+            } else {
+                Err(Failure::reported(code))
+            };
         }
         Command::Snapshot { accounts } => {
             return snapshot::run(global, &config_path, accounts, &mut out);
@@ -223,6 +230,9 @@ fn classify(error: anyhow::Error) -> Failure {
         }
         if cause.downcast_ref::<config::ConfigError>().is_some() {
             return Failure::new(exit::CONFIG, error);
+        }
+        if let Some(e) = cause.downcast_ref::<crate::restore::RestoreError>() {
+            return Failure::new(e.exit_code(), error);
         }
         if let Some(e) = cause.downcast_ref::<crate::snapshot::SnapshotError>() {
             return Failure::new(e.exit_code(), error);
@@ -306,7 +316,7 @@ mod tests {
 
     #[test]
     fn unbuilt_commands_exit_64() {
-        let cli = Cli::try_parse_from(["popbackup", "verify"]).unwrap();
+        let cli = Cli::try_parse_from(["popbackup", "forget"]).unwrap();
         let failure = run(cli).unwrap_err();
         assert_eq!(failure.code, exit::USAGE);
         assert!(failure.error.to_string().contains("not built yet"));

@@ -12,6 +12,7 @@ pub mod exit;
 pub mod mail;
 pub mod pop3;
 pub mod repo;
+pub mod restore;
 pub mod snapshot;
 
 pub use pop3::{Credentials, Pop3Error, Secret, ServerOptions, Session, TlsMode};

@@ -119,9 +119,158 @@ pub fn summarize(message: &[u8]) -> HeaderSummary {
     }
 }
 
+/// A writer that turns the wire form's line ends into LF on the way to `inner` (the on-disk
+/// form of a message), streaming.
+///
+/// A CRLF becomes LF, except where its CR follows another CR (`\r\r\n`, a line that really ends
+/// in a CR): that stays as it is, because mail software reading LF files (Dovecot, mutt) takes
+/// `\r\n` for a line end and would lose the CR. The inverse is therefore "put a CR before every
+/// LF that has none" — exactly what Dovecot does when it serves a Maildir file — and it gives
+/// back the archived bytes for every message without a bare LF ([`CrlfToLf::reversible`]).
+pub struct CrlfToLf<W> {
+    inner: W,
+    /// CRs seen at the end of the last write, not yet written.
+    cr_run: usize,
+    /// A bare LF was seen: the conversion cannot be undone exactly.
+    irreversible: bool,
+    last: Option<u8>,
+}
+
+impl<W: std::io::Write> CrlfToLf<W> {
+    pub fn new(inner: W) -> CrlfToLf<W> {
+        CrlfToLf {
+            inner,
+            cr_run: 0,
+            irreversible: false,
+            last: None,
+        }
+    }
+
+    /// Writes CRs still held back (a message ending in CR) and returns the inner writer.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        self.flush_crs(false)?;
+        Ok(self.inner)
+    }
+
+    /// True if [`lf_to_crlf`] of the output gives the input exactly.
+    pub fn reversible(&self) -> bool {
+        !self.irreversible
+    }
+
+    /// The last byte written to the inner writer.
+    pub fn last_byte(&self) -> Option<u8> {
+        self.last
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// Writes the held-back CRs; `before_lf` says an LF follows, so a lone CR is dropped.
+    fn flush_crs(&mut self, before_lf: bool) -> std::io::Result<()> {
+        let keep = if before_lf && self.cr_run == 1 {
+            0
+        } else {
+            self.cr_run
+        };
+        for _ in 0..keep {
+            self.inner.write_all(b"\r")?;
+            self.last = Some(b'\r');
+        }
+        self.cr_run = 0;
+        Ok(())
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for CrlfToLf<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while let Some(&first) = rest.first() {
+            match first {
+                b'\r' => {
+                    self.cr_run += 1;
+                    rest = &rest[1..];
+                }
+                b'\n' => {
+                    if self.cr_run == 0 {
+                        self.irreversible = true;
+                    }
+                    self.flush_crs(true)?;
+                    self.inner.write_all(b"\n")?;
+                    self.last = Some(b'\n');
+                    rest = &rest[1..];
+                }
+                _ => {
+                    self.flush_crs(false)?;
+                    let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                    self.inner.write_all(&rest[..end])?;
+                    self.last = Some(rest[end - 1]);
+                    rest = &rest[end..];
+                }
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A CR before every LF that has none: the inverse of [`CrlfToLf`] (and what Dovecot does to
+/// a Maildir file it serves).
+pub fn lf_to_crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16);
+    let mut prev = 0u8;
+    for &b in bytes {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn to_lf(input: &[u8], chunk: usize) -> (Vec<u8>, bool) {
+        use std::io::Write as _;
+        let mut w = CrlfToLf::new(Vec::new());
+        for c in input.chunks(chunk) {
+            w.write_all(c).unwrap();
+        }
+        let reversible = w.reversible();
+        (w.finish().unwrap(), reversible)
+    }
+
+    #[test]
+    fn crlf_to_lf_streams_and_knows_when_it_is_reversible() {
+        let cases: &[(&[u8], &[u8], bool)] = &[
+            (b"a\r\nb\r\n", b"a\nb\n", true),
+            (b"a\r\n\r\n", b"a\n\n", true),
+            (b"bare\nlf\r\n", b"bare\nlf\n", false),
+            (b"bare\rcr\r\n", b"bare\rcr\n", true),
+            (b"ends in cr\r", b"ends in cr\r", true),
+            (b"\r\r\n", b"\r\r\n", true),
+            (b"x\r\r\r\ny\r\n", b"x\r\r\r\ny\n", true),
+            (b"\r\n\n", b"\n\n", false),
+            (b"\n", b"\n", false),
+            (b"", b"", true),
+        ];
+        for (input, expected, reversible) in cases {
+            for chunk in 1..=input.len().max(1) {
+                let (out, rev) = to_lf(input, chunk);
+                assert_eq!(&out, expected, "{input:?} in chunks of {chunk}");
+                assert_eq!(rev, *reversible, "{input:?} in chunks of {chunk}");
+                if rev {
+                    assert_eq!(lf_to_crlf(&out), *input);
+                }
+            }
+        }
+    }
 
     #[test]
     fn finds_the_blank_line() {

@@ -126,20 +126,36 @@ impl Repository {
     /// The newest committed snapshot of `account`, if any. Manifests are read newest first
     /// and only until one matches, so this stays cheap however long the history is.
     pub fn latest_snapshot_of(&self, account: &str) -> Result<Option<Manifest>, RepoError> {
+        for id in self.snapshots()?.iter().rev() {
+            if self.snapshot_account(id)? == account {
+                return self.manifest(id).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every account's newest committed snapshot, by account name.
+    pub fn latest_snapshots(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, SnapshotId>, RepoError> {
+        let mut latest = std::collections::BTreeMap::new();
+        for id in self.snapshots()? {
+            latest.insert(self.snapshot_account(&id)?, id);
+        }
+        Ok(latest)
+    }
+
+    /// The account a committed snapshot belongs to, without keeping its message list.
+    fn snapshot_account(&self, id: &SnapshotId) -> Result<String, RepoError> {
         #[derive(serde::Deserialize)]
         struct AccountProbe {
             account: String,
         }
-        for id in self.snapshots()?.iter().rev() {
-            let path = self.layout.snapshot(id);
-            let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
-            let probe: AccountProbe = serde_json::from_slice(&bytes)
-                .map_err(|e| RepoError::corrupt(&path, e.to_string()))?;
-            if probe.account == account {
-                return read_manifest(&path).map(Some);
-            }
-        }
-        Ok(None)
+        let path = self.layout.snapshot(id);
+        let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
+        let probe: AccountProbe =
+            serde_json::from_slice(&bytes).map_err(|e| RepoError::corrupt(&path, e.to_string()))?;
+        Ok(probe.account)
     }
 
     /// A committed snapshot's manifest.

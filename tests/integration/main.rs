@@ -11,6 +11,7 @@ mod pop3_fake;
 mod pop3_mock;
 mod pop3_tls;
 mod repo;
+mod restore;
 mod snapshot;
 mod snapshot_fake;
 mod snapshot_kill;

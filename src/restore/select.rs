@@ -1,0 +1,264 @@
+//! Which archived messages a restore writes: the latest snapshot of each account (or one
+//! snapshot), narrowed by filters. Reads manifests only; no message data.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::RestoreError;
+use crate::repo::{Manifest, MessageHash, Repository, SnapshotId};
+
+/// Filters on the messages of the selected snapshots; all given ones must match.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    /// Messages dated at or after this time (Date header, else the snapshot's time).
+    pub since: Option<DateTime<Utc>>,
+    /// Messages dated before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Case-insensitive substring of the From header.
+    pub from: Option<String>,
+    /// Case-insensitive substring of the Subject.
+    pub subject: Option<String>,
+    pub uidl: Option<String>,
+    /// With or without the angle brackets.
+    pub message_id: Option<String>,
+    /// A SHA-256 or a prefix of one.
+    pub hash: Option<String>,
+}
+
+/// What to restore.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only this account (default: every account).
+    pub account: Option<String>,
+    /// This snapshot (id or unique prefix, or `latest`) instead of each account's latest.
+    pub snapshot: Option<String>,
+    pub filters: Filters,
+}
+
+/// One message to restore, with what a listing or an mbox `From ` line needs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Item {
+    pub hash: MessageHash,
+    pub account: String,
+    pub snapshot: SnapshotId,
+    pub uidl: Option<String>,
+    /// Bytes as archived (wire form).
+    pub size: u64,
+    pub date: Option<String>,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    /// The Date header as a time, else the snapshot's time.
+    pub time: DateTime<Utc>,
+}
+
+/// Parses a `--since`/`--until` value: `YYYY-MM-DD` (midnight UTC; for `until`, the end of that
+/// day) or an RFC 3339 time.
+pub fn parse_time(text: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> {
+    if let Ok(date) = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
+        let day = if end_of_day {
+            date.succ_opt().unwrap_or(date)
+        } else {
+            date
+        };
+        return Ok(day.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| format!("{text:?} is not a date: use YYYY-MM-DD or 2026-11-26T10:00:00Z"))
+}
+
+/// The messages selected, in snapshot order then message order, each hash once.
+pub fn select(repo: &Repository, selection: &Selection) -> Result<Vec<Item>, RestoreError> {
+    let ids: Vec<SnapshotId> = match &selection.snapshot {
+        Some(text) => vec![repo.find_snapshot(text)?],
+        None => {
+            let latest = repo.latest_snapshots()?;
+            match &selection.account {
+                Some(account) => vec![latest.get(account).cloned().ok_or_else(|| {
+                    RestoreError::NothingToRestore(format!(
+                        "no snapshot of account {account:?}; accounts with snapshots: {}",
+                        if latest.is_empty() {
+                            "none".to_string()
+                        } else {
+                            latest.keys().cloned().collect::<Vec<_>>().join(", ")
+                        }
+                    ))
+                })?],
+                None => latest.into_values().collect(),
+            }
+        }
+    };
+    let mut seen = HashSet::new();
+    let mut items = Vec::new();
+    for id in ids {
+        let manifest = repo.manifest(&id)?;
+        if let Some(account) = &selection.account
+            && manifest.account != *account
+        {
+            return Err(RestoreError::NothingToRestore(format!(
+                "snapshot {id} belongs to account {:?}, not {account:?}",
+                manifest.account
+            )));
+        }
+        collect(&manifest, &selection.filters, &mut seen, &mut items);
+    }
+    Ok(items)
+}
+
+fn collect(
+    manifest: &Manifest,
+    filters: &Filters,
+    seen: &mut HashSet<MessageHash>,
+    items: &mut Vec<Item>,
+) {
+    let archived = DateTime::parse_from_rfc3339(&manifest.time)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default();
+    let contains = |field: &Option<String>, needle: &Option<String>| match needle {
+        None => true,
+        Some(n) => field
+            .as_deref()
+            .is_some_and(|f| f.to_lowercase().contains(&n.to_lowercase())),
+    };
+    let bare_id = |id: &str| {
+        id.trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string()
+    };
+    for record in &manifest.messages {
+        let Some(hash) = record.sha256 else { continue };
+        let time = record
+            .date
+            .as_deref()
+            .and_then(|d| mailparse::dateparse(d).ok())
+            .and_then(|secs| DateTime::from_timestamp(secs, 0))
+            .unwrap_or(archived);
+        let keep = filters.since.is_none_or(|s| time >= s)
+            && filters.until.is_none_or(|u| time < u)
+            && contains(&record.from, &filters.from)
+            && contains(&record.subject, &filters.subject)
+            && filters
+                .uidl
+                .as_ref()
+                .is_none_or(|u| record.uidl.as_deref() == Some(u.as_str()))
+            && filters.message_id.as_ref().is_none_or(|m| {
+                record
+                    .message_id
+                    .as_deref()
+                    .is_some_and(|r| bare_id(r) == bare_id(m))
+            })
+            && filters
+                .hash
+                .as_ref()
+                .is_none_or(|h| hash.to_hex().starts_with(&h.to_ascii_lowercase()));
+        if keep && seen.insert(hash) {
+            items.push(Item {
+                hash,
+                account: manifest.account.clone(),
+                snapshot: manifest.id.clone(),
+                uidl: record.uidl.clone(),
+                size: record.size.unwrap_or(record.list_size),
+                date: record.date.clone(),
+                from: record.from.clone(),
+                subject: record.subject.clone(),
+                message_id: record.message_id.clone(),
+                time,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::{MessageRecord, ServerInfo, Tool};
+
+    fn record(i: u8, date: &str, from: &str, subject: &str) -> MessageRecord {
+        MessageRecord {
+            msg: i as u32,
+            uidl: Some(format!("u{i}")),
+            fingerprint: None,
+            list_size: 10,
+            size: Some(10),
+            sha256: Some(MessageHash([i; 32])),
+            pack: None,
+            offset: None,
+            length: None,
+            date: (!date.is_empty()).then(|| date.to_string()),
+            from: Some(from.into()),
+            subject: Some(subject.into()),
+            message_id: Some(format!("<m{i}@x>")),
+        }
+    }
+
+    fn items(filters: Filters) -> Vec<u8> {
+        let manifest = Manifest {
+            version: 1,
+            id: SnapshotId::parse("20261126T100000Z-00000000").unwrap(),
+            time: "2026-11-26T10:00:00Z".into(),
+            account: "a".into(),
+            complete: true,
+            tool: Tool::default(),
+            server: ServerInfo::default(),
+            messages: vec![
+                record(1, "Mon, 5 Jan 2026 10:00:00 +0000", "Alice <a@x>", "Hello"),
+                record(2, "Sat, 31 Jan 2026 23:30:00 -0100", "Bob <b@x>", "Invoice"),
+                record(3, "", "Carol <c@x>", "no date"),
+                record(1, "Mon, 5 Jan 2026 10:00:00 +0000", "Alice <a@x>", "Hello"),
+            ],
+        };
+        let mut out = Vec::new();
+        collect(&manifest, &filters, &mut HashSet::new(), &mut out);
+        out.iter().map(|i| i.hash.0[0]).collect()
+    }
+
+    #[test]
+    fn filters() {
+        assert_eq!(items(Filters::default()), [1, 2, 3], "each hash once");
+        let since = |s: &str| Filters {
+            since: Some(parse_time(s, false).unwrap()),
+            ..Filters::default()
+        };
+        let until = |s: &str| Filters {
+            until: Some(parse_time(s, true).unwrap()),
+            ..Filters::default()
+        };
+        assert_eq!(items(since("2026-01-06")), [2, 3]);
+        // 23:30 at -0100 is 00:30 UTC on Feb 1st.
+        assert_eq!(items(until("2026-01-31")), [1]);
+        assert_eq!(
+            items(since("2026-11-26T09:00:00Z")),
+            [3],
+            "no Date: archive time"
+        );
+        let f = Filters {
+            from: Some("BOB".into()),
+            ..Filters::default()
+        };
+        assert_eq!(items(f), [2]);
+        let f = Filters {
+            subject: Some("hell".into()),
+            ..Filters::default()
+        };
+        assert_eq!(items(f), [1]);
+        let f = Filters {
+            message_id: Some("m3@x".into()),
+            ..Filters::default()
+        };
+        assert_eq!(items(f), [3]);
+        let f = Filters {
+            uidl: Some("u2".into()),
+            ..Filters::default()
+        };
+        assert_eq!(items(f), [2]);
+        let f = Filters {
+            hash: Some("0303".into()),
+            ..Filters::default()
+        };
+        assert_eq!(items(f), [3]);
+        assert!(parse_time("yesterday", false).is_err());
+    }
+}
