@@ -16,6 +16,7 @@ mod init;
 mod inventory;
 mod restore;
 mod snapshot;
+mod verify;
 
 /// Back up POP3 mailboxes into a verifiable, deduplicated, compressed archive.
 #[derive(Debug, Parser)]
@@ -79,7 +80,7 @@ pub enum Command {
     /// Restore archived mail into a Maildir or an mbox
     Restore(Box<restore::RestoreArgs>),
     /// Check that the repository is intact
-    Verify,
+    Verify(verify::VerifyArgs),
     /// Remove snapshots according to a retention policy
     Forget,
     /// Remove data that no snapshot refers to
@@ -96,7 +97,7 @@ impl Command {
             Command::Ls { .. } => "ls",
             Command::Cat { .. } => "cat",
             Command::Restore(_) => "restore",
-            Command::Verify => "verify",
+            Command::Verify(_) => "verify",
             Command::Forget => "forget",
             Command::Prune => "prune",
         }
@@ -150,6 +151,16 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Restore(args) => {
             let code = open_repo(global, &config_path)
                 .and_then(|repo| restore::run(&repo, args, global, &mut out))
+                .map_err(classify)?;
+            return if code == exit::OK {
+                Ok(())
+            } else {
+                Err(Failure::reported(code))
+            };
+        }
+        Command::Verify(args) => {
+            let code = open_repo(global, &config_path)
+                .and_then(|repo| verify::run(repo, args, global, &mut out))
                 .map_err(classify)?;
             return if code == exit::OK {
                 Ok(())
@@ -241,9 +252,9 @@ fn classify(error: anyhow::Error) -> Failure {
             return Failure::new(exit::for_pop3(e.class()), error);
         }
         if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-            // `popbackup cat ... | head` closing the pipe is not a failure.
+            // `popbackup cat ... | head` closing the pipe is not a failure, nor worth a message.
             if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Failure::new(exit::OK, error);
+                return Failure::reported(exit::OK);
             }
             return Failure::new(exit::IO_ERR, error);
         }

@@ -95,6 +95,8 @@ pub struct Config {
     pub compression_level: Option<i32>,
     pub checkpoint_size: u64,
     pub checkpoint_interval: Duration,
+    /// Read each new pack back before publishing it (restic's "verify before commit").
+    pub verify_before_commit: bool,
     /// Things worth telling the user that do not stop the run (a config others can read).
     pub warnings: Vec<String>,
 }
@@ -107,6 +109,7 @@ struct RawConfig {
     compression_level: Option<Spanned<toml::Value>>,
     checkpoint_size: Option<Spanned<toml::Value>>,
     checkpoint_interval: Option<Spanned<toml::Value>>,
+    verify_before_commit: Option<Spanned<toml::Value>>,
     #[serde(default)]
     accounts: account::RawAccounts,
 }
@@ -172,6 +175,10 @@ impl Config {
             Some(v) => origin.duration(v, "checkpoint_interval")?,
             None => DEFAULT_CHECKPOINT_INTERVAL,
         };
+        let verify_before_commit = match &raw.verify_before_commit {
+            Some(v) => origin.boolean(v, "verify_before_commit")?,
+            None => true,
+        };
         let mut accounts = Vec::new();
         for (name, table) in raw.accounts {
             let offset = table.span().start;
@@ -189,6 +196,7 @@ impl Config {
             compression_level,
             checkpoint_size,
             checkpoint_interval,
+            verify_before_commit,
             warnings: Vec::new(),
         })
     }
@@ -280,6 +288,7 @@ repository = "{repo}"
 # compression_level = 3          # zstd level for new messages (1-22)
 # checkpoint_size = "8 MiB"      # a long first run commits progress this often...
 # checkpoint_interval = "30s"    # ...or this often, whichever comes first
+# verify_before_commit = true    # read each new pack back before committing it
 
 # One table per account; `popbackup snapshot` backs up all of them, or those named.
 # [accounts.work]

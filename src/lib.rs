@@ -14,5 +14,6 @@ pub mod pop3;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;
+pub mod verify;
 
 pub use pop3::{Credentials, Pop3Error, Secret, ServerOptions, Session, TlsMode};

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod pack;
+pub mod verified;
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -27,6 +28,7 @@ pub use layout::Layout;
 pub use lock::{LockInfo, RepoLock};
 pub use manifest::{Manifest, MessageRecord, ServerInfo, SnapshotSummary, Tool};
 pub use pack::{Dictionary, PackEntry, PackWriter, Stored};
+pub use verified::VerifiedState;
 
 use crate::durable;
 
@@ -39,6 +41,8 @@ pub struct Repository {
     dicts: HashMap<DictHash, Dictionary>,
     /// Packs found without an index file at open time; a writer records them.
     unindexed: Vec<IndexedPack>,
+    /// Packs without an index file whose tar headers cannot be read, and why.
+    unreadable: Vec<(PackId, String)>,
 }
 
 impl Repository {
@@ -70,13 +74,18 @@ impl Repository {
             .values()
             .filter_map(|d| Some((d.zstd_id()?, d.hash)))
             .collect();
-        let (index, unindexed) = Index::load(&layout, &|id| by_zstd_id.get(&id).copied())?;
+        let index::Loaded {
+            index,
+            scanned: unindexed,
+            unreadable,
+        } = Index::load(&layout, &|id| by_zstd_id.get(&id).copied())?;
         Ok(Repository {
             layout,
             config,
             index,
             dicts,
             unindexed,
+            unreadable,
         })
     }
 
@@ -99,6 +108,21 @@ impl Repository {
     /// Packs that no index file covered when the repository was opened.
     pub fn unindexed_packs(&self) -> &[IndexedPack] {
         &self.unindexed
+    }
+
+    /// Packs no index file covers whose tar headers cannot be read (damaged), and why.
+    pub fn unreadable_packs(&self) -> &[(PackId, String)] {
+        &self.unreadable
+    }
+
+    /// The dictionary stored under `hash`, if present.
+    pub fn dictionary(&self, hash: &DictHash) -> Option<&Dictionary> {
+        self.dicts.get(hash)
+    }
+
+    /// The dictionary whose zstd id (as written in frame headers) is `id`.
+    pub fn dictionary_by_zstd_id(&self, id: u32) -> Option<&Dictionary> {
+        self.dicts.values().find(|d| d.zstd_id() == Some(id))
     }
 
     /// Takes the writer lock (failing at once if another process holds it).
@@ -156,6 +180,17 @@ impl Repository {
         let probe: AccountProbe =
             serde_json::from_slice(&bytes).map_err(|e| RepoError::corrupt(&path, e.to_string()))?;
         Ok(probe.account)
+    }
+
+    /// What earlier verifications found intact (empty when none ran yet).
+    pub fn verified_state(&self) -> Result<VerifiedState, RepoError> {
+        let path = self.layout.verified();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| RepoError::corrupt(&path, format!("not a verification record: {e}"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(VerifiedState::default()),
+            Err(e) => Err(RepoError::io("cannot read", &path)(e)),
+        }
     }
 
     /// A committed snapshot's manifest.
@@ -335,6 +370,8 @@ pub struct RepoWriter {
     pack: Option<PackWriter>,
     /// zstd level for new messages when it differs from the repository's.
     level_override: Option<i32>,
+    /// Read every pack back before publishing it (on by default).
+    verify_before_commit: bool,
     /// Packs finished since the last index file was written.
     unindexed: Vec<IndexedPack>,
 }
@@ -364,6 +401,7 @@ impl RepoWriter {
             _lock: lock,
             pack: None,
             level_override: None,
+            verify_before_commit: true,
             unindexed,
         };
         writer.write_index()?;
@@ -377,6 +415,12 @@ impl RepoWriter {
     /// True if the message is stored already (committed or written in this session).
     pub fn contains(&self, hash: &MessageHash) -> bool {
         self.repo.index.contains(hash) || self.pack.as_ref().is_some_and(|p| p.contains(hash))
+    }
+
+    /// Whether each pack is read back and every message re-hashed before it is published
+    /// (default: yes; it costs one decompression of what was just written).
+    pub fn set_verify_before_commit(&mut self, on: bool) {
+        self.verify_before_commit = on;
     }
 
     /// Sets the zstd level for the messages stored next (`None`: the repository's level).
@@ -449,8 +493,9 @@ impl RepoWriter {
             return Ok(());
         }
         let dir = self.repo.layout.dir(layout::PACKS);
+        let verify = self.verify_before_commit.then_some(&self.repo.dicts);
         let (id, entries) = pack
-            .finish(&dir)
+            .finish(&dir, verify)
             .map_err(RepoError::io("cannot write a pack to", &dir))?;
         self.repo.index.add_pack(id, &entries);
         self.unindexed.push(IndexedPack { id, entries });
@@ -519,6 +564,11 @@ impl RepoWriter {
             record.length = Some(location.entry.length);
         }
         Ok(manifest)
+    }
+
+    /// Replaces the verification record (crash-safely).
+    pub fn record_verified(&mut self, state: &VerifiedState) -> Result<(), RepoError> {
+        write_json(&self.repo.layout, &self.repo.layout.verified(), state)
     }
 
     /// Removes a checkpoint whose run will not be resumed.

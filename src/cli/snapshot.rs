@@ -31,7 +31,8 @@ pub fn run(
             Repository::open(&repo_path)?.lock(&format!("snapshot {}", names.join(" ")))?;
         Ok((config, accounts, writer))
     })();
-    let (config, accounts, writer) = prepared.map_err(super::classify)?;
+    let (config, accounts, mut writer) = prepared.map_err(super::classify)?;
+    writer.set_verify_before_commit(config.verify_before_commit);
     let options = SnapshotOptions {
         parallel_accounts: config.parallel_accounts,
         compression_level: config.compression_level,

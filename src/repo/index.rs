@@ -34,6 +34,22 @@ pub struct IndexedPack {
     pub entries: Vec<PackEntry>,
 }
 
+/// What [`Index::load`] found.
+pub struct Loaded {
+    pub index: Index,
+    /// Packs no index file covers, scanned from their tar headers.
+    pub scanned: Vec<IndexedPack>,
+    /// Packs no index file covers whose tar headers cannot be read, and why.
+    pub unreadable: Vec<(PackId, String)>,
+}
+
+/// One index file as read from disk (for `verify`).
+pub struct IndexFileRead {
+    /// The file's stem.
+    pub name: String,
+    pub file: Result<IndexFile, RepoError>,
+}
+
 /// Where a message is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
@@ -102,12 +118,14 @@ impl Index {
         }
     }
 
-    /// Reads every index file and reconciles it with the packs present. Returns the index and
-    /// the packs that had to be scanned (not covered by any index file).
+    /// Reads every index file and reconciles it with the packs present. Returns the index, the
+    /// packs that had to be scanned (not covered by any index file), and the packs that could
+    /// not even be scanned (damaged; their messages are simply not in the index — `verify`
+    /// reports them, and a writer stores their messages again when it meets them).
     pub fn load(
         layout: &Layout,
         resolve_dict: &dyn Fn(u32) -> Option<super::id::DictHash>,
-    ) -> Result<(Index, Vec<IndexedPack>), RepoError> {
+    ) -> Result<Loaded, RepoError> {
         let index_dir = layout.dir(layout::INDEX);
         let packs_dir = layout.dir(layout::PACKS);
         let present: Vec<PackId> =
@@ -132,15 +150,20 @@ impl Index {
             index.files.push(name);
         }
         let mut scanned = Vec::new();
+        let mut unreadable = Vec::new();
         for pack in present {
             if index.has_pack(&pack) {
                 continue;
             }
             let path = layout.pack(&pack);
-            let entries = super::pack::scan_pack(&path)
-                .map_err(|e| {
-                    RepoError::corrupt(&path, format!("cannot read its tar headers: {e}"))
-                })?
+            let entries = match super::pack::scan_pack(&path) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    unreadable.push((pack, format!("cannot read its tar headers: {e}")));
+                    continue;
+                }
+            };
+            let entries = entries
                 .into_iter()
                 .map(|(mut entry, dict_id)| {
                     entry.dict = dict_id.and_then(resolve_dict);
@@ -150,7 +173,25 @@ impl Index {
             index.add_pack(pack, &entries);
             scanned.push(IndexedPack { id: pack, entries });
         }
-        Ok((index, scanned))
+        Ok(Loaded {
+            index,
+            scanned,
+            unreadable,
+        })
+    }
+
+    /// Every index file as it is on disk, parsed or with the reason it cannot be: for `verify`.
+    pub fn read_files(layout: &Layout) -> Result<Vec<IndexFileRead>, RepoError> {
+        let index_dir = layout.dir(layout::INDEX);
+        let names = layout::list(&index_dir, layout::JSON_SUFFIX, |s| Some(s.to_string()))
+            .map_err(RepoError::io("cannot list", &index_dir))?;
+        Ok(names
+            .into_iter()
+            .map(|name| {
+                let file = read_index_file(&layout.index_file(&name));
+                IndexFileRead { name, file }
+            })
+            .collect())
     }
 }
 

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use super::id::{DictHash, PackId, SnapshotId};
 
 pub const CONFIG: &str = "config.json";
+/// What `verify` found intact (optional).
+pub const VERIFIED: &str = "verified.json";
 pub const LOCK: &str = "lock";
 pub const PACKS: &str = "packs";
 pub const INDEX: &str = "index";
@@ -51,6 +53,10 @@ impl Layout {
 
     pub fn config(&self) -> PathBuf {
         self.root.join(CONFIG)
+    }
+
+    pub fn verified(&self) -> PathBuf {
+        self.root.join(VERIFIED)
     }
 
     pub fn lock(&self) -> PathBuf {

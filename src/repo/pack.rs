@@ -133,7 +133,16 @@ impl PackWriter {
 
     /// Writes the end-of-archive blocks, fsyncs, computes the pack's id and moves it to
     /// `packs_dir`. Returns the id and the entries.
-    pub fn finish(mut self, packs_dir: &Path) -> io::Result<(PackId, Vec<PackEntry>)> {
+    ///
+    /// With `verify`, every frame is first read back from the file, decompressed (with the
+    /// dictionaries `verify` resolves) and re-hashed — restic's "verify before commit": a pack
+    /// that does not read back (bad RAM, a bug, a failing disk) is never published and the
+    /// error stops the commit.
+    pub fn finish(
+        mut self,
+        packs_dir: &Path,
+        verify: Option<&std::collections::HashMap<DictHash, Dictionary>>,
+    ) -> io::Result<(PackId, Vec<PackEntry>)> {
         let end = self.end;
         let file = self.temp.file();
         file.set_len(end)?;
@@ -142,7 +151,37 @@ impl PackWriter {
         // The id covers every byte; the header slots were patched after their data, so hash
         // the finished file in one sequential pass (it is in the page cache).
         file.seek(SeekFrom::Start(0))?;
-        let id = PackId(hash_reader(file)?);
+        let id = PackId(hash_reader(&mut *file)?);
+        if let Some(dictionaries) = verify {
+            for entry in &self.entries {
+                let dict = match &entry.dict {
+                    Some(h) => Some(dictionaries.get(h).ok_or_else(|| {
+                        io::Error::other(format!("dictionary {h} vanished while writing"))
+                    })?),
+                    None => None,
+                };
+                file.seek(SeekFrom::Start(entry.offset))?;
+                let frame = io::BufReader::new((&mut *file).take(entry.length));
+                let decoder: Box<dyn Read> = match dict {
+                    Some(d) => Box::new(
+                        zstd::stream::read::Decoder::with_dictionary(frame, &d.bytes)?
+                            .single_frame(),
+                    ),
+                    None => {
+                        Box::new(zstd::stream::read::Decoder::with_buffer(frame)?.single_frame())
+                    }
+                };
+                if MessageHash(hash_reader(decoder)?) != entry.hash {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "verification before commit failed: message {} does not read back                              from the pack just written; nothing was committed (check the                              disk and memory of this machine)",
+                            entry.hash
+                        ),
+                    ));
+                }
+            }
+        }
         let dest = packs_dir.join(format!("{id}{}", super::layout::PACK_SUFFIX));
         self.temp.persist(&dest)?;
         Ok((id, self.entries))
@@ -341,4 +380,59 @@ pub fn open_entry<'d>(
         None => Box::new(zstd::stream::read::Decoder::with_buffer(frame)?.single_frame()),
     };
     Ok(decoder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pack(dir: &Path, messages: &[&[u8]]) -> PackWriter {
+        let mut pack = PackWriter::new(dir, 3).unwrap();
+        for m in messages {
+            let mut w = pack.begin(None).unwrap();
+            w.write_all(m).unwrap();
+            w.finish(|_| false).unwrap();
+        }
+        pack
+    }
+
+    #[test]
+    fn verify_before_commit_refuses_a_pack_that_does_not_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = dir.path().join("packs");
+        std::fs::create_dir(&packs).unwrap();
+        let no_dicts = std::collections::HashMap::new();
+
+        // A good pack is published.
+        let pack = write_pack(dir.path(), &[b"one message\r\n", b"another one\r\n"]);
+        let (id, entries) = pack.finish(&packs, Some(&no_dicts)).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(packs.join(format!("{id}.tar")).exists());
+
+        // A byte flipped in a frame after it was written (as bad RAM or a bad disk would):
+        // the pack is not published, and nothing is left behind.
+        let mut pack = write_pack(dir.path(), &[b"first\r\n", b"second message body\r\n"]);
+        let entry = pack.entries()[1];
+        let file = pack.temp.file();
+        file.seek(SeekFrom::Start(entry.offset + entry.length / 2))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        file.read_exact(&mut byte).unwrap();
+        file.seek(SeekFrom::Start(entry.offset + entry.length / 2))
+            .unwrap();
+        file.write_all(&[byte[0] ^ 0x40]).unwrap();
+        let err = pack.finish(&packs, Some(&no_dicts)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("verification before commit failed"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(&packs).unwrap().count(), 1);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
 }

@@ -78,7 +78,7 @@ fn init_then_browse_a_repository() {
 #[test]
 fn commands_not_built_yet_say_so_and_exit_64() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [vec!["verify"], vec!["prune"]] {
+    for args in [vec!["forget"], vec!["prune"]] {
         let out = popbackup(&args, dir.path());
         assert_eq!(out.status.code(), Some(64), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));

@@ -15,3 +15,4 @@ mod restore;
 mod snapshot;
 mod snapshot_fake;
 mod snapshot_kill;
+mod verify;

@@ -1,0 +1,140 @@
+//! `popbackup verify`: the verdict on the repository, for people and for cron.
+
+use super::{GlobalArgs, human_bytes};
+use crate::repo::{RepoError, Repository};
+use crate::verify::{self, DataCheck, VerifyOptions, VerifyReport};
+
+/// The arguments of `verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Check the structure only; read no message data
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub quick: bool,
+    /// Read only part of the data: N% of the packs at random, or part K of T (run 1/T … T/T
+    /// on successive days to cover everything)
+    #[arg(long, value_name = "N%|K/T", value_parser = DataCheck::parse_subset)]
+    pub read_data_subset: Option<DataCheck>,
+}
+
+pub fn run(
+    repo: Repository,
+    args: &VerifyArgs,
+    global: &GlobalArgs,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<u8> {
+    let data = match (args.quick, args.read_data_subset) {
+        (true, _) => DataCheck::Quick,
+        (false, Some(subset)) => subset,
+        (false, None) => DataCheck::Full,
+    };
+    let mut report = verify::verify(&repo, VerifyOptions { data, threads: 0 })?;
+    // Record what was found intact; a busy repository only means it is recorded next time.
+    match Repository::open(repo.root()).and_then(|r| r.lock("verify")) {
+        Ok(mut writer) => verify::record(&mut writer, &report)?,
+        Err(RepoError::Locked { holder, .. }) => report.notes.push(format!(
+            "the result was not recorded: the repository is locked by {holder}"
+        )),
+        Err(e) => return Err(e.into()),
+    }
+    if global.json {
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+        writeln!(out)?;
+    } else {
+        print_human(&report, global.quiet, out)?;
+    }
+    Ok(if report.clean {
+        crate::exit::OK
+    } else {
+        crate::exit::DATA_ERR
+    })
+}
+
+fn print_human(
+    report: &VerifyReport,
+    quiet: bool,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+    for m in &report.damaged_messages {
+        writeln!(out, "DAMAGED message {}: {}", m.hash, m.problem)?;
+        for r in &m.references {
+            writeln!(
+                out,
+                "    in snapshot {} (account {}): UIDL {}, {}, from {}, subject {}",
+                r.snapshot,
+                r.account,
+                dash(&r.uidl),
+                dash(&r.date),
+                dash(&r.from),
+                dash(&r.subject)
+            )?;
+        }
+    }
+    for p in &report.damaged_packs {
+        writeln!(out, "DAMAGED pack {}: {}", p.pack, p.problems.join("; "))?;
+        writeln!(
+            out,
+            "    {} message(s) still readable from it, {} lost from it; snapshots concerned: {}",
+            p.readable.len(),
+            p.lost.len(),
+            if p.snapshots.is_empty() {
+                "none".to_string()
+            } else {
+                p.snapshots
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )?;
+    }
+    for s in &report.damaged_snapshots {
+        writeln!(out, "DAMAGED snapshot {}: {}", s.snapshot, s.problem)?;
+    }
+    for p in &report.index_problems {
+        writeln!(out, "INDEX: {p}")?;
+    }
+    if quiet && report.clean {
+        return Ok(());
+    }
+    for n in &report.notes {
+        writeln!(out, "note: {n}")?;
+    }
+    let rate = if report.elapsed_seconds > 0.0 {
+        report.message_bytes as f64 / report.elapsed_seconds
+    } else {
+        0.0
+    };
+    writeln!(
+        out,
+        "{} check of {}: {} snapshots, {} packs ({} read), {} messages ({} re-hashed, {}) in {:.1} s ({}/s)",
+        report.mode,
+        report.repository.display(),
+        report.snapshots,
+        report.packs,
+        report.packs_read.len(),
+        report.messages,
+        report.messages_read,
+        human_bytes(report.message_bytes),
+        report.elapsed_seconds,
+        human_bytes(rate as u64),
+    )?;
+    if report.clean {
+        writeln!(
+            out,
+            "no damage found; {} of {} snapshots have all their data verified",
+            report.verified_snapshots.len(),
+            report.snapshots
+        )?;
+    } else {
+        writeln!(
+            out,
+            "DAMAGE FOUND: {} message(s), {} pack(s), {} snapshot(s), {} index problem(s)",
+            report.damaged_messages.len(),
+            report.damaged_packs.len(),
+            report.damaged_snapshots.len(),
+            report.index_problems.len()
+        )?;
+    }
+    Ok(())
+}

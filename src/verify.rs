@@ -1,0 +1,594 @@
+//! `popbackup verify`: proves the repository intact, or names exactly what is damaged.
+//!
+//! Structure: the configuration, every manifest, every pack's tar structure, the index files
+//! against the packs, and every message a manifest refers to present in some pack. Data (by
+//! default, or for a subset of packs): every pack read once, sequentially, its SHA-256 compared
+//! with its name and every frame decompressed and re-hashed; packs are spread over the cores.
+//! The [`VerifyReport`] lists each damaged or missing message with every snapshot record that
+//! refers to it, each damaged pack with the messages still readable from it, and stray files
+//! (not damage). Verify never repairs and never prints; it returns the report, and
+//! [`record`] stores which packs and snapshots were found intact (`verified.json`).
+
+pub mod pack;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+
+pub use pack::{EntryState, PackCheck, check_pack};
+
+use crate::repo::{
+    Manifest, MessageHash, PackId, RepoError, RepoWriter, Repository, SnapshotId, VerifiedState,
+    index::Index, layout,
+};
+
+/// How much data to read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DataCheck {
+    /// Every pack read and every message re-hashed.
+    Full,
+    /// Structure only: no message data is read.
+    Quick,
+    /// Part `k` of `t` (1-based): over runs 1/t … t/t every pack is read once.
+    Part { k: u32, t: u32 },
+    /// About this percentage of the packs, chosen at random.
+    Percent(f64),
+}
+
+impl DataCheck {
+    /// Parses `--read-data-subset`: `N%` or `K/T`.
+    pub fn parse_subset(text: &str) -> Result<DataCheck, String> {
+        let t = text.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            let percent: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("{text:?}: expected a percentage like 10%"))?;
+            if !(percent > 0.0 && percent <= 100.0) {
+                return Err(format!(
+                    "{text:?}: the percentage must be above 0 and at most 100"
+                ));
+            }
+            return Ok(DataCheck::Percent(percent));
+        }
+        if let Some((k, n)) = t.split_once('/') {
+            let k: u32 = k
+                .trim()
+                .parse()
+                .map_err(|_| format!("{text:?}: expected K/T like 1/5"))?;
+            let n: u32 = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("{text:?}: expected K/T like 1/5"))?;
+            if n == 0 || k == 0 || k > n {
+                return Err(format!("{text:?}: K/T needs 1 <= K <= T"));
+            }
+            return Ok(DataCheck::Part { k, t: n });
+        }
+        Err(format!("{text:?}: give N% or K/T (like 10% or 2/7)"))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            DataCheck::Full => "full".into(),
+            DataCheck::Quick => "quick (structure only)".into(),
+            DataCheck::Part { k, t } => format!("data subset {k}/{t}"),
+            DataCheck::Percent(p) => format!("data subset {p}%"),
+        }
+    }
+
+    /// Whether this run reads the data of `pack`.
+    fn reads(&self, pack: &PackId, seed: u64) -> bool {
+        let n = u64::from_be_bytes([
+            pack.0[0], pack.0[1], pack.0[2], pack.0[3], pack.0[4], pack.0[5], pack.0[6], pack.0[7],
+        ]);
+        match *self {
+            DataCheck::Full => true,
+            DataCheck::Quick => false,
+            DataCheck::Part { k, t } => n % u64::from(t) == u64::from(k - 1),
+            DataCheck::Percent(p) => ((n ^ seed) % 10_000) as f64 <= p * 100.0 - 1.0,
+        }
+    }
+}
+
+/// One snapshot record that refers to a message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reference {
+    pub snapshot: SnapshotId,
+    pub account: String,
+    pub uidl: Option<String>,
+    pub date: Option<String>,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+}
+
+/// A message some snapshot needs that cannot be read back intact.
+#[derive(Debug, Clone, Serialize)]
+pub struct DamagedMessage {
+    pub hash: MessageHash,
+    /// `missing` (in no pack) or what is wrong with its copy.
+    pub problem: String,
+    pub references: Vec<Reference>,
+}
+
+/// A pack that is damaged (or missing though the index lists it).
+#[derive(Debug, Clone, Serialize)]
+pub struct DamagedPack {
+    pub pack: PackId,
+    pub problems: Vec<String>,
+    /// Messages in it that still read back (intact, or present when the data was not read).
+    pub readable: Vec<MessageHash>,
+    /// Messages that should be in it and are not readable from it.
+    pub lost: Vec<MessageHash>,
+    /// Snapshots that refer to messages in it.
+    pub snapshots: Vec<SnapshotId>,
+}
+
+/// A manifest that cannot be read.
+#[derive(Debug, Clone, Serialize)]
+pub struct DamagedSnapshot {
+    pub snapshot: SnapshotId,
+    pub problem: String,
+}
+
+/// The verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub repository: std::path::PathBuf,
+    pub mode: String,
+    pub clean: bool,
+    pub snapshots: usize,
+    pub packs: usize,
+    /// Packs whose data was read in this run.
+    pub packs_read: Vec<PackId>,
+    /// Distinct messages stored.
+    pub messages: usize,
+    /// Distinct messages decompressed and re-hashed in this run.
+    pub messages_read: usize,
+    /// Decompressed message bytes re-hashed.
+    pub message_bytes: u64,
+    /// Pack bytes read.
+    pub pack_bytes: u64,
+    pub elapsed_seconds: f64,
+    pub damaged_messages: Vec<DamagedMessage>,
+    pub damaged_packs: Vec<DamagedPack>,
+    pub damaged_snapshots: Vec<DamagedSnapshot>,
+    /// The index disagrees with the packs (it is rebuilt from them when its files are removed).
+    pub index_problems: Vec<String>,
+    /// Not damage: index files that cannot be read (the packs are scanned instead), stray
+    /// temporary or foreign files, unreadable checkpoints.
+    pub notes: Vec<String>,
+    /// Snapshots all of whose messages are now known intact.
+    pub verified_snapshots: Vec<SnapshotId>,
+    #[serde(skip)]
+    pub verified_state: VerifiedState,
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyOptions {
+    pub data: DataCheck,
+    /// Worker threads for reading packs (0: one per core).
+    pub threads: usize,
+}
+
+/// Checks `repo` and returns the report. Errors only when the repository cannot be opened or
+/// listed at all; everything else is a finding in the report.
+pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport, RepoError> {
+    let started = std::time::Instant::now();
+    let repo_layout = repo.layout();
+    let mut notes = Vec::new();
+
+    // Manifests: every committed snapshot, and what each record refers to.
+    let ids = repo.snapshots()?;
+    let mut manifests: Vec<Manifest> = Vec::new();
+    let mut damaged_snapshots = Vec::new();
+    for id in &ids {
+        match repo.manifest(id) {
+            Ok(m) => manifests.push(m),
+            Err(e) => damaged_snapshots.push(DamagedSnapshot {
+                snapshot: id.clone(),
+                problem: e.to_string(),
+            }),
+        }
+    }
+    match repo.checkpoints() {
+        Ok(_) => {}
+        Err(e) => notes.push(format!(
+            "an unfinished snapshot's checkpoint is unreadable: {e}"
+        )),
+    }
+    let mut references: HashMap<MessageHash, Vec<Reference>> = HashMap::new();
+    for m in &manifests {
+        for r in &m.messages {
+            if let Some(hash) = r.sha256 {
+                references.entry(hash).or_default().push(Reference {
+                    snapshot: m.id.clone(),
+                    account: m.account.clone(),
+                    uidl: r.uidl.clone(),
+                    date: r.date.clone(),
+                    from: r.from.clone(),
+                    subject: r.subject.clone(),
+                });
+            }
+        }
+    }
+
+    // Packs on disk, and files that do not belong.
+    let packs_dir = repo_layout.dir(layout::PACKS);
+    let packs: Vec<PackId> = layout::list(&packs_dir, layout::PACK_SUFFIX, |s| s.parse().ok())
+        .map_err(RepoError::io("cannot list", &packs_dir))?;
+    notes.extend(stray_files(repo)?);
+
+    // Read the packs, spread over the cores, each sequentially.
+    let seed = u64::from_be_bytes(
+        crate::repo::id::random_bytes()[..8]
+            .try_into()
+            .unwrap_or([0; 8]),
+    );
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    }
+    .clamp(1, packs.len().max(1));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<PackCheck>> = Mutex::new(Vec::with_capacity(packs.len()));
+    let dictionary = |id: u32| repo.dictionary_by_zstd_id(id);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(id) = packs.get(i) else { break };
+                    let read = options.data.reads(id, seed);
+                    let check = check_pack(&repo_layout.pack(id), *id, read, &dictionary);
+                    results
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(check);
+                }
+            });
+        }
+    });
+    let mut checks = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    checks.sort_by_key(|c| c.id);
+
+    // The best state of every message over all its copies.
+    let mut best: HashMap<MessageHash, EntryState> = HashMap::new();
+    for check in &checks {
+        for e in &check.entries {
+            let rank = |s: &EntryState| match s {
+                EntryState::Intact => 2,
+                EntryState::Present => 1,
+                EntryState::Damaged(_) => 0,
+            };
+            match best.get(&e.hash) {
+                Some(old) if rank(old) >= rank(&e.state) => {}
+                _ => {
+                    best.insert(e.hash, e.state.clone());
+                }
+            }
+        }
+    }
+
+    // The index against the packs.
+    let mut index_problems = Vec::new();
+    let mut expected_in: BTreeMap<PackId, BTreeSet<MessageHash>> = BTreeMap::new();
+    let by_id: HashMap<PackId, &PackCheck> = checks.iter().map(|c| (c.id, c)).collect();
+    for read in Index::read_files(repo_layout)? {
+        let name = read.name;
+        let file = match read.file {
+            Ok(f) => f,
+            Err(e) => {
+                notes.push(format!(
+                    "index file {name} is unreadable and ignored (the packs it covers are \
+                     scanned instead): {e}"
+                ));
+                continue;
+            }
+        };
+        for listed in &file.packs {
+            expected_in
+                .entry(listed.id)
+                .or_default()
+                .extend(listed.entries.iter().map(|e| e.hash));
+            let Some(check) = by_id.get(&listed.id) else {
+                continue;
+            };
+            let found: BTreeSet<(MessageHash, u64, u64)> = check
+                .entries
+                .iter()
+                .map(|e| (e.hash, e.offset, e.length))
+                .collect();
+            let claimed: BTreeSet<(MessageHash, u64, u64)> = listed
+                .entries
+                .iter()
+                .map(|e| (e.hash, e.offset, e.length))
+                .collect();
+            if !claimed.is_subset(&found) && check.problems.is_empty() {
+                index_problems.push(format!(
+                    "index file {name} places {} message(s) in pack {} where the pack does not \
+                     hold them; remove index/{name}.json (it is rebuilt from the packs)",
+                    claimed.difference(&found).count(),
+                    listed.id
+                ));
+            }
+        }
+    }
+
+    // Which snapshots refer to which pack's messages.
+    let snapshots_of = |hashes: &mut dyn Iterator<Item = &MessageHash>| -> Vec<SnapshotId> {
+        let mut ids: BTreeSet<SnapshotId> = BTreeSet::new();
+        for h in hashes {
+            for r in references.get(h).map(Vec::as_slice).unwrap_or_default() {
+                ids.insert(r.snapshot.clone());
+            }
+        }
+        ids.into_iter().collect()
+    };
+    let readable = |h: &MessageHash| {
+        matches!(
+            best.get(h),
+            Some(EntryState::Intact) | Some(EntryState::Present)
+        )
+    };
+
+    let mut damaged_packs = Vec::new();
+    for check in &checks {
+        let damaged_entries = check
+            .entries
+            .iter()
+            .any(|e| matches!(e.state, EntryState::Damaged(_)));
+        let expected = expected_in.get(&check.id);
+        let present: BTreeSet<MessageHash> = check.entries.iter().map(|e| e.hash).collect();
+        let missing_from_pack: Vec<MessageHash> = expected
+            .map(|set| set.difference(&present).copied().collect())
+            .unwrap_or_default();
+        if check.problems.is_empty() && !damaged_entries && missing_from_pack.is_empty() {
+            continue;
+        }
+        let mut lost: Vec<MessageHash> = check
+            .entries
+            .iter()
+            .filter(|e| matches!(e.state, EntryState::Damaged(_)))
+            .map(|e| e.hash)
+            .collect();
+        lost.extend(missing_from_pack);
+        let readable_here: Vec<MessageHash> = check
+            .entries
+            .iter()
+            .filter(|e| !matches!(e.state, EntryState::Damaged(_)))
+            .map(|e| e.hash)
+            .collect();
+        let mut problems = check.problems.clone();
+        if problems.is_empty() && !lost.is_empty() {
+            problems.push(format!(
+                "{} message(s) in it cannot be read back",
+                lost.len()
+            ));
+        }
+        let snapshots = snapshots_of(&mut check.entries.iter().map(|e| &e.hash).chain(lost.iter()));
+        damaged_packs.push(DamagedPack {
+            pack: check.id,
+            problems,
+            readable: readable_here,
+            lost,
+            snapshots,
+        });
+    }
+    // Packs the index lists that are not there.
+    for (id, hashes) in &expected_in {
+        if by_id.contains_key(id) {
+            continue;
+        }
+        let lost: Vec<MessageHash> = hashes.iter().filter(|h| !readable(h)).copied().collect();
+        if lost.is_empty() {
+            index_problems.push(format!(
+                "the index lists pack {id}, which does not exist (its messages are all found in \
+                 other packs)"
+            ));
+            continue;
+        }
+        let snapshots = snapshots_of(&mut lost.iter());
+        damaged_packs.push(DamagedPack {
+            pack: *id,
+            problems: vec!["it is missing: the index lists it but there is no such file".into()],
+            readable: Vec::new(),
+            lost,
+            snapshots,
+        });
+    }
+
+    // Messages the snapshots need that are not readable.
+    let home_of: HashMap<MessageHash, PackId> = expected_in
+        .iter()
+        .flat_map(|(id, hashes)| hashes.iter().map(move |h| (*h, *id)))
+        .collect();
+    let mut damaged_messages: Vec<DamagedMessage> = references
+        .iter()
+        .filter_map(|(hash, refs)| {
+            let problem = match (best.get(hash), home_of.get(hash)) {
+                (Some(EntryState::Intact) | Some(EntryState::Present), _) => return None,
+                (Some(EntryState::Damaged(p)), _) => p.clone(),
+                (None, Some(pack)) if by_id.contains_key(pack) => {
+                    format!("lost: its pack {pack} is damaged and no longer holds it")
+                }
+                (None, Some(pack)) => format!("missing: its pack {pack} does not exist"),
+                (None, None) => "missing: it is in no pack".into(),
+            };
+            Some(DamagedMessage {
+                hash: *hash,
+                problem,
+                references: refs.clone(),
+            })
+        })
+        .collect();
+    damaged_messages.sort_by_key(|d| d.hash);
+
+    // What is now known intact: packs read whole without a problem, and snapshots all of whose
+    // messages are intact in such packs (verified now or earlier).
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut state = repo.verified_state().unwrap_or_else(|e| {
+        notes.push(format!(
+            "the verification record is unreadable and will be rewritten: {e}"
+        ));
+        VerifiedState::default()
+    });
+    state
+        .packs
+        .retain(|id, _| by_id.get(id).is_some_and(|c| c.is_clean()));
+    for check in &checks {
+        if check.read_data && check.is_clean() {
+            state.packs.insert(check.id, now.clone());
+        }
+    }
+    let mut intact_in_verified: HashMap<MessageHash, bool> = HashMap::new();
+    for check in &checks {
+        let verified = state.packs.contains_key(&check.id);
+        for e in &check.entries {
+            let ok = verified && !matches!(e.state, EntryState::Damaged(_));
+            let slot = intact_in_verified.entry(e.hash).or_insert(false);
+            *slot |= ok;
+        }
+    }
+    let damaged_ids: BTreeSet<&SnapshotId> =
+        damaged_snapshots.iter().map(|d| &d.snapshot).collect();
+    state
+        .snapshots
+        .retain(|id, _| ids.contains(id) && !damaged_ids.contains(id));
+    let mut verified_snapshots = Vec::new();
+    for m in &manifests {
+        let all = m
+            .messages
+            .iter()
+            .filter_map(|r| r.sha256)
+            .all(|h| intact_in_verified.get(&h).copied().unwrap_or(false));
+        if all {
+            state.snapshots.insert(m.id.clone(), now.clone());
+            verified_snapshots.push(m.id.clone());
+        } else {
+            state.snapshots.remove(&m.id);
+        }
+    }
+
+    let packs_read: Vec<PackId> = checks
+        .iter()
+        .filter(|c| c.read_data)
+        .map(|c| c.id)
+        .collect();
+    let messages_read = checks
+        .iter()
+        .flat_map(|c| c.entries.iter())
+        .filter(|e| e.state == EntryState::Intact)
+        .map(|e| e.hash)
+        .collect::<BTreeSet<_>>()
+        .len();
+    let clean = damaged_messages.is_empty()
+        && damaged_packs.is_empty()
+        && damaged_snapshots.is_empty()
+        && index_problems.is_empty();
+    Ok(VerifyReport {
+        repository: repo.root().to_path_buf(),
+        mode: options.data.describe(),
+        clean,
+        snapshots: ids.len(),
+        packs: packs.len(),
+        packs_read,
+        messages: best.len(),
+        messages_read,
+        message_bytes: checks.iter().map(|c| c.message_bytes).sum(),
+        pack_bytes: checks.iter().map(|c| c.pack_bytes).sum(),
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        damaged_messages,
+        damaged_packs,
+        damaged_snapshots,
+        index_problems,
+        notes,
+        verified_snapshots,
+        verified_state: state,
+    })
+}
+
+/// Stores what the report found intact, crash-safely (`verified.json`).
+pub fn record(writer: &mut RepoWriter, report: &VerifyReport) -> Result<(), RepoError> {
+    writer.record_verified(&report.verified_state)
+}
+
+/// Files that belong to no part of the format: leftovers of crashed writers in `tmp/`, foreign
+/// files elsewhere. Reported, never an error.
+fn stray_files(repo: &Repository) -> Result<Vec<String>, RepoError> {
+    let mut notes = Vec::new();
+    type IsValidStem = fn(&str) -> bool;
+    let checks: [(&str, &str, IsValidStem); 4] = [
+        (layout::PACKS, layout::PACK_SUFFIX, |s| {
+            s.parse::<PackId>().is_ok()
+        }),
+        (layout::SNAPSHOTS, layout::JSON_SUFFIX, |s| {
+            SnapshotId::parse(s).is_some()
+        }),
+        (layout::CHECKPOINTS, layout::JSON_SUFFIX, |s| {
+            SnapshotId::parse(s).is_some()
+        }),
+        (layout::INDEX, layout::JSON_SUFFIX, |s| {
+            s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())
+        }),
+    ];
+    for (dir, suffix, valid) in checks {
+        let path = repo.layout().dir(dir);
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ok = name.strip_suffix(suffix).is_some_and(valid);
+            if !ok {
+                notes.push(format!(
+                    "stray file {dir}/{name} (not part of the repository format)"
+                ));
+            }
+        }
+    }
+    let tmp = repo.layout().tmp();
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for entry in entries.flatten() {
+            notes.push(format!(
+                "stray temporary file tmp/{} (left by an interrupted writer; the next writer \
+                 removes it)",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    Ok(notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsets() {
+        assert_eq!(
+            DataCheck::parse_subset("10%").unwrap(),
+            DataCheck::Percent(10.0)
+        );
+        assert_eq!(
+            DataCheck::parse_subset("2/7").unwrap(),
+            DataCheck::Part { k: 2, t: 7 }
+        );
+        for bad in ["0%", "101%", "0/3", "4/3", "x", "1/0"] {
+            assert!(DataCheck::parse_subset(bad).is_err(), "{bad}");
+        }
+        // Parts 1..=t partition the packs.
+        let packs: Vec<PackId> = (0..200u8).map(|i| PackId::of(&[i])).collect();
+        let mut seen = 0;
+        for k in 1..=3 {
+            let part = DataCheck::Part { k, t: 3 };
+            seen += packs.iter().filter(|p| part.reads(p, 0)).count();
+        }
+        assert_eq!(seen, packs.len());
+        let all = DataCheck::Percent(100.0);
+        assert!(packs.iter().all(|p| all.reads(p, 12345)));
+    }
+}
