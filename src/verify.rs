@@ -200,21 +200,31 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
             "an unfinished snapshot's checkpoint is unreadable: {e}"
         )),
     }
-    let mut references: HashMap<MessageHash, Vec<Reference>> = HashMap::new();
-    for m in &manifests {
-        for r in &m.messages {
+    // Which records refer to each message: (manifest, record) positions, so that the details
+    // are copied only for the damaged few.
+    let mut references: HashMap<MessageHash, Vec<(u32, u32)>> = HashMap::new();
+    for (mi, m) in manifests.iter().enumerate() {
+        for (ri, r) in m.messages.iter().enumerate() {
             if let Some(hash) = r.sha256 {
-                references.entry(hash).or_default().push(Reference {
-                    snapshot: m.id.clone(),
-                    account: m.account.clone(),
-                    uidl: r.uidl.clone(),
-                    date: r.date.clone(),
-                    from: r.from.clone(),
-                    subject: r.subject.clone(),
-                });
+                references
+                    .entry(hash)
+                    .or_default()
+                    .push((mi as u32, ri as u32));
             }
         }
     }
+    let reference = |&(mi, ri): &(u32, u32)| {
+        let m = &manifests[mi as usize];
+        let r = &m.messages[ri as usize];
+        Reference {
+            snapshot: m.id.clone(),
+            account: m.account.clone(),
+            uidl: r.uidl.clone(),
+            date: r.date.clone(),
+            from: r.from.clone(),
+            subject: r.subject.clone(),
+        }
+    };
 
     // Packs on disk, and files that do not belong.
     let packs_dir = repo_layout.dir(layout::PACKS);
@@ -322,8 +332,8 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
     let snapshots_of = |hashes: &mut dyn Iterator<Item = &MessageHash>| -> Vec<SnapshotId> {
         let mut ids: BTreeSet<SnapshotId> = BTreeSet::new();
         for h in hashes {
-            for r in references.get(h).map(Vec::as_slice).unwrap_or_default() {
-                ids.insert(r.snapshot.clone());
+            for (mi, _) in references.get(h).map(Vec::as_slice).unwrap_or_default() {
+                ids.insert(manifests[*mi as usize].id.clone());
             }
         }
         ids.into_iter().collect()
@@ -421,7 +431,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
             Some(DamagedMessage {
                 hash: *hash,
                 problem,
-                references: refs.clone(),
+                references: refs.iter().map(reference).collect(),
             })
         })
         .collect();
