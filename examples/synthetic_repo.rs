@@ -34,21 +34,12 @@ fn main() -> anyhow::Result<()> {
             message.extend_from_slice(file);
             raw += message.len() as u64;
             let stored = writer.store_bytes(&message)?;
-            records.push(MessageRecord {
-                msg: i as u32 + 1,
-                uidl: Some(format!("{copy}-{i}")),
-                fingerprint: None,
-                list_size: message.len() as u64,
-                size: Some(message.len() as u64),
-                sha256: Some(stored.hash()),
-                pack: None,
-                offset: None,
-                length: None,
-                date: None,
-                from: None,
-                subject: None,
-                message_id: None,
-            });
+            records.push(MessageRecord::stored(
+                i as u32 + 1,
+                Some(format!("{copy}-{i}")),
+                stored.hash(),
+                message.len() as u64,
+            ));
         }
         let time = chrono::DateTime::from_timestamp(1_767_225_600 + copy as i64, 0)
             .ok_or_else(|| anyhow::anyhow!("time out of range"))?;

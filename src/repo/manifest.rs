@@ -80,6 +80,37 @@ pub struct MessageRecord {
     pub message_id: Option<String>,
 }
 
+impl MessageRecord {
+    /// A message as listed by the server, nothing yet known of its content.
+    pub fn listed(msg: u32, list_size: u64) -> MessageRecord {
+        MessageRecord {
+            msg,
+            uidl: None,
+            fingerprint: None,
+            list_size,
+            size: None,
+            sha256: None,
+            pack: None,
+            offset: None,
+            length: None,
+            date: None,
+            from: None,
+            subject: None,
+            message_id: None,
+        }
+    }
+
+    /// A stored message (`size` bytes with this hash); the location is filled in at commit.
+    pub fn stored(msg: u32, uidl: Option<String>, hash: MessageHash, size: u64) -> MessageRecord {
+        MessageRecord {
+            uidl,
+            size: Some(size),
+            sha256: Some(hash),
+            ..MessageRecord::listed(msg, size)
+        }
+    }
+}
+
 impl Manifest {
     /// Summary for listings.
     pub fn summary(&self) -> SnapshotSummary {

@@ -178,19 +178,11 @@ mod tests {
 
     fn record(i: u8, date: &str, from: &str, subject: &str) -> MessageRecord {
         MessageRecord {
-            msg: i as u32,
-            uidl: Some(format!("u{i}")),
-            fingerprint: None,
-            list_size: 10,
-            size: Some(10),
-            sha256: Some(MessageHash([i; 32])),
-            pack: None,
-            offset: None,
-            length: None,
             date: (!date.is_empty()).then(|| date.to_string()),
             from: Some(from.into()),
             subject: Some(subject.into()),
             message_id: Some(format!("<m{i}@x>")),
+            ..MessageRecord::stored(i as u32, Some(format!("u{i}")), MessageHash([i; 32]), 10)
         }
     }
 

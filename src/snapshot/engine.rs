@@ -494,21 +494,7 @@ fn initial_record(entry: &InventoryEntry) -> MessageRecord {
     let server = &entry.server;
     let mut record = match &entry.archived {
         Some(archived) => archived.clone(),
-        None => MessageRecord {
-            msg: server.msg,
-            uidl: None,
-            fingerprint: None,
-            list_size: server.size,
-            size: None,
-            sha256: None,
-            pack: None,
-            offset: None,
-            length: None,
-            date: None,
-            from: None,
-            subject: None,
-            message_id: None,
-        },
+        None => MessageRecord::listed(server.msg, server.size),
     };
     record.msg = server.msg;
     record.uidl = server.uidl.as_ref().map(|u| u.as_str().to_string());

@@ -343,19 +343,8 @@ mod tests {
 
     fn record(msg: u32, uidl: &str, size: u64, byte: u8) -> MessageRecord {
         MessageRecord {
-            msg,
-            uidl: Some(uidl.into()),
-            fingerprint: None,
-            list_size: size,
-            size: Some(size),
-            sha256: Some(MessageHash([byte; 32])),
-            pack: None,
-            offset: None,
-            length: None,
-            date: None,
-            from: None,
             subject: Some(format!("s{byte}")),
-            message_id: None,
+            ..MessageRecord::stored(msg, Some(uidl.into()), MessageHash([byte; 32]), size)
         }
     }
 

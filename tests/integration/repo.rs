@@ -34,19 +34,10 @@ pub fn manifest_for(repo: &Repository, account: &str, hashes: &[(MessageHash, u6
             .map(|(i, (hash, size))| {
                 let loc = repo.location(hash);
                 MessageRecord {
-                    msg: i as u32 + 1,
-                    uidl: Some(format!("uid-{i}")),
-                    fingerprint: None,
-                    list_size: *size,
-                    size: Some(*size),
-                    sha256: Some(*hash),
                     pack: loc.map(|l| l.pack),
                     offset: loc.map(|l| l.entry.offset),
                     length: loc.map(|l| l.entry.length),
-                    date: None,
-                    from: None,
-                    subject: None,
-                    message_id: None,
+                    ..MessageRecord::stored(i as u32 + 1, Some(format!("uid-{i}")), *hash, *size)
                 }
             })
             .collect(),

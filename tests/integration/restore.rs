@@ -7,14 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use popbackup::pop3::{self, AuthMethod, Fetch, Reply, TlsMode};
-use popbackup::repo::{
-    Manifest, MessageHash, MessageRecord, Repository, ServerInfo, SnapshotId, Tool,
-};
+use popbackup::repo::{Manifest, MessageHash, Repository, ServerInfo, SnapshotId, Tool};
 use serde_json::Value;
 
 use crate::snapshot::{Setup, stderr};
-use crate::support::corpus_messages;
 use crate::support::dovecot::{Dovecot, dovecot_retr_bytes};
+use crate::support::{corpus_messages, record};
 
 /// A CR before every LF that has none: the inverse of restore's default conversion.
 fn crlf(bytes: &[u8]) -> Vec<u8> {
@@ -239,22 +237,13 @@ fn history(dir: &Path) -> (PathBuf, Vec<SnapshotId>, Vec<Vec<u8>>) {
                 .iter()
                 .enumerate()
                 .map(|(n, &i)| {
-                    let h = summary(i);
-                    MessageRecord {
-                        msg: n as u32 + 1,
-                        uidl: Some(format!("uid-{i}")),
-                        fingerprint: None,
-                        list_size: messages[i].len() as u64,
-                        size: Some(messages[i].len() as u64),
-                        sha256: Some(hashes[i]),
-                        pack: None,
-                        offset: None,
-                        length: None,
-                        date: h.date,
-                        from: h.from,
-                        subject: h.subject,
-                        message_id: h.message_id,
-                    }
+                    record(
+                        n as u32 + 1,
+                        format!("uid-{i}"),
+                        hashes[i],
+                        messages[i].len() as u64,
+                        summary(i),
+                    )
                 })
                 .collect(),
         }

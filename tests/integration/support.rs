@@ -31,3 +31,20 @@ pub fn corpus_messages() -> Option<Vec<(String, Vec<u8>)>> {
     assert!(!files.is_empty(), "no messages under {}", root.display());
     Some(files)
 }
+
+/// A manifest record of a stored message with its header summary filled in.
+pub fn record(
+    msg: u32,
+    uidl: String,
+    hash: popbackup::repo::MessageHash,
+    size: u64,
+    headers: popbackup::mail::HeaderSummary,
+) -> popbackup::repo::MessageRecord {
+    popbackup::repo::MessageRecord {
+        date: headers.date,
+        from: headers.from,
+        subject: headers.subject,
+        message_id: headers.message_id,
+        ..popbackup::repo::MessageRecord::stored(msg, Some(uidl), hash, size)
+    }
+}

@@ -8,12 +8,12 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use popbackup::repo::{
-    Manifest, MessageHash, MessageRecord, PackId, Repository, ServerInfo, SnapshotId, Tool, layout,
+    Manifest, MessageHash, PackId, Repository, ServerInfo, SnapshotId, Tool, layout,
 };
 use serde_json::Value;
 
 use crate::snapshot::stderr;
-use crate::support::corpus_messages;
+use crate::support::{corpus_messages, record};
 
 /// A repository holding the corpus in several packs, with two snapshots: account `a` holds the
 /// first two thirds of the messages, account `b` the last two thirds (they overlap).
@@ -57,20 +57,14 @@ fn fixture() -> Option<&'static Fixture> {
                     messages: stored[range]
                         .iter()
                         .enumerate()
-                        .map(|(i, (hash, size, h))| MessageRecord {
-                            msg: i as u32 + 1,
-                            uidl: Some(format!("{account}-{i}")),
-                            fingerprint: None,
-                            list_size: *size,
-                            size: Some(*size),
-                            sha256: Some(*hash),
-                            pack: None,
-                            offset: None,
-                            length: None,
-                            date: h.date.clone(),
-                            from: h.from.clone(),
-                            subject: h.subject.clone(),
-                            message_id: h.message_id.clone(),
+                        .map(|(i, (hash, size, h))| {
+                            record(
+                                i as u32 + 1,
+                                format!("{account}-{i}"),
+                                *hash,
+                                *size,
+                                h.clone(),
+                            )
                         })
                         .collect(),
                 };

@@ -182,15 +182,7 @@ impl Dovecot {
 /// What Dovecot's RETR returns for a stored file (measured, `notes/real-servers.md`): every bare
 /// LF becomes CRLF and a final CRLF is added where the file does not end with LF.
 pub fn dovecot_retr_bytes(file: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(file.len() + file.len() / 32 + 2);
-    let mut prev = 0u8;
-    for &b in file {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = b;
-    }
+    let mut out = popbackup::mail::lf_to_crlf(file);
     if !out.ends_with(b"\n") {
         out.extend_from_slice(b"\r\n");
     }
