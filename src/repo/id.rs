@@ -73,7 +73,9 @@ digest_id!(
     RepoId
 );
 
-/// A snapshot's id: `YYYYMMDDTHHMMSSZ-` and 8 hex digits, sortable by time.
+/// A snapshot's id: `YYYYMMDDTHHMMSSZ-` and 8 hex digits — the start time's milliseconds as
+/// three digits, then five random ones — so ids sort by start time to the millisecond (one
+/// account's runs are serialized by the repository lock, so they never share one).
 #[derive(
     Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize,
 )]
@@ -85,9 +87,10 @@ impl SnapshotId {
     pub fn new(time: chrono::DateTime<chrono::Utc>) -> SnapshotId {
         let random = random_bytes();
         SnapshotId(format!(
-            "{}-{}",
+            "{}-{:03x}{}",
             time.format("%Y%m%dT%H%M%SZ"),
-            &to_hex(&random)[..8]
+            time.timestamp_subsec_millis().min(999),
+            &to_hex(&random)[..5]
         ))
     }
 
@@ -185,5 +188,12 @@ mod tests {
         assert_eq!(SnapshotId::parse(a.as_str()), Some(a));
         assert_eq!(SnapshotId::parse("../../etc/passwd"), None);
         assert_eq!(SnapshotId::parse("20261126T150000Z-zzzzzzzz"), None);
+        // Within one second, ids still sort by time.
+        let mut previous = SnapshotId::new(t);
+        for ms in [1, 9, 10, 250, 999] {
+            let later = SnapshotId::new(t + chrono::Duration::milliseconds(ms));
+            assert!(later > previous, "{later} after {previous}");
+            previous = later;
+        }
     }
 }
