@@ -70,15 +70,11 @@ impl Repository {
         let layout = Layout::new(path);
         let config = read_config(&layout)?;
         let dicts = load_dicts(&layout)?;
-        let by_zstd_id: HashMap<u32, DictHash> = dicts
-            .values()
-            .filter_map(|d| Some((d.zstd_id()?, d.hash)))
-            .collect();
         let index::Loaded {
             index,
             scanned: unindexed,
             unreadable,
-        } = Index::load(&layout, &|id| by_zstd_id.get(&id).copied())?;
+        } = Index::load(&layout)?;
         Ok(Repository {
             layout,
             config,
@@ -363,6 +359,10 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Messages up to this size are compressed with the repository's dictionary, when it has
+/// one; larger ones compress well on their own.
+pub const DICTIONARY_MAX_MESSAGE: usize = 128 * 1024;
+
 /// A repository opened for writing, holding the exclusive lock.
 pub struct RepoWriter {
     repo: Repository,
@@ -372,6 +372,8 @@ pub struct RepoWriter {
     level_override: Option<i32>,
     /// Read every pack back before publishing it (on by default).
     verify_before_commit: bool,
+    /// The reused compression context: for which dictionary and level it is set up.
+    compressor: Option<(Option<DictHash>, i32, zstd::bulk::Compressor<'static>)>,
     /// Packs finished since the last index file was written.
     unindexed: Vec<IndexedPack>,
 }
@@ -402,6 +404,7 @@ impl RepoWriter {
             pack: None,
             level_override: None,
             verify_before_commit: true,
+            compressor: None,
             unindexed,
         };
         writer.write_index()?;
@@ -428,32 +431,52 @@ impl RepoWriter {
         self.level_override = level;
     }
 
-    /// Stores a message read from `source`, streaming: hashed and compressed as it arrives.
-    /// A message already in the repository is not stored twice.
-    pub fn store(&mut self, source: &mut dyn Read) -> Result<Stored, StoreError> {
+    fn level(&self) -> i32 {
+        self.level_override
+            .unwrap_or(self.repo.config.compression.level)
+    }
+
+    /// The pack being written, created on first use, set to the current level.
+    fn open_pack(&mut self) -> Result<&mut PackWriter, RepoError> {
+        let level = self.level();
         let tmp = self.repo.layout.tmp();
-        let dict = self
-            .repo
-            .config
-            .compression
-            .dictionary
-            .and_then(|d| self.repo.dicts.get(&d));
-        let index = &self.repo.index;
-        let level = self
-            .level_override
-            .unwrap_or(self.repo.config.compression.level);
-        let pack = match &mut self.pack {
-            Some(pack) => pack,
-            None => {
-                let created = PackWriter::new(&tmp, level).map_err(|e| {
-                    StoreError::Repo(RepoError::io("cannot create a pack in", &tmp)(e))
-                })?;
-                self.pack.insert(created)
-            }
+        if self.pack.is_none() {
+            self.pack = Some(
+                PackWriter::new(&tmp, level)
+                    .map_err(RepoError::io("cannot create a pack in", &tmp))?,
+            );
+        }
+        let Some(pack) = self.pack.as_mut() else {
+            return Err(RepoError::Invalid("no pack open".into()));
         };
         pack.set_level(level);
+        Ok(pack)
+    }
+
+    /// Closes the pack once it is big enough.
+    fn pack_written(&mut self) -> Result<(), RepoError> {
+        if self
+            .pack
+            .as_ref()
+            .is_some_and(|p| p.size() >= pack::TARGET_PACK_SIZE)
+        {
+            self.finish_pack()?;
+        }
+        Ok(())
+    }
+
+    /// Stores a message read from `source`, streaming: hashed and compressed as it arrives,
+    /// whatever its size (no dictionary: streaming is for large messages). A message already
+    /// in the repository is not stored twice.
+    pub fn store(&mut self, source: &mut dyn Read) -> Result<Stored, StoreError> {
+        let tmp = self.repo.layout.tmp();
         let io_err = |e| StoreError::Repo(RepoError::io("cannot write a pack in", &tmp)(e));
-        let mut writer = pack.begin(dict).map_err(io_err)?;
+        self.open_pack().map_err(StoreError::Repo)?;
+        let index = &self.repo.index;
+        let Some(pack) = &mut self.pack else {
+            return Err(StoreError::Repo(RepoError::Invalid("no pack open".into())));
+        };
+        let mut writer = pack.begin().map_err(io_err)?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match source.read(&mut buf) {
@@ -465,18 +488,59 @@ impl RepoWriter {
             io::Write::write_all(&mut writer, &buf[..n]).map_err(io_err)?;
         }
         let stored = writer.finish(|h| index.contains(h)).map_err(io_err)?;
-        if pack.size() >= pack::TARGET_PACK_SIZE {
-            self.finish_pack().map_err(StoreError::Repo)?;
-        }
+        self.pack_written().map_err(StoreError::Repo)?;
         Ok(stored)
     }
 
-    /// Stores a message held in memory.
+    /// Stores a message held in memory: hashed first (a duplicate costs no compression), then
+    /// compressed in one call with a reused context — with the repository's dictionary when
+    /// the message is small enough to profit from one.
     pub fn store_bytes(&mut self, bytes: &[u8]) -> Result<Stored, RepoError> {
-        self.store(&mut &bytes[..]).map_err(|e| match e {
-            StoreError::Repo(e) => e,
-            StoreError::Source(e) => RepoError::io("cannot read", "the message")(e),
-        })
+        let hash = MessageHash::of(bytes);
+        let raw_len = bytes.len() as u64;
+        if self.contains(&hash) {
+            return Ok(Stored::Duplicate(hash, raw_len));
+        }
+        let dict = self
+            .repo
+            .config
+            .compression
+            .dictionary
+            .filter(|_| bytes.len() <= DICTIONARY_MAX_MESSAGE)
+            .filter(|d| self.repo.dicts.contains_key(d));
+        let level = self.level();
+        let frame = self.compress(bytes, dict, level)?;
+        let tmp = self.repo.layout.tmp();
+        let entry = self
+            .open_pack()?
+            .append(hash, &frame, dict)
+            .map_err(RepoError::io("cannot write a pack in", &tmp))?;
+        self.pack_written()?;
+        Ok(Stored::New(entry, raw_len))
+    }
+
+    /// Compresses one message into a standard zstd frame, reusing the compression context (and
+    /// the dictionary loaded into it) from one message to the next.
+    fn compress(
+        &mut self,
+        bytes: &[u8],
+        dict: Option<DictHash>,
+        level: i32,
+    ) -> Result<Vec<u8>, RepoError> {
+        let invalid = |e: io::Error| RepoError::Invalid(format!("zstd compression failed: {e}"));
+        let reuse = matches!(&self.compressor, Some((d, l, _)) if *d == dict && *l == level);
+        if !reuse {
+            let compressor = match dict.and_then(|d| self.repo.dicts.get(&d)) {
+                Some(d) => zstd::bulk::Compressor::with_dictionary(level, &d.bytes),
+                None => zstd::bulk::Compressor::new(level),
+            }
+            .map_err(invalid)?;
+            self.compressor = Some((dict, level, compressor));
+        }
+        let Some((_, _, compressor)) = &mut self.compressor else {
+            return Err(RepoError::Invalid("no zstd compressor".into()));
+        };
+        compressor.compress(bytes).map_err(invalid)
     }
 
     /// Where a stored message is. Messages in the pack still being written are not there yet:

@@ -232,6 +232,20 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
         .map_err(RepoError::io("cannot list", &packs_dir))?;
     notes.extend(stray_files(repo)?);
 
+    // The index files, read first: they say what each pack should hold, which matters when a
+    // pack's own table is lost.
+    let index_files = Index::read_files(repo_layout)?;
+    let mut expected_entries: HashMap<PackId, Vec<crate::repo::PackEntry>> = HashMap::new();
+    for read in &index_files {
+        if let Ok(file) = &read.file {
+            for listed in &file.packs {
+                expected_entries
+                    .entry(listed.id)
+                    .or_insert_with(|| listed.entries.clone());
+            }
+        }
+    }
+
     // Read the packs, spread over the cores, each sequentially.
     let seed = u64::from_be_bytes(
         crate::repo::id::random_bytes()[..8]
@@ -245,7 +259,6 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
     .clamp(1, packs.len().max(1));
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<PackCheck>> = Mutex::new(Vec::with_capacity(packs.len()));
-    let dictionary = |id: u32| repo.dictionary_by_zstd_id(id);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
@@ -253,7 +266,8 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(id) = packs.get(i) else { break };
                     let read = options.data.reads(id, seed);
-                    let check = check_pack(&repo_layout.pack(id), *id, read, &dictionary);
+                    let expected = expected_entries.get(id).map(Vec::as_slice);
+                    let check = check_pack(repo, *id, read, expected);
                     results
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -287,7 +301,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
     let mut index_problems = Vec::new();
     let mut expected_in: BTreeMap<PackId, BTreeSet<MessageHash>> = BTreeMap::new();
     let by_id: HashMap<PackId, &PackCheck> = checks.iter().map(|c| (c.id, c)).collect();
-    for read in Index::read_files(repo_layout)? {
+    for read in index_files {
         let name = read.name;
         let file = match read.file {
             Ok(f) => f,

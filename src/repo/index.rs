@@ -122,10 +122,7 @@ impl Index {
     /// packs that had to be scanned (not covered by any index file), and the packs that could
     /// not even be scanned (damaged; their messages are simply not in the index — `verify`
     /// reports them, and a writer stores their messages again when it meets them).
-    pub fn load(
-        layout: &Layout,
-        resolve_dict: &dyn Fn(u32) -> Option<super::id::DictHash>,
-    ) -> Result<Loaded, RepoError> {
+    pub fn load(layout: &Layout) -> Result<Loaded, RepoError> {
         let index_dir = layout.dir(layout::INDEX);
         let packs_dir = layout.dir(layout::PACKS);
         let present: Vec<PackId> =
@@ -163,13 +160,6 @@ impl Index {
                     continue;
                 }
             };
-            let entries = entries
-                .into_iter()
-                .map(|(mut entry, dict_id)| {
-                    entry.dict = dict_id.and_then(resolve_dict);
-                    entry
-                })
-                .collect::<Vec<_>>();
             index.add_pack(pack, &entries);
             scanned.push(IndexedPack { id: pack, entries });
         }

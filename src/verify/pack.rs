@@ -1,23 +1,26 @@
-//! Checking one pack file: its tar structure, its name against its content hash, and (when its
-//! data is read) every frame decompressed and re-hashed — all in one sequential pass.
+//! Checking one pack file: its tar structure and table, its name against its content hash,
+//! and (when its data is read) every frame decompressed and re-hashed — in one sequential pass.
+//!
+//! When the pack's own table is lost (a truncated pack), the index's list of its messages is
+//! used instead; when that is missing too, the frames are walked one after the other and every
+//! message that still decompresses is recovered by its hash.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::repo::layout::ENTRY_SUFFIX;
-use crate::repo::{Dictionary, MessageHash, PackId, pack};
+use crate::repo::pack::{self, BLOCK, PackEntry};
+use crate::repo::{MessageHash, PackId, Repository};
 
 /// What was found about one message in a pack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryState {
-    /// Decompressed and its SHA-256 matches its name.
+    /// Decompressed and its SHA-256 matches.
     Intact,
-    /// Present in the tar structure; its data was not read (quick or subset check).
+    /// Listed and within the file; its data was not read (quick or subset check).
     Present,
-    /// Present but unreadable or not matching its hash.
+    /// Unreadable, cut off, or not matching its hash.
     Damaged(String),
 }
 
@@ -54,15 +57,17 @@ impl PackCheck {
     }
 }
 
-/// Checks the pack at `path`, named `id`. With `read_data`, the whole file is read once: its
-/// SHA-256 must equal its name and every frame must decompress to its entry's hash; otherwise
-/// only the tar headers are read.
-pub fn check_pack<'d>(
-    path: &Path,
+/// Checks pack `id` of `repo`. With `read_data` the whole file is read once: its SHA-256 must
+/// equal its name and every frame must decompress to its message's hash; otherwise only its
+/// headers and table are read. `expected` is what the index says the pack holds, used when
+/// the pack's own table is unreadable.
+pub fn check_pack(
+    repo: &Repository,
     id: PackId,
     read_data: bool,
-    dictionary: &dyn Fn(u32) -> Option<&'d Dictionary>,
+    expected: Option<&[PackEntry]>,
 ) -> PackCheck {
+    let path = repo.layout().pack(&id);
     let mut check = PackCheck {
         id,
         read_data,
@@ -71,98 +76,74 @@ pub fn check_pack<'d>(
         message_bytes: 0,
         pack_bytes: 0,
     };
-    if !read_data {
-        match pack::scan_pack(path) {
-            Ok(entries) => {
-                check.entries = entries
-                    .into_iter()
-                    .map(|(e, _)| EntryCheck {
-                        hash: e.hash,
-                        offset: e.offset,
-                        length: e.length,
-                        state: EntryState::Present,
-                    })
-                    .collect();
+    let file_len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let (listed, frames) = match pack::read_layout(&path) {
+        Ok(layout) => match layout.table {
+            Ok(table) => (Some(table), layout.frames),
+            Err(problem) => {
+                check.problems.push(problem);
+                (expected.map(<[PackEntry]>::to_vec), layout.frames)
             }
-            Err(e) => check
+        },
+        Err(e) => {
+            check
                 .problems
-                .push(format!("its tar structure is unreadable: {e}")),
+                .push(format!("its tar structure is unreadable: {e}"));
+            (expected.map(<[PackEntry]>::to_vec), None)
+        }
+    };
+    let mut listed = listed;
+    if let Some(list) = &mut listed {
+        list.sort_by_key(|e| e.offset);
+    }
+    if !read_data {
+        for e in listed.unwrap_or_default() {
+            let state = if e.offset + e.length <= file_len {
+                EntryState::Present
+            } else {
+                EntryState::Damaged("cut off: the pack ends before its frame does".into())
+            };
+            check.entries.push(EntryCheck {
+                hash: e.hash,
+                offset: e.offset,
+                length: e.length,
+                state,
+            });
         }
         return check;
     }
-    let file = match File::open(path) {
+
+    let file = match File::open(&path) {
         Ok(f) => f,
         Err(e) => {
             check.problems.push(format!("cannot be opened: {e}"));
             return check;
         }
     };
-    let mut reader = Hashing {
-        inner: BufReader::with_capacity(1 << 20, file),
-        hasher: Sha256::new(),
-        read: 0,
+    let mut reader = Position {
+        inner: BufReader::with_capacity(
+            1 << 20,
+            Hashing {
+                inner: file,
+                hasher: Sha256::new(),
+                read: 0,
+            },
+        ),
+        pos: 0,
     };
-    {
-        let mut archive = tar::Archive::new(&mut reader);
-        let entries = match archive.entries() {
-            Ok(entries) => entries,
-            Err(e) => {
-                check
-                    .problems
-                    .push(format!("its tar structure is unreadable: {e}"));
-                return check;
-            }
-        };
-        for entry in entries {
-            let mut entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => {
-                    check.problems.push(format!(
-                        "its tar structure is broken after {} entries (truncated or \
-                         overwritten): {e}",
-                        check.entries.len()
-                    ));
-                    break;
-                }
-            };
-            let name = entry
-                .path()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let Some(hash) = name
-                .strip_suffix(ENTRY_SUFFIX)
-                .and_then(|h| h.parse::<MessageHash>().ok())
-            else {
-                check
-                    .problems
-                    .push(format!("it holds an unexpected entry {name:?}"));
-                continue;
-            };
-            let offset = entry.raw_file_position();
-            let length = entry.size();
-            let state = match check_frame(&mut entry, &hash, dictionary) {
-                Ok(bytes) => {
-                    check.message_bytes += bytes;
-                    EntryState::Intact
-                }
-                Err(problem) => EntryState::Damaged(problem),
-            };
-            check.entries.push(EntryCheck {
-                hash,
-                offset,
-                length,
-                state,
-            });
-        }
+    match listed {
+        Some(list) => check_listed(repo, &mut reader, &list, &mut check),
+        None => walk_frames(repo, &mut reader, frames, file_len, &mut check),
     }
-    // The end-of-archive blocks and anything after them count for the pack's hash too.
+    // The table, the end-of-archive blocks and anything after count for the pack's hash too.
     if let Err(e) = io::copy(&mut reader, &mut io::sink()) {
         check
             .problems
             .push(format!("cannot be read to its end: {e}"));
     }
-    check.pack_bytes = reader.read;
-    let actual = PackId(reader.hasher.finalize().into());
+    let hashing = reader.inner.into_inner();
+    check.pack_bytes = hashing.read;
+    let actual = PackId(hashing.hasher.finalize().into());
     if actual != id {
         check.problems.push(format!(
             "its content does not match its name (content hash {actual}): it was changed, \
@@ -172,50 +153,136 @@ pub fn check_pack<'d>(
     check
 }
 
-/// Decompresses one frame and compares its SHA-256 with `hash`; returns the message's size.
-fn check_frame<'a, 'd: 'a>(
-    entry: &'a mut dyn Read,
-    hash: &MessageHash,
-    dictionary: &dyn Fn(u32) -> Option<&'d Dictionary>,
-) -> Result<u64, String> {
-    let mut frame = BufReader::with_capacity(128 * 1024, entry);
-    let head = frame.fill_buf().map_err(|e| format!("unreadable: {e}"))?;
-    let dict_id = zstd::zstd_safe::get_dict_id_from_frame(head).map(|id| id.get());
-    let dict = match dict_id {
-        Some(id) => Some(dictionary(id).ok_or_else(|| {
-            format!("it needs zstd dictionary {id}, which is not in the repository")
-        })?),
-        None => None,
-    };
-    let mut decoder: Box<dyn Read + 'a> = match dict {
-        Some(d) => Box::new(
-            zstd::stream::read::Decoder::with_dictionary(frame, &d.bytes)
-                .map_err(|e| format!("cannot start decompressing: {e}"))?
-                .single_frame(),
-        ),
-        None => Box::new(
-            zstd::stream::read::Decoder::with_buffer(frame)
-                .map_err(|e| format!("cannot start decompressing: {e}"))?
-                .single_frame(),
-        ),
-    };
+type PackReader = Position<BufReader<Hashing<File>>>;
+
+/// Reads the listed frames in file order, re-hashing each.
+fn check_listed(
+    repo: &Repository,
+    reader: &mut PackReader,
+    list: &[PackEntry],
+    check: &mut PackCheck,
+) {
+    for e in list {
+        let state = if e.offset < reader.pos {
+            EntryState::Damaged("its place overlaps another message's".into())
+        } else {
+            let gap = e.offset - reader.pos;
+            match io::copy(&mut reader.take(gap), &mut io::sink()) {
+                Ok(n) if n == gap => {}
+                _ => {
+                    check.entries.push(cut_off(e));
+                    continue;
+                }
+            }
+            let dict = match &e.dict {
+                Some(h) => repo.dictionary(h),
+                None => None,
+            };
+            if e.dict.is_some() && dict.is_none() {
+                EntryState::Damaged("it needs a dictionary that is not in the repository".into())
+            } else {
+                let result = {
+                    let mut frame = reader.take(e.length);
+                    let result = hash_frame(&mut frame, dict);
+                    let _ = io::copy(&mut frame, &mut io::sink());
+                    result
+                };
+                if reader.pos < e.offset + e.length {
+                    // The file ended inside the frame.
+                    check.entries.push(cut_off(e));
+                    continue;
+                }
+                match result {
+                    Ok((hash, bytes)) if hash == e.hash => {
+                        check.message_bytes += bytes;
+                        EntryState::Intact
+                    }
+                    Ok(_) => EntryState::Damaged("its content does not match its hash".into()),
+                    Err(err) => EntryState::Damaged(format!("does not decompress: {err}")),
+                }
+            }
+        };
+        check.entries.push(EntryCheck {
+            hash: e.hash,
+            offset: e.offset,
+            length: e.length,
+            state,
+        });
+    }
+}
+
+fn cut_off(e: &PackEntry) -> EntryCheck {
+    EntryCheck {
+        hash: e.hash,
+        offset: e.offset,
+        length: e.length,
+        state: EntryState::Damaged("cut off: the pack ends before its frame does".into()),
+    }
+}
+
+/// Without any list of its messages, decodes the frames one after the other and recovers each
+/// message that still decompresses (its hash is then computed, not checked).
+fn walk_frames(
+    repo: &Repository,
+    reader: &mut PackReader,
+    frames: Option<(u64, u64)>,
+    file_len: u64,
+    check: &mut PackCheck,
+) {
+    let (start, len) = frames.unwrap_or((BLOCK, file_len.saturating_sub(BLOCK)));
+    if io::copy(&mut reader.take(start), &mut io::sink()).is_err() {
+        return;
+    }
+    let end = start + len;
+    while reader.pos < end.min(file_len) {
+        let offset = reader.pos;
+        let head = match reader.fill_buf() {
+            Ok(h) if !h.is_empty() => h,
+            _ => break,
+        };
+        let dict = zstd::zstd_safe::get_dict_id_from_frame(head)
+            .and_then(|id| repo.dictionary_by_zstd_id(id.get()));
+        let mut frame = reader.take(end - offset);
+        match hash_frame(&mut frame, dict) {
+            Ok((hash, bytes)) => {
+                check.message_bytes += bytes;
+                check.entries.push(EntryCheck {
+                    hash,
+                    offset,
+                    length: reader.pos - offset,
+                    state: EntryState::Intact,
+                });
+            }
+            Err(e) => {
+                check.problems.push(format!(
+                    "its frames cannot be decoded after byte {offset}: {e}; the messages \
+                     after that point are lost"
+                ));
+                break;
+            }
+        }
+    }
+}
+
+/// Decompresses one frame from `frame` (consuming exactly the frame) and returns the SHA-256
+/// and size of its content.
+fn hash_frame(
+    frame: &mut dyn BufRead,
+    dict: Option<&crate::repo::Dictionary>,
+) -> io::Result<(MessageHash, u64)> {
+    let mut decoder = pack::decoder(frame, dict)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 128 * 1024];
     let mut total = 0u64;
     loop {
-        let n = decoder
-            .read(&mut buf)
-            .map_err(|e| format!("does not decompress: {e}"))?;
+        let n = decoder.read(&mut buf)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
         total += n as u64;
     }
-    if MessageHash(hasher.finalize().into()) != *hash {
-        return Err("its content does not match its hash".into());
-    }
-    Ok(total)
+    Ok((MessageHash(hasher.finalize().into()), total))
 }
 
 /// Hashes and counts everything read through it.
@@ -231,5 +298,36 @@ impl<R: Read> Read for Hashing<R> {
         self.hasher.update(&buf[..n]);
         self.read += n as u64;
         Ok(n)
+    }
+}
+
+/// A buffered reader that knows how far its consumer has got.
+struct Position<R> {
+    inner: R,
+    pos: u64,
+}
+
+impl<R: BufRead> Read for Position<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Position<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.inner.consume(amt);
+        self.pos += amt as u64;
+    }
+}
+
+impl<R: BufRead> Position<R> {
+    fn take(&mut self, limit: u64) -> io::Take<&mut Self> {
+        Read::take(self, limit)
     }
 }

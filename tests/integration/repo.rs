@@ -272,10 +272,15 @@ set -eu
 cd "$1"
 snap=$(ls snapshots | head -n1)
 hash=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["messages"][0]["sha256"])' "snapshots/$snap")
-pack=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["messages"][0]["pack"])' "snapshots/$snap")
-tar -tf "packs/$pack.tar" | grep -qx "$hash.zst"
-tar -xOf "packs/$pack.tar" "$hash.zst" | zstd -dq > "$2"
+field() { python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["messages"][0][sys.argv[2]])' "snapshots/$snap" "$1"; }
+pack=$(field pack); offset=$(field offset); length=$(field length)
+test "$(tar -tf "packs/$pack.tar" | tr '\n' ' ')" = "messages.zst messages.json "
+# One message: its frame, cut out by offset and length.
+tail -c +$((offset + 1)) "packs/$pack.tar" | head -c "$length" | zstd -dq > "$2"
 echo "$hash  $2" | sha256sum -c --quiet
+# Every message of the pack at once, and the table naming it.
+tar -xOf "packs/$pack.tar" messages.zst | zstd -dq | cmp - "$2"
+tar -xOf "packs/$pack.tar" messages.json | python3 -c 'import json,sys; t=json.load(sys.stdin); assert t["messages"][0]["hash"] == sys.argv[1]' "$hash"
 "#;
     let out_file = dir.path().join("out.eml");
     let status = Command::new("bash")

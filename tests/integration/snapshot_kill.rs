@@ -165,7 +165,7 @@ fn sigkill_during_a_first_run_then_resume() {
     let mut copies: HashMap<MessageHash, usize> = HashMap::new();
     let packs = repo.layout().dir(layout::PACKS);
     for entry in std::fs::read_dir(&packs).unwrap() {
-        for (e, _) in pack::scan_pack(&entry.unwrap().path()).unwrap() {
+        for e in pack::scan_pack(&entry.unwrap().path()).unwrap() {
             *copies.entry(e.hash).or_default() += 1;
         }
     }
