@@ -11,6 +11,7 @@
 
 pub mod engine;
 pub mod inventory;
+mod storer;
 
 pub use engine::{
     AccountReport, Observer, Outcome, Silent, SnapshotOptions, exit_code, run_snapshot,

@@ -15,8 +15,9 @@ use serde::Serialize;
 
 use super::SnapshotError;
 use super::inventory::{Inventory, InventoryEntry, Listing, take_listing};
+use super::storer::{Done, Storer};
 use crate::config::Account;
-use crate::mail::{HeaderCapture, HeaderSummary};
+use crate::mail::HeaderCapture;
 use crate::pop3::{self, Fetch, FetchError, Reply, Session};
 use crate::repo::{
     Manifest, MessageRecord, RepoWriter, ServerInfo, SnapshotId, StoreError, Stored, Tool,
@@ -25,7 +26,7 @@ use crate::repo::{
 
 /// Messages up to this size are read into memory before the repository lock is taken, so
 /// parallel accounts download while another stores; larger ones stream under the lock.
-const BUFFER_LIMIT: usize = 1 << 20;
+pub(super) const BUFFER_LIMIT: usize = 1 << 20;
 
 /// Run-wide settings.
 #[derive(Debug, Clone)]
@@ -374,104 +375,127 @@ impl AccountRun<'_> {
             .account
             .compression_level
             .or(self.options.compression_level);
-        let mut buffer = Vec::new();
-        let mut since_checkpoint = 0u64;
-        let mut last_checkpoint = Instant::now();
         let account = self.account.name.clone();
         let report = &mut *self.report;
         let shared = self.shared;
         let observer = self.observer;
         let options = self.options;
-        let result = session.fetch(&requests, |request, reply| {
-            let record = &mut manifest.messages[positions[&request.msg]];
-            match reply {
-                Reply::Refused(e) => {
-                    report.refused += 1;
-                    report.warnings.push(format!(
-                        "message {} (UIDL {}) was listed but not sent ({e}); it was probably \
-                         deleted during the run",
-                        request.msg,
-                        record.uidl.as_deref().unwrap_or("-")
-                    ));
-                    return Ok(());
+        std::thread::scope(|scope| {
+            let mut storer = Storer::start(scope, shared, level);
+            let mut since_checkpoint = 0u64;
+            let mut last_checkpoint = Instant::now();
+            let apply = |done: Vec<Done>,
+                         manifest: &mut Manifest,
+                         report: &mut AccountReport|
+             -> Result<(), StoreError> {
+                for d in done {
+                    let stored = d.result.map_err(StoreError::Repo)?;
+                    record_stored(&mut manifest.messages[d.slot], report, stored);
                 }
-                Reply::Body(body) => {
-                    let (stored, headers) = store_message(shared, level, body, &mut buffer)?;
-                    let bytes = stored.raw_len();
-                    report.downloaded += 1;
-                    report.bytes_downloaded += bytes;
-                    match stored {
-                        Stored::New(entry, _) => {
-                            report.new_messages += 1;
-                            report.bytes_written += entry.length;
-                        }
-                        Stored::Duplicate(..) => report.duplicates += 1,
+                Ok(())
+            };
+            let result = session.fetch(&requests, |request, reply| {
+                let slot = positions[&request.msg];
+                let body = match reply {
+                    Reply::Refused(e) => {
+                        report.refused += 1;
+                        report.warnings.push(format!(
+                            "message {} (UIDL {}) was listed but not sent ({e}); it was \
+                             probably deleted during the run",
+                            request.msg,
+                            manifest.messages[slot].uidl.as_deref().unwrap_or("-")
+                        ));
+                        return Ok(());
                     }
-                    record.sha256 = Some(stored.hash());
-                    record.size = Some(bytes);
-                    record.date = headers.date;
-                    record.from = headers.from;
-                    record.subject = headers.subject;
-                    record.message_id = headers.message_id;
-                    observer.downloaded(&account, bytes);
-                    since_checkpoint += bytes;
+                    Reply::Body(body) => body,
+                };
+                let mut capture = HeaderCapture::new();
+                let mut source = Tee {
+                    inner: body,
+                    capture: &mut capture,
+                };
+                let mut buffer = storer.buffer();
+                (&mut source)
+                    .take(BUFFER_LIMIT as u64 + 1)
+                    .read_to_end(&mut buffer)
+                    .map_err(StoreError::Source)?;
+                let bytes = if buffer.len() <= BUFFER_LIMIT {
+                    let len = buffer.len() as u64;
+                    let done = storer.submit(slot, buffer).map_err(StoreError::Repo)?;
+                    apply(done, manifest, report)?;
+                    len
+                } else {
+                    // A large message streams under the lock, after the queue has drained.
+                    apply(
+                        storer.wait_all().map_err(StoreError::Repo)?,
+                        manifest,
+                        report,
+                    )?;
+                    let stored = {
+                        let mut writer = lock(shared);
+                        writer.set_compression_level(level);
+                        writer.store(&mut (&buffer[..]).chain(&mut source))?
+                    };
+                    record_stored(&mut manifest.messages[slot], report, stored);
+                    stored.raw_len()
+                };
+                let headers = capture.summary();
+                let record = &mut manifest.messages[slot];
+                record.date = headers.date;
+                record.from = headers.from;
+                record.subject = headers.subject;
+                record.message_id = headers.message_id;
+                report.downloaded += 1;
+                report.bytes_downloaded += bytes;
+                observer.downloaded(&account, bytes);
+                since_checkpoint += bytes;
+                if since_checkpoint >= options.checkpoint_size
+                    || last_checkpoint.elapsed() >= options.checkpoint_interval
+                {
+                    apply(
+                        storer.wait_all().map_err(StoreError::Repo)?,
+                        manifest,
+                        report,
+                    )?;
+                    lock(shared)
+                        .checkpoint(&done_so_far(manifest))
+                        .map_err(StoreError::Repo)?;
+                    since_checkpoint = 0;
+                    last_checkpoint = Instant::now();
                 }
+                Ok(())
+            });
+            // Whatever happened, what was queued is stored (and counted) before returning.
+            let rest = storer.wait_all().map_err(StoreError::Repo);
+            storer.close();
+            let rest = rest.and_then(|done| apply(done, manifest, report));
+            match (result, rest) {
+                (Ok(()), Ok(())) => Ok(()),
+                (Err(FetchError::Pop3(e)), _) => Err(e.into()),
+                (Err(FetchError::Sink(StoreError::Repo(e))), _)
+                | (Ok(()), Err(StoreError::Repo(e))) => Err(e.into()),
+                (Err(FetchError::Sink(StoreError::Source(source))), _)
+                | (Ok(()), Err(StoreError::Source(source))) => Err(pop3::Pop3Error::Io {
+                    during: "RETR".into(),
+                    source,
+                }
+                .into()),
             }
-            if since_checkpoint >= options.checkpoint_size
-                || last_checkpoint.elapsed() >= options.checkpoint_interval
-            {
-                lock(shared)
-                    .checkpoint(&done_so_far(manifest))
-                    .map_err(StoreError::Repo)?;
-                since_checkpoint = 0;
-                last_checkpoint = Instant::now();
-            }
-            Ok(())
-        });
-        match result {
-            Ok(()) => Ok(()),
-            Err(FetchError::Pop3(e)) => Err(e.into()),
-            Err(FetchError::Sink(StoreError::Repo(e))) => Err(e.into()),
-            Err(FetchError::Sink(StoreError::Source(source))) => Err(pop3::Pop3Error::Io {
-                during: "RETR".into(),
-                source,
-            }
-            .into()),
-        }
+        })
     }
 }
 
-/// Reads one message, small ones into `buffer` first, and stores it; also picks out its
-/// header summary on the way.
-fn store_message(
-    shared: &Mutex<RepoWriter>,
-    level: Option<i32>,
-    body: &mut dyn Read,
-    buffer: &mut Vec<u8>,
-) -> Result<(Stored, HeaderSummary), StoreError> {
-    let mut capture = HeaderCapture::new();
-    let mut source = Tee {
-        inner: body,
-        capture: &mut capture,
-    };
-    buffer.clear();
-    (&mut source)
-        .take(BUFFER_LIMIT as u64 + 1)
-        .read_to_end(buffer)
-        .map_err(StoreError::Source)?;
-    let stored = {
-        let mut writer = lock(shared);
-        writer.set_compression_level(level);
-        if buffer.len() <= BUFFER_LIMIT {
-            writer.store(&mut &buffer[..])
-        } else {
-            writer.store(&mut (&buffer[..]).chain(&mut source))
+/// Fills in a record once its message is stored, and counts it.
+fn record_stored(record: &mut MessageRecord, report: &mut AccountReport, stored: Stored) {
+    match stored {
+        Stored::New(entry, _) => {
+            report.new_messages += 1;
+            report.bytes_written += entry.length;
         }
-    }?;
-    if buffer.capacity() > 2 * BUFFER_LIMIT {
-        *buffer = Vec::new();
+        Stored::Duplicate(..) => report.duplicates += 1,
     }
-    Ok((stored, capture.summary()))
+    record.sha256 = Some(stored.hash());
+    record.size = Some(stored.raw_len());
 }
 
 /// Passes bytes through while capturing the header section.

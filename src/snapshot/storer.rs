@@ -1,0 +1,133 @@
+//! Storing downloaded messages on a second thread, so that one account's connection keeps
+//! reading (TLS, dot-unstuffing, header capture) while the previous messages are hashed,
+//! compressed and written. The queue is bounded, which bounds memory: at most `QUEUE` messages
+//! of at most `BUFFER_LIMIT` bytes wait at a time.
+
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use crate::repo::{RepoError, RepoWriter, Stored};
+
+/// Messages waiting to be stored, at most.
+const QUEUE: usize = 16;
+
+struct Job {
+    slot: usize,
+    bytes: Vec<u8>,
+}
+
+/// One stored message: which manifest slot it was for, and what storing did.
+pub struct Done {
+    pub slot: usize,
+    pub result: Result<Stored, RepoError>,
+}
+
+/// The connection thread's end of the store queue.
+pub struct Storer {
+    jobs: Option<SyncSender<Job>>,
+    results: Receiver<(Done, Vec<u8>)>,
+    pending: usize,
+    /// Emptied buffers coming back, reused for the next messages.
+    spare: Vec<Vec<u8>>,
+}
+
+impl Storer {
+    /// Starts the storing thread in `scope`; it stores with `level` (or the repository's).
+    pub fn start<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        writer: &'env Mutex<RepoWriter>,
+        level: Option<i32>,
+    ) -> Storer {
+        let (jobs, inbox) = sync_channel::<Job>(QUEUE);
+        let (outbox, results) = sync_channel(QUEUE + 1);
+        scope.spawn(move || {
+            for job in inbox {
+                let result = {
+                    let mut writer = writer.lock().unwrap_or_else(|e| e.into_inner());
+                    writer.set_compression_level(level);
+                    writer.store_bytes(&job.bytes)
+                };
+                let mut bytes = job.bytes;
+                bytes.clear();
+                let done = Done {
+                    slot: job.slot,
+                    result,
+                };
+                if outbox.send((done, bytes)).is_err() {
+                    break;
+                }
+            }
+        });
+        Storer {
+            jobs: Some(jobs),
+            results,
+            pending: 0,
+            spare: Vec::new(),
+        }
+    }
+
+    /// An empty buffer to read the next message into.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// Queues a message for `slot`; waits while the queue is full. Results that arrived
+    /// meanwhile are returned.
+    pub fn submit(&mut self, slot: usize, bytes: Vec<u8>) -> Result<Vec<Done>, RepoError> {
+        let mut done = self.ready();
+        // Keep the results channel from filling while we wait for room in the queue.
+        while self.pending >= QUEUE {
+            done.push(self.next()?);
+        }
+        let sender = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| RepoError::Invalid("the store queue is closed".into()))?;
+        sender
+            .send(Job { slot, bytes })
+            .map_err(|_| RepoError::Invalid("the storing thread stopped".into()))?;
+        self.pending += 1;
+        Ok(done)
+    }
+
+    /// The results that are ready, without waiting.
+    pub fn ready(&mut self) -> Vec<Done> {
+        let mut out = Vec::new();
+        while let Ok((done, bytes)) = self.results.try_recv() {
+            self.pending -= 1;
+            self.recycle(bytes);
+            out.push(done);
+        }
+        out
+    }
+
+    /// Waits until every queued message is stored and returns their results.
+    pub fn wait_all(&mut self) -> Result<Vec<Done>, RepoError> {
+        let mut out = self.ready();
+        while self.pending > 0 {
+            out.push(self.next()?);
+        }
+        Ok(out)
+    }
+
+    fn next(&mut self) -> Result<Done, RepoError> {
+        let (done, bytes) = self
+            .results
+            .recv()
+            .map_err(|_| RepoError::Invalid("the storing thread stopped".into()))?;
+        self.pending -= 1;
+        self.recycle(bytes);
+        Ok(done)
+    }
+
+    fn recycle(&mut self, bytes: Vec<u8>) {
+        if self.spare.len() < 4 && bytes.capacity() <= 2 * super::engine::BUFFER_LIMIT {
+            self.spare.push(bytes);
+        }
+    }
+
+    /// Stops the thread once the queue is empty.
+    pub fn close(&mut self) {
+        self.jobs = None;
+    }
+}
