@@ -14,10 +14,11 @@ fi
 export POPBACKUP_CORPUS="${POPBACKUP_CORPUS:-}"
 [ -n "$POPBACKUP_CORPUS" ] || echo "test.sh: POPBACKUP_CORPUS not set and ../shared/corpus missing: corpus tests will skip" >&2
 
-# Tools the tests use besides Dovecot: python3 (helpers), zstd and tar (the repository must be
-# readable with standard tools).
+# Tools the tests use besides Dovecot: python3 (helpers, mailbox), zstd and tar (the repository
+# must be readable with standard tools), tzdata (retention in a DST time zone).
 missing=()
 for tool in python3 zstd tar; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+[ -e /usr/share/zoneinfo/Europe/Berlin ] || missing+=(tzdata)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

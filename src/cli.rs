@@ -1,7 +1,6 @@
 //! Command-line interface: clap types, dispatch, output and exit codes.
 //!
-//! The only module that prints or uses `anyhow`. Commands that are not built yet say so and exit
-//! with 64 (usage): nothing pretends to work.
+//! The only module that prints or uses `anyhow`.
 
 use std::path::PathBuf;
 
@@ -15,6 +14,7 @@ mod browse;
 mod init;
 mod inventory;
 mod restore;
+mod retention;
 mod snapshot;
 mod verify;
 
@@ -56,6 +56,9 @@ pub enum Command {
     Snapshot {
         /// Accounts to back up [default: all configured accounts]
         accounts: Vec<String>,
+        /// Back up as usual but send no DELE: report what `delete_after_days` would delete
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Show what is on the server, what is archived and what is new, without downloading
     Inventory {
@@ -82,12 +85,13 @@ pub enum Command {
     /// Check that the repository is intact
     Verify(verify::VerifyArgs),
     /// Remove snapshots according to a retention policy
-    Forget,
+    Forget(retention::ForgetArgs),
     /// Remove data that no snapshot refers to
-    Prune,
+    Prune(retention::PruneArgs),
 }
 
 impl Command {
+    #[cfg(test)]
     fn name(&self) -> &'static str {
         match self {
             Command::Init => "init",
@@ -98,8 +102,8 @@ impl Command {
             Command::Cat { .. } => "cat",
             Command::Restore(_) => "restore",
             Command::Verify(_) => "verify",
-            Command::Forget => "forget",
-            Command::Prune => "prune",
+            Command::Forget(_) => "forget",
+            Command::Prune(_) => "prune",
         }
     }
 }
@@ -148,6 +152,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cat { message } => {
             open_repo(global, &config_path).and_then(|repo| browse::cat(&repo, message, &mut out))
         }
+        Command::Forget(args) => open_repo(global, &config_path)
+            .and_then(|repo| retention::forget(repo, args, global, &mut out)),
+        Command::Prune(args) => open_repo(global, &config_path)
+            .and_then(|repo| retention::prune(repo, args, global, &mut out)),
         Command::Restore(args) => {
             let code = open_repo(global, &config_path)
                 .and_then(|repo| restore::run(&repo, args, global, &mut out))
@@ -168,23 +176,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 Err(Failure::reported(code))
             };
         }
-        Command::Snapshot { accounts } => {
-            return snapshot::run(global, &config_path, accounts, &mut out);
+        Command::Snapshot { accounts, dry_run } => {
+            return snapshot::run(global, &config_path, accounts, *dry_run, &mut out);
         }
         Command::Inventory {
             account,
             no_headers,
         } => inventory::run(global, &config_path, account, *no_headers, &mut out),
-        other => {
-            let name = other.name();
-            return Err(Failure::new(
-                exit::USAGE,
-                anyhow::anyhow!(
-                    "`popbackup {name}` is not built yet in this version; nothing was done \
-                     (see README.md for what works today)"
-                ),
-            ));
-        }
     };
     result.map_err(classify)
 }
@@ -284,8 +282,8 @@ mod tests {
             vec!["cat", "abc"],
             vec!["restore", "--to", "maildir:/tmp/x"],
             vec!["verify"],
-            vec!["forget"],
-            vec!["prune"],
+            vec!["forget", "--keep-last", "3"],
+            vec!["prune", "--dry-run"],
         ] {
             let full = std::iter::once("popbackup").chain(args.iter().copied());
             let cli = Cli::try_parse_from(full).unwrap_or_else(|e| panic!("{args:?}: {e}"));
@@ -323,13 +321,5 @@ mod tests {
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(5 << 20), "5.0 MiB");
-    }
-
-    #[test]
-    fn unbuilt_commands_exit_64() {
-        let cli = Cli::try_parse_from(["popbackup", "forget"]).unwrap();
-        let failure = run(cli).unwrap_err();
-        assert_eq!(failure.code, exit::USAGE);
-        assert!(failure.error.to_string().contains("not built yet"));
     }
 }

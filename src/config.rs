@@ -305,6 +305,7 @@ repository = "{repo}"
 # pipelining = true                        # when the server announces PIPELINING
 # pipeline_window = 64                     # commands in flight
 # pipeline_window_bytes = "8 MiB"          # announced message bytes in flight
+# delete_after_days = 90                   # free server space: see README (off by default)
 "#
     )
 }

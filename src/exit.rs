@@ -4,7 +4,7 @@
 pub const OK: u8 = 0;
 /// Some account failed while others may have succeeded.
 pub const SOME_FAILED: u8 = 1;
-/// Wrong usage, or a command that is not built yet.
+/// Wrong usage: bad arguments, an unknown snapshot or account, a refused request.
 pub const USAGE: u8 = 64;
 /// Bad data: a damaged repository or unreadable input.
 pub const DATA_ERR: u8 = 65;

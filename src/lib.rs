@@ -13,6 +13,7 @@ pub mod mail;
 pub mod pop3;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod snapshot;
 pub mod verify;
 

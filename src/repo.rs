@@ -583,6 +583,73 @@ impl RepoWriter {
         Ok(())
     }
 
+    /// Appends a frame copied byte for byte from another pack (prune), unless the pack being
+    /// written has it already. The repository's index is not consulted: the old copy is about
+    /// to go.
+    pub fn copy_frame(
+        &mut self,
+        hash: MessageHash,
+        frame: &[u8],
+        dict: Option<DictHash>,
+    ) -> Result<(), RepoError> {
+        let tmp = self.repo.layout.tmp();
+        let pack = self.open_pack()?;
+        if !pack.contains(&hash) {
+            pack.append(hash, frame, dict)
+                .map_err(RepoError::io("cannot write a pack in", &tmp))?;
+        }
+        self.pack_written()
+    }
+
+    /// Like [`RepoWriter::flush`], returning the packs it made findable.
+    pub fn flush_packs(&mut self) -> Result<Vec<IndexedPack>, RepoError> {
+        self.finish_pack()?;
+        let packs = self.unindexed.clone();
+        self.write_index()?;
+        Ok(packs)
+    }
+
+    /// Writes one index file covering exactly `packs`, then removes every other index file:
+    /// the index afterwards describes these packs and no others (prune).
+    pub fn replace_index(&mut self, mut packs: Vec<IndexedPack>) -> Result<(), RepoError> {
+        self.flush()?;
+        packs.sort_by_key(|p| p.id);
+        packs.dedup_by_key(|p| p.id);
+        let old: Vec<String> = self.repo.index.files().to_vec();
+        let bytes = serde_json::to_vec(&IndexFile {
+            version: index::INDEX_VERSION,
+            packs: packs.clone(),
+        })
+        .map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let name = id::to_hex(&pack::hash_reader(&bytes[..]).unwrap_or_default());
+        let path = self.repo.layout.index_file(&name);
+        durable::write_file(&self.repo.layout.tmp(), &path, &bytes)
+            .map_err(RepoError::io("cannot write", &path))?;
+        for file in old.iter().filter(|f| **f != name) {
+            let path = self.repo.layout.index_file(file);
+            durable::remove_file(&path).map_err(RepoError::io("cannot remove", &path))?;
+        }
+        let mut index = Index::default();
+        for p in &packs {
+            index.add_pack(p.id, &p.entries);
+        }
+        index.record_file(name);
+        self.repo.index = index;
+        Ok(())
+    }
+
+    /// Deletes a pack (prune, after the index no longer names it).
+    pub fn remove_pack(&mut self, id: &PackId) -> Result<(), RepoError> {
+        let path = self.repo.layout.pack(id);
+        durable::remove_file(&path).map_err(RepoError::io("cannot remove", &path))
+    }
+
+    /// Deletes a committed snapshot's manifest (forget).
+    pub fn remove_snapshot(&mut self, id: &SnapshotId) -> Result<(), RepoError> {
+        let path = self.repo.layout.snapshot(id);
+        durable::remove_file(&path).map_err(RepoError::io("cannot remove", &path))
+    }
+
     /// Makes everything stored so far durable and findable: pack, then index.
     pub fn flush(&mut self) -> Result<(), RepoError> {
         self.finish_pack()?;

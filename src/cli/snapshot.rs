@@ -16,6 +16,7 @@ pub fn run(
     global: &GlobalArgs,
     config_path: &std::path::Path,
     names: &[String],
+    dry_run: bool,
     out: &mut dyn std::io::Write,
 ) -> Result<(), Failure> {
     let started = Instant::now();
@@ -38,6 +39,7 @@ pub fn run(
         compression_level: config.compression_level,
         checkpoint_size: config.checkpoint_size,
         checkpoint_interval: config.checkpoint_interval,
+        dry_run,
     };
     let account_refs: Vec<&crate::config::Account> = accounts.iter().collect();
     let bars = (!global.quiet && std::io::stderr().is_terminal()).then(ProgressBars::default);

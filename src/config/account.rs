@@ -38,6 +38,9 @@ pub struct Account {
     pub pipeline_window: PipelineWindow,
     /// zstd level for this account's new messages; the repository's level when unset.
     pub compression_level: Option<i32>,
+    /// Delete messages on the server once they are this many days old and safely archived
+    /// (see `retention::dele`); never when unset.
+    pub delete_after_days: Option<u32>,
 }
 
 impl Account {
@@ -86,6 +89,7 @@ pub(super) struct RawAccount {
     pipeline_window: Option<Spanned<toml::Value>>,
     pipeline_window_bytes: Option<Spanned<toml::Value>>,
     compression_level: Option<Spanned<toml::Value>>,
+    delete_after_days: Option<Spanned<toml::Value>>,
 }
 
 const TLS_MODES: &[(&str, TlsMode)] = &[
@@ -260,6 +264,10 @@ impl RawAccount {
             }
             None => None,
         };
+        let delete_after_days = match &self.delete_after_days {
+            Some(v) => Some(origin.integer(v, &key("delete_after_days"), 0..=36_500)? as u32),
+            None => None,
+        };
         Ok(Account {
             name: name.to_string(),
             defined_at: format!("{}:{}", origin.path.display(), origin.line(table_offset)),
@@ -277,6 +285,7 @@ impl RawAccount {
             pipelining,
             pipeline_window,
             compression_level,
+            delete_after_days,
         })
     }
 }

@@ -2,7 +2,9 @@
 //! [`Client::login`] turns it into a [`Session`] (TRANSACTION state). Both are generic over the
 //! stream, so tests drive them with in-memory streams and fake servers.
 //!
-//! This module never sends DELE: nothing in popbackup's reading path can delete mail.
+//! DELE is sent only by [`Session::dele`], which only the retention rules call, after the
+//! snapshot is committed and every safety condition holds; nothing in the reading path can
+//! delete mail. Deletions take effect only at a successful QUIT (RFC 1939 section 6).
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -623,8 +625,15 @@ impl<S: Read + Write> Session<S> {
         self.conn.into_inner().0
     }
 
-    /// Ends the session with QUIT. popbackup never sends DELE, so QUIT commits nothing; it is
-    /// still the polite way to release the server's mailbox lock.
+    /// Marks message `msg` for deletion. Nothing is deleted until a successful [`Session::quit`];
+    /// a connection that drops first deletes nothing.
+    pub fn dele(&mut self, msg: u32) -> Result<(), Pop3Error> {
+        self.simple(&Command::Dele(msg)).map(|_| ())
+    }
+
+    /// Ends the session with QUIT: the server's commit point. Without DELE it commits nothing
+    /// and only releases the server's mailbox lock; after DELE, an error here means the
+    /// deletions may not have happened.
     pub fn quit(mut self) -> Result<(), Pop3Error> {
         if self.poisoned {
             return Ok(());

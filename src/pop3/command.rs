@@ -38,6 +38,9 @@ pub enum Command {
         lines: u32,
     },
     Retr(u32),
+    /// Marks a message for deletion at QUIT. Sent only by the retention rules
+    /// (`Session::dele`), never while reading.
+    Dele(u32),
     Noop,
     Quit,
 }
@@ -69,6 +72,7 @@ impl Command {
             Command::Uidl(_) => "UIDL",
             Command::Top { .. } => "TOP",
             Command::Retr(_) => "RETR",
+            Command::Dele(_) => "DELE",
             Command::Noop => "NOOP",
             Command::Quit => "QUIT",
         }
@@ -112,6 +116,7 @@ impl Command {
             Command::Uidl(Some(n)) => format!("UIDL {n}"),
             Command::Top { msg, lines } => format!("TOP {msg} {lines}"),
             Command::Retr(n) => format!("RETR {n}"),
+            Command::Dele(n) => format!("DELE {n}"),
             Command::Noop => "NOOP".to_string(),
             Command::Quit => "QUIT".to_string(),
         };

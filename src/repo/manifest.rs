@@ -78,6 +78,10 @@ pub struct MessageRecord {
     pub from: Option<String>,
     pub subject: Option<String>,
     pub message_id: Option<String>,
+    /// RFC 3339: the start of the first snapshot of this account that listed this message (by
+    /// UIDL and hash); how long it has been on the server, for `delete_after_days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<String>,
 }
 
 impl MessageRecord {
@@ -97,6 +101,7 @@ impl MessageRecord {
             from: None,
             subject: None,
             message_id: None,
+            first_seen: None,
         }
     }
 

@@ -37,6 +37,8 @@ pub struct SnapshotOptions {
     pub checkpoint_size: u64,
     /// ...or after this long, whichever comes first.
     pub checkpoint_interval: Duration,
+    /// Send no DELE; report what `delete_after_days` would delete.
+    pub dry_run: bool,
 }
 
 /// Hooks for progress display; every method has a no-op default.
@@ -86,6 +88,11 @@ pub struct AccountReport {
     pub vanished: usize,
     /// Messages listed but refused by RETR (deleted meanwhile); recorded without content.
     pub refused: usize,
+    /// Messages deleted on the server by `delete_after_days` (committed by QUIT).
+    pub deleted: usize,
+    /// With `--dry-run`: what `delete_after_days` would have deleted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub would_delete: Vec<crate::retention::DeleCandidate>,
     pub bytes_downloaded: u64,
     /// Compressed bytes added to the repository.
     pub bytes_written: u64,
@@ -109,6 +116,8 @@ impl AccountReport {
             duplicates: 0,
             vanished: 0,
             refused: 0,
+            deleted: 0,
+            would_delete: Vec::new(),
             bytes_downloaded: 0,
             bytes_written: 0,
             snapshot: None,
@@ -235,14 +244,20 @@ impl AccountRun<'_> {
         let mut session = pop3::open_session(&server, &creds)?;
         drop(creds);
         let result = self.with_session(&mut session, id, time);
-        // QUIT only after the manifest is committed. popbackup sends no DELE, so QUIT commits
-        // nothing on the server; it releases the server's mailbox lock.
+        // QUIT only after the manifest is committed. It is the server's commit point: the
+        // DELEs a retention rule sent take effect only if it succeeds.
         match result {
-            Ok(()) => {
-                if let Err(e) = session.quit() {
-                    self.report
+            Ok(marked) => {
+                match session.quit() {
+                    Ok(()) => self.report.deleted = marked,
+                    Err(e) if marked > 0 => self.report.warnings.push(format!(
+                        "QUIT failed after {marked} message(s) were marked for deletion: {e}; \
+                         the server keeps them unless it committed anyway"
+                    )),
+                    Err(e) => self
+                        .report
                         .warnings
-                        .push(format!("QUIT failed after the snapshot was committed: {e}"));
+                        .push(format!("QUIT failed after the snapshot was committed: {e}")),
                 }
                 Ok(())
             }
@@ -253,12 +268,14 @@ impl AccountRun<'_> {
         }
     }
 
+    /// Lists, downloads and commits; then marks for deletion what a retention rule allows.
+    /// Returns how many messages were marked (they go at QUIT).
     fn with_session<S: Read + Write>(
         &mut self,
         session: &mut Session<S>,
         id: SnapshotId,
         time: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), SnapshotError> {
+    ) -> Result<usize, SnapshotError> {
         let caps = session.capabilities();
         if caps.expire().as_deref() == Some("0") {
             self.report.warnings.push(
@@ -310,8 +327,13 @@ impl AccountRun<'_> {
             complete: false,
             tool: Tool::default(),
             server: server_info,
-            messages: inventory.entries.iter().map(initial_record).collect(),
+            messages: Vec::new(),
         };
+        manifest.messages = inventory
+            .entries
+            .iter()
+            .map(|e| initial_record(e, &manifest.time))
+            .collect();
         let downloaded = self.download(session, &inventory, &mut manifest);
         if let Err(error) = downloaded {
             // Keep what arrived: the next run resumes from this checkpoint.
@@ -328,7 +350,55 @@ impl AccountRun<'_> {
                 writer.discard_checkpoint(&old)?;
             }
         }
-        Ok(())
+        let Some(days) = self.account.delete_after_days else {
+            return Ok(0);
+        };
+        // Deletion only with stable UIDLs: a message that vanished under one UIDL and came
+        // back under another means the server renumbered.
+        let vanished: std::collections::HashSet<_> =
+            inventory.vanished.iter().filter_map(|r| r.sha256).collect();
+        let reset = manifest
+            .messages
+            .iter()
+            .filter(|r| r.first_seen.as_deref() == Some(manifest.time.as_str()))
+            .any(|r| r.sha256.is_some_and(|h| vanished.contains(&h)));
+        let problem = if !listing.uidl_supported {
+            Some("the server has no UIDL, so messages cannot be told apart safely".to_string())
+        } else if reset {
+            Some("a message came back under a new UIDL (the server renumbered)".to_string())
+        } else {
+            None
+        };
+        let plan = crate::retention::plan_deletions(
+            writer.repo(),
+            &manifest,
+            days,
+            chrono::Utc::now(),
+            problem,
+        )?;
+        drop(writer);
+        if let Some(reason) = &plan.disabled {
+            self.report.warnings.push(format!(
+                "no message is deleted on the server this run: {reason}"
+            ));
+            return Ok(0);
+        }
+        if self.options.dry_run {
+            self.report.would_delete = plan.candidates;
+            return Ok(0);
+        }
+        let mut marked = 0;
+        for c in &plan.candidates {
+            match session.dele(c.msg) {
+                Ok(()) => marked += 1,
+                Err(e @ pop3::Pop3Error::Server { .. }) => self.report.warnings.push(format!(
+                    "the server refused DELE {} (UIDL {}): {e}",
+                    c.msg, c.uidl
+                )),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(marked)
     }
 
     /// The inventory, and the ids of this account's checkpoints it resumed from.
@@ -390,7 +460,8 @@ impl AccountRun<'_> {
              -> Result<(), StoreError> {
                 for d in done {
                     let stored = d.result.map_err(StoreError::Repo)?;
-                    record_stored(&mut manifest.messages[d.slot], report, stored);
+                    let time = manifest.time.clone();
+                    record_stored(&mut manifest.messages[d.slot], report, stored, &time);
                 }
                 Ok(())
             };
@@ -436,7 +507,8 @@ impl AccountRun<'_> {
                         writer.set_compression_level(level);
                         writer.store(&mut (&buffer[..]).chain(&mut source))?
                     };
-                    record_stored(&mut manifest.messages[slot], report, stored);
+                    let time = manifest.time.clone();
+                    record_stored(&mut manifest.messages[slot], report, stored, &time);
                     stored.raw_len()
                 };
                 let headers = capture.summary();
@@ -486,7 +558,12 @@ impl AccountRun<'_> {
 }
 
 /// Fills in a record once its message is stored, and counts it.
-fn record_stored(record: &mut MessageRecord, report: &mut AccountReport, stored: Stored) {
+fn record_stored(
+    record: &mut MessageRecord,
+    report: &mut AccountReport,
+    stored: Stored,
+    time: &str,
+) {
     match stored {
         Stored::New(entry, _) => {
             report.new_messages += 1;
@@ -496,6 +573,7 @@ fn record_stored(record: &mut MessageRecord, report: &mut AccountReport, stored:
     }
     record.sha256 = Some(stored.hash());
     record.size = Some(stored.raw_len());
+    record.first_seen = Some(time.to_string());
 }
 
 /// Passes bytes through while capturing the header section.
@@ -514,7 +592,7 @@ impl Read for Tee<'_, '_> {
 
 /// The manifest record of a server message before any download: the archived copy's data
 /// when there is one, the server's listing otherwise.
-fn initial_record(entry: &InventoryEntry) -> MessageRecord {
+fn initial_record(entry: &InventoryEntry, time: &str) -> MessageRecord {
     let server = &entry.server;
     let mut record = match &entry.archived {
         Some(archived) => archived.clone(),
@@ -524,6 +602,10 @@ fn initial_record(entry: &InventoryEntry) -> MessageRecord {
     record.uidl = server.uidl.as_ref().map(|u| u.as_str().to_string());
     record.fingerprint = server.fingerprint.clone();
     record.list_size = server.size;
+    if record.sha256.is_some() && record.first_seen.is_none() {
+        // Archived before first_seen was recorded: it ages from now on.
+        record.first_seen = Some(time.to_string());
+    }
     record
 }
 

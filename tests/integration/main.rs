@@ -12,6 +12,7 @@ mod pop3_mock;
 mod pop3_tls;
 mod repo;
 mod restore;
+mod retention;
 mod snapshot;
 mod snapshot_fake;
 mod snapshot_kill;

@@ -32,6 +32,7 @@ fn account(port: u16) -> Account {
         pipelining: true,
         pipeline_window: PipelineWindow::default(),
         compression_level: None,
+        delete_after_days: None,
     }
 }
 
@@ -42,6 +43,7 @@ fn options() -> SnapshotOptions {
         // A checkpoint after every message.
         checkpoint_size: 1,
         checkpoint_interval: Duration::from_secs(3600),
+        dry_run: false,
     }
 }
 

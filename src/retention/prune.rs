@@ -1,0 +1,184 @@
+//! `prune`: removing data no snapshot (or unfinished checkpoint) refers to.
+//!
+//! A pack nothing refers to is deleted; a pack mostly unused (`max_unused_percent` or more of
+//! its frame bytes) is repacked: its used frames are copied byte for byte into new packs (no
+//! recompression), then it is deleted. Order, so that a crash anywhere leaves a valid
+//! repository: new packs → one index file covering every pack that stays → removal of the
+//! other index files → removal of the packs that go.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
+
+use serde::Serialize;
+
+use crate::repo::pack::{self, PackEntry};
+use crate::repo::{IndexedPack, MessageHash, PackId, RepoError, RepoWriter, Repository};
+
+/// What happens to one pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackAction {
+    Keep,
+    Repack,
+    Delete,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PackPlan {
+    pub pack: PackId,
+    pub action: PackAction,
+    pub messages: usize,
+    pub used_messages: usize,
+    pub bytes: u64,
+    pub used_bytes: u64,
+    /// The used entries (copied when repacking).
+    #[serde(skip)]
+    pub used: Vec<PackEntry>,
+    #[serde(skip)]
+    pub entries: Vec<PackEntry>,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrunePlan {
+    pub packs: Vec<PackPlan>,
+    /// Distinct messages some snapshot or checkpoint refers to.
+    pub referenced: usize,
+    pub delete_packs: usize,
+    pub repack_packs: usize,
+    /// Frame bytes that will be gone afterwards.
+    pub freed_bytes: u64,
+    /// Frame bytes copied into new packs.
+    pub copied_bytes: u64,
+}
+
+/// What `prune` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub plan: PrunePlan,
+    pub new_packs: Vec<PackId>,
+    pub removed_packs: usize,
+}
+
+/// Plans a prune. Refuses (with advice) when the repository's structure is not intact: prune
+/// must never decide from a damaged picture.
+pub fn plan_prune(repo: &Repository, max_unused_percent: f64) -> Result<PrunePlan, RepoError> {
+    let check = crate::verify::verify(
+        repo,
+        crate::verify::VerifyOptions {
+            data: crate::verify::DataCheck::Quick,
+            threads: 0,
+        },
+    )?;
+    if !check.clean {
+        return Err(RepoError::Invalid(format!(
+            "prune refuses to run on a damaged repository ({} damaged message(s), {} damaged \
+             pack(s), {} unreadable snapshot(s)); run `popbackup verify` for the report",
+            check.damaged_messages.len(),
+            check.damaged_packs.len(),
+            check.damaged_snapshots.len()
+        )));
+    }
+    let mut referenced: HashSet<MessageHash> = HashSet::new();
+    for id in repo.snapshots()? {
+        referenced.extend(repo.manifest(&id)?.messages.iter().filter_map(|r| r.sha256));
+    }
+    for checkpoint in repo.checkpoints()? {
+        referenced.extend(checkpoint.messages.iter().filter_map(|r| r.sha256));
+    }
+    // Each pack's entries, from its own table; the copy the index uses is the one kept.
+    let mut by_pack: BTreeMap<PackId, Vec<PackEntry>> = BTreeMap::new();
+    for (id, _) in repo.index().packs() {
+        let entries = pack::scan_pack(&repo.layout().pack(id))
+            .map_err(RepoError::io("cannot read", repo.layout().pack(id)))?;
+        by_pack.insert(*id, entries);
+    }
+    let mut packs = Vec::new();
+    for (id, entries) in by_pack {
+        let used: Vec<PackEntry> = entries
+            .iter()
+            .filter(|e| referenced.contains(&e.hash))
+            .filter(|e| repo.location(&e.hash).is_some_and(|l| l.pack == id))
+            .copied()
+            .collect();
+        let bytes: u64 = entries.iter().map(|e| e.length).sum();
+        let used_bytes: u64 = used.iter().map(|e| e.length).sum();
+        let unused = bytes - used_bytes;
+        let action = if used.is_empty() {
+            PackAction::Delete
+        } else if unused > 0 && unused as f64 * 100.0 >= bytes as f64 * max_unused_percent {
+            PackAction::Repack
+        } else {
+            PackAction::Keep
+        };
+        packs.push(PackPlan {
+            pack: id,
+            action,
+            messages: entries.len(),
+            used_messages: used.len(),
+            bytes,
+            used_bytes,
+            used,
+            entries,
+        });
+    }
+    let gone = |a: PackAction| packs.iter().filter(move |p| p.action == a);
+    Ok(PrunePlan {
+        referenced: referenced.len(),
+        delete_packs: gone(PackAction::Delete).count(),
+        repack_packs: gone(PackAction::Repack).count(),
+        freed_bytes: packs
+            .iter()
+            .filter(|p| p.action != PackAction::Keep)
+            .map(|p| p.bytes - p.used_bytes)
+            .sum(),
+        copied_bytes: gone(PackAction::Repack).map(|p| p.used_bytes).sum(),
+        packs,
+    })
+}
+
+/// Carries out `plan` (made from `writer`'s repository under the same lock).
+pub fn prune(writer: &mut RepoWriter, plan: PrunePlan) -> Result<PruneReport, RepoError> {
+    // 1. Copy the used frames of the packs to repack into new packs, byte for byte.
+    let mut new_packs = Vec::new();
+    for p in plan.packs.iter().filter(|p| p.action == PackAction::Repack) {
+        let path = writer.repo().layout().pack(&p.pack);
+        let mut file = std::fs::File::open(&path).map_err(RepoError::io("cannot open", &path))?;
+        for e in &p.used {
+            let mut frame = vec![0u8; e.length as usize];
+            file.seek(SeekFrom::Start(e.offset))
+                .and_then(|_| file.read_exact(&mut frame))
+                .map_err(RepoError::io("cannot read", &path))?;
+            writer.copy_frame(e.hash, &frame, e.dict)?;
+        }
+    }
+    new_packs.extend(writer.flush_packs()?);
+    // 2. One index file for every pack that stays; 3. the other index files go.
+    let mut staying: Vec<IndexedPack> = plan
+        .packs
+        .iter()
+        .filter(|p| p.action == PackAction::Keep)
+        .map(|p| IndexedPack {
+            id: p.pack,
+            entries: p.entries.clone(),
+        })
+        .collect();
+    staying.extend(new_packs.iter().cloned());
+    writer.replace_index(staying)?;
+    // 4. The packs that go.
+    let mut removed = 0;
+    let mut verified = writer.repo().verified_state().unwrap_or_default();
+    for p in plan.packs.iter().filter(|p| p.action != PackAction::Keep) {
+        writer.remove_pack(&p.pack)?;
+        verified.packs.remove(&p.pack);
+        removed += 1;
+    }
+    if removed > 0 {
+        writer.record_verified(&verified)?;
+    }
+    Ok(PruneReport {
+        new_packs: new_packs.iter().map(|p| p.id).collect(),
+        removed_packs: removed,
+        plan,
+    })
+}
