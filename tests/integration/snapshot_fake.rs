@@ -223,6 +223,22 @@ fn without_uidl_messages_are_fingerprinted_and_expire_0_warns() {
     server.finish_ok();
     assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
     assert_eq!((report.downloaded, report.already_archived), (0, 2));
+
+    // Deletion is never allowed without UIDL, whatever delete_after_days says: no DELE is
+    // sent (the script would fail on it) and the run says why.
+    let server = FakeServer::start(session(false));
+    let mut deleting = account(server.port);
+    deleting.delete_after_days = Some(0);
+    let report = snapshot_account(&writer, &deleting, &options(), &Silent);
+    let transcript = server.finish_ok();
+    assert_eq!(report.outcome, Outcome::Ok, "{report:?}");
+    assert!(!transcript.received_any("DELE"));
+    assert_eq!(report.deleted, 0);
+    assert!(
+        report.warnings.join("\n").contains("no UIDL"),
+        "{:?}",
+        report.warnings
+    );
 }
 
 #[test]
