@@ -165,6 +165,15 @@ impl PackWriter {
         Ok(entry)
     }
 
+    /// The bytes of a frame already written to this pack.
+    pub fn read_frame(&mut self, entry: &PackEntry) -> io::Result<Vec<u8>> {
+        let file = self.temp.file();
+        file.seek(SeekFrom::Start(entry.offset))?;
+        let mut frame = vec![0u8; entry.length as usize];
+        file.read_exact(&mut frame)?;
+        Ok(frame)
+    }
+
     /// Writes the `messages.zst` header, the `messages.json` table and the end-of-archive
     /// blocks, fsyncs, computes the pack's id and moves it to `packs_dir`. Returns the id and
     /// the entries.
@@ -200,6 +209,8 @@ impl PackWriter {
         file.seek(SeekFrom::Start(0))?;
         let id = PackId(hash_reader(&mut *file)?);
         if let Some(dictionaries) = verify {
+            let mut frames = FrameDecoder::default();
+            let mut frame = Vec::new();
             for entry in &self.entries {
                 let dict = match &entry.dict {
                     Some(h) => Some(dictionaries.get(h).ok_or_else(|| {
@@ -208,8 +219,10 @@ impl PackWriter {
                     None => None,
                 };
                 file.seek(SeekFrom::Start(entry.offset))?;
-                let frame = io::BufReader::new((&mut *file).take(entry.length));
-                if MessageHash(hash_reader(decoder(frame, dict)?)?) != entry.hash {
+                frame.resize(entry.length as usize, 0);
+                file.read_exact(&mut frame)?;
+                let read_back = frames.hash(&frame, dict).map(|(h, _)| h);
+                if read_back.ok() != Some(entry.hash) {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!(
@@ -247,6 +260,86 @@ pub fn decoder<'a, R: BufRead + 'a>(
         }
         None => Box::new(zstd::stream::read::Decoder::with_buffer(frame)?.single_frame()),
     })
+}
+
+/// Largest frame content decompressed in one piece into memory; larger frames stream.
+const WHOLE_FRAME_LIMIT: u64 = 8 << 20;
+
+/// Decompresses frames held in memory and hashes their content, reusing one zstd context and
+/// a digested copy of each dictionary (loading a dictionary per frame costs more than
+/// decompressing a small message).
+pub struct FrameDecoder {
+    dctx: zstd::zstd_safe::DCtx<'static>,
+    ddicts: HashMap<DictHash, zstd::zstd_safe::DDict<'static>>,
+    buffer: Vec<u8>,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> FrameDecoder {
+        FrameDecoder {
+            dctx: zstd::zstd_safe::DCtx::create(),
+            ddicts: HashMap::new(),
+            buffer: Vec::new(),
+        }
+    }
+}
+
+impl FrameDecoder {
+    /// The SHA-256 and length of the content of `frame` (one whole zstd frame).
+    pub fn hash(
+        &mut self,
+        frame: &[u8],
+        dict: Option<&Dictionary>,
+    ) -> io::Result<(MessageHash, u64)> {
+        let size = zstd::zstd_safe::get_frame_content_size(frame)
+            .ok()
+            .flatten();
+        let Some(size) = size.filter(|s| *s <= WHOLE_FRAME_LIMIT) else {
+            let mut decoder = decoder(frame, dict)?;
+            let mut hasher = Sha256::new();
+            let n = io::copy(&mut decoder, &mut HashSink(&mut hasher))?;
+            return Ok((MessageHash(hasher.finalize().into()), n));
+        };
+        self.buffer.clear();
+        self.buffer.reserve(size as usize);
+        let result = match dict {
+            Some(d) => {
+                let ddict = self
+                    .ddicts
+                    .entry(d.hash)
+                    .or_insert_with(|| zstd::zstd_safe::DDict::create(&d.bytes));
+                self.dctx
+                    .decompress_using_ddict(&mut self.buffer, frame, ddict)
+            }
+            None => self.dctx.decompress(&mut self.buffer, frame),
+        };
+        let n = result.map_err(|code| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                zstd::zstd_safe::get_error_name(code).to_string(),
+            )
+        })?;
+        if n as u64 != size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the frame's content is not the size its header says",
+            ));
+        }
+        Ok((MessageHash::of(&self.buffer[..n]), n as u64))
+    }
+}
+
+struct HashSink<'a>(&'a mut Sha256);
+
+impl Write for HashSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A message being streamed into a pack.

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 /// Every message file of `$POPBACKUP_CORPUS/messages`, sorted by path. Under `CI=true` a missing
 /// corpus is a failure; elsewhere the caller skips.
 pub fn corpus_messages() -> Option<Vec<(String, Vec<u8>)>> {
-    let Some(root) = std::env::var_os("POPBACKUP_CORPUS").map(PathBuf::from) else {
+    let root = std::env::var_os("POPBACKUP_CORPUS").filter(|v| !v.is_empty());
+    let Some(root) = root.map(PathBuf::from) else {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("CI=true but POPBACKUP_CORPUS is not set");
         }
