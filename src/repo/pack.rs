@@ -219,9 +219,15 @@ impl PackWriter {
                     None => None,
                 };
                 file.seek(SeekFrom::Start(entry.offset))?;
-                frame.resize(entry.length as usize, 0);
-                file.read_exact(&mut frame)?;
-                let read_back = frames.hash(&frame, dict).map(|(h, _)| h);
+                let read_back = if entry.length <= WHOLE_FRAME_LIMIT {
+                    frame.resize(entry.length as usize, 0);
+                    file.read_exact(&mut frame)?;
+                    frames.hash(&frame, dict).map(|(h, _)| h)
+                } else {
+                    // A large frame streams, so memory stays bounded whatever the message size.
+                    let reader = io::BufReader::new((&mut *file).take(entry.length));
+                    decoder(reader, dict).and_then(hash_reader).map(MessageHash)
+                };
                 if read_back.ok() != Some(entry.hash) {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Benchmarks popbackup against the floor (a raw pipelined RETR loop) and its peers (mpop,
+# fetchmail) on loopback TLS from a throwaway Dovecot, and writes the table into
+# docs/PERFORMANCE.md between the bench markers. One command, as root on Debian:
+#
+#   scripts/bench.sh            # RUNS=3 by default: each figure is the median of 3 runs
+#
+# Mailboxes (scripts/bench_mail.py, deterministic): "small" 20,000 messages (~77 MB),
+# "mixed" 3,000 messages (~90 MB, a tenth with attachments), "huge" one ~200 MB message.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+RUNS=${RUNS:-3}
+export POPBACKUP_CORPUS="${POPBACKUP_CORPUS:-$(cd ../shared/corpus 2>/dev/null && pwd || true)}"
+[ -d "$POPBACKUP_CORPUS/messages" ] || { echo "bench.sh: set POPBACKUP_CORPUS" >&2; exit 1; }
+
+need=()
+for pkg in mpop fetchmail zstd python3; do command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+[ -x /usr/bin/time ] || need+=(time)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+scripts/dovecot.sh install
+echo "bench: building (release)" >&2
+cargo build --release -q --bin popbackup --example pop3_fetch
+bin=$root/target/release/popbackup
+floor=$root/target/release/examples/pop3_fetch
+
+state=$(mktemp -d /tmp/popbackup-bench.XXXXXX)
+trap 'scripts/dovecot.sh stop "$state" >/dev/null 2>&1 || true; rm -rf "$state"' EXIT
+scripts/dovecot.sh start "$state" >/dev/null
+# shellcheck disable=SC1091
+. "$state/harness.env"
+mail=$POPBACKUP_DOVECOT_MAIL
+port=$POPBACKUP_DOVECOT_TLS_PORT
+ca=$POPBACKUP_DOVECOT_CA
+
+median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.2f}")' "$@"; }
+# Runs a command, prints "SECONDS MAXRSS_KB". With OK_EXIT=N, exit status N is not a failure
+# (fetchmail exits 1 when there is no new mail).
+timed() {
+  local status=0
+  /usr/bin/time -f "%e %M" -o "$state/t" "$@" >/dev/null 2>"$state/err" || status=$?
+  if [ "$status" -ne 0 ] && [ "$status" -ne "${OK_EXIT:-0}" ]; then
+    cat "$state/err" >&2; echo "bench.sh: $* failed ($status)" >&2; return 1
+  fi
+  tail -n 1 "$state/t"
+}
+
+deliver() { # USER DIR
+  local m=$mail/$1/Maildir
+  rm -rf "$m"; mkdir -p "$m/cur" "$m/tmp" "$m/new"
+  cp "$2"/* "$m/new/"
+  chown -R vmail:vmail "$mail/$1"
+}
+
+declare -A user=([small]=u37 [mixed]=u38 [huge]=u39)
+declare -A extra=([small]=200 [mixed]=30 [huge]=0)
+for box in small mixed huge; do
+  echo "bench: generating the $box mailbox" >&2
+  python3 scripts/bench_mail.py "$box" "$state/gen/$box"
+  deliver "${user[$box]}" "$state/gen/$box"
+done
+
+row() { printf '| %s | %s | %s | %s |\n' "$@"; }
+results=$state/results.md
+sizes=$state/sizes.md
+: > "$results"; : > "$sizes"
+
+for box in small mixed huge; do
+  u=${user[$box]}
+  echo "bench: $box" >&2
+  raw=$(cat "$state/gen/$box"/* | wc -c)
+  n=$(ls "$state/gen/$box" | wc -l)
+  # Warm Dovecot's index (its first session over a new mailbox builds it).
+  POP3_PASSWORD=pw-$u "$floor" localhost "$port" implicit "$u" "$ca" >/dev/null
+  f=(); full=(); noop=(); more=(); rss_full=(); mp=(); fm=(); fmn=()
+  for i in $(seq "$RUNS"); do
+    t=$(POP3_PASSWORD=pw-$u timed "$floor" localhost "$port" implicit "$u" "$ca"); f+=("${t% *}")
+    repo=$state/repo-$box; cfg=$state/cfg-$box.toml
+    rm -rf "$repo"
+    printf 'repository = "%s"\n[accounts.b]\nhost = "localhost"\nport = %s\nuser = "%s"\npassword_env = "PW"\nca_file = "%s"\n' \
+      "$repo" "$port" "$u" "$ca" > "$cfg"
+    PW=pw-$u "$bin" --config "$cfg" init -q
+    t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); full+=("${t% *}"); rss_full+=("${t#* }")
+    t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); noop+=("${t% *}")
+    if [ "${extra[$box]}" -gt 0 ]; then
+      python3 scripts/bench_mail.py more "$state/more" "${extra[$box]}" "$i"
+      cp "$state/more"/* "$mail/$u/Maildir/new/"; chown -R vmail:vmail "$mail/$u"
+      t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); more+=("${t% *}")
+      for x in "$state/more"/*; do rm -f "$mail/$u/Maildir/new/$(basename "$x")" "$mail/$u/Maildir/cur/$(basename "$x")"*; done
+      rm -rf "$state/more"
+    fi
+    # mpop: keep on, Maildir delivery, fresh UIDL list each time (a full download).
+    md=$state/mpop-$box; rm -rf "$md"; mkdir -p "$md/new" "$md/cur" "$md/tmp"
+    cat > "$state/mpoprc" <<EOF
+account b
+host localhost
+port $port
+tls on
+tls_starttls off
+tls_trust_file $ca
+user $u
+passwordeval echo pw-$u
+keep on
+only_new on
+pipelining on
+uidls_file $state/mpop-uidls
+delivery maildir $md
+EOF
+    chmod 600 "$state/mpoprc"; rm -f "$state/mpop-uidls"
+    t=$(timed mpop -q -C "$state/mpoprc" b); mp+=("${t% *}")
+    # fetchmail: keep, uidl, one BSMTP file.
+    cat > "$state/fetchmailrc" <<EOF
+poll localhost service $port protocol pop3 uidl
+  user "$u" password "pw-$u" ssl sslcertfile "$ca" sslcertck keep fetchall
+EOF
+    chmod 600 "$state/fetchmailrc"; rm -f "$state/fetchids" "$state/bsmtp"
+    t=$(timed fetchmail -s -f "$state/fetchmailrc" -i "$state/fetchids" --bsmtp "$state/bsmtp" --nosyslog); fm+=("${t% *}")
+    cat > "$state/fetchmailrc" <<EOF
+poll localhost service $port protocol pop3 uidl
+  user "$u" password "pw-$u" ssl sslcertfile "$ca" sslcertck keep
+EOF
+    chmod 600 "$state/fetchmailrc"
+    t=$(OK_EXIT=1 timed fetchmail -s -f "$state/fetchmailrc" -i "$state/fetchids" --bsmtp "$state/bsmtp" --nosyslog); fmn+=("${t% *}")
+  done
+  F=$(median "${f[@]}"); P=$(median "${full[@]}")
+  ratio=$(python3 -c "print(f'{$P/$F:.2f}')")
+  row "$box ($n msgs, $((raw / 1000000)) MB)" "floor $F s" "popbackup full $P s (${ratio}x floor)" "mpop $(median "${mp[@]}") s, fetchmail $(median "${fm[@]}") s" >> "$results"
+  row "" "nothing new: popbackup $(median "${noop[@]}") s" "fetchmail $(median "${fmn[@]}") s" "1% new: popbackup ${more:+$(median "${more[@]}") s}" >> "$results"
+  row "" "peak RSS, full snapshot" "$(( $(median "${rss_full[@]}" | cut -d. -f1) / 1024 )) MiB" "" >> "$results"
+  # Sizes: the repository vs solid archives of the same files.
+  repo_bytes=$(du -sb "$state/repo-$box" | cut -f1)
+  tz3=$(tar -C "$state/gen/$box" -cf - . | zstd -3 -q -c | wc -c)
+  tz19=$(tar -C "$state/gen/$box" -cf - . | zstd -19 -T0 -q -c | wc -c)
+  row "$box" "raw $((raw / 1000)) kB" "popbackup repository $((repo_bytes / 1000)) kB ($(python3 -c "print(f'{$repo_bytes/$tz3:.2f}')")x tar|zstd -3)" "tar\|zstd -3 $((tz3 / 1000)) kB, zstd -19 $((tz19 / 1000)) kB" >> "$sizes"
+done
+
+# verify and restore on the small mailbox's repository.
+repo=$state/repo-small
+t=$(timed "$bin" --repo "$repo" verify -q); vt=${t% *}
+tar -C "$state/gen/small" -cf "$state/small.tar" . ; zstd -3 -q -c "$state/small.tar" > "$state/small.tar.zst"
+t=$(timed sh -c "zstd -d -c '$state/small.tar.zst' | sha256sum"); rt=${t% *}
+rawsmall=$(cat "$state/gen/small"/* | wc -c)
+t=$(timed "$bin" --repo "$repo" restore -q --to "maildir:$state/restored"); md=${t% *}; mdrss=${t#* }
+t=$(timed "$bin" --repo "$repo" restore -q --to "mbox:$state/restored.mbox"); mb=${t% *}
+mkdir -p "$state/untar"; t=$(timed tar -C "$state/untar" -xf "$state/small.tar"); ut=${t% *}
+t=$(timed "$bin" --repo "$state/repo-huge" restore -q --to "maildir:$state/restored-huge"); hugerss=${t#* }
+{
+  row "verify (small)" "popbackup $vt s ($(python3 -c "print(f'{$rawsmall/$vt/1e6:.0f}')") MB/s)" "zstd -d \| sha256sum $rt s" "ratio $(python3 -c "print(f'{$vt/$rt:.2f}')")x"
+  row "restore (small, 20,000 msgs)" "Maildir $md s ($(python3 -c "print(f'{20000/$md:.0f}')") msgs/s), mbox $mb s" "tar -x $ut s" "peak RSS $((mdrss / 1024)) MiB; huge message restore $((hugerss / 1024)) MiB"
+} >> "$results"
+
+table=$state/table.md
+{
+  echo "<!-- bench:start -->"
+  echo "Measured by \`scripts/bench.sh\` on $(date -u +%Y-%m-%d), $(nproc) cores, median of $RUNS runs, TLS on loopback from Dovecot $(dovecot --version | cut -d' ' -f1):"
+  echo
+  echo "| mailbox | | | |"
+  echo "|---|---|---|---|"
+  cat "$results"
+  echo
+  echo "| archive size | | | |"
+  echo "|---|---|---|---|"
+  cat "$sizes"
+  echo "<!-- bench:end -->"
+} > "$table"
+python3 - "$root/docs/PERFORMANCE.md" "$table" <<'PY'
+import re, sys
+doc, table = open(sys.argv[1]).read(), open(sys.argv[2]).read().strip()
+if "<!-- bench:start -->" in doc:
+    doc = re.sub(r"<!-- bench:start -->.*?<!-- bench:end -->", lambda m: table, doc, flags=re.S)
+else:
+    doc = doc.replace("## verify", "## Benchmark (scripts/bench.sh)\n\n" + table + "\n\n## verify", 1)
+open(sys.argv[1], "w").write(doc)
+PY
+cat "$table"
