@@ -799,7 +799,7 @@ impl RepoWriter {
         let mut manifest = self.with_locations(manifest)?;
         manifest.complete = false;
         let path = self.repo.layout.checkpoint(&manifest.id);
-        write_json(&self.repo.layout, &path, &manifest)
+        write_manifest(&self.repo.layout, &path, &manifest)
     }
 
     /// Commits a snapshot: packs, index, then its manifest; its checkpoint goes last.
@@ -808,7 +808,7 @@ impl RepoWriter {
         let mut manifest = self.with_locations(manifest)?;
         manifest.complete = true;
         let path = self.repo.layout.snapshot(&manifest.id);
-        write_json(&self.repo.layout, &path, &manifest)?;
+        write_manifest(&self.repo.layout, &path, &manifest)?;
         let checkpoint = self.repo.layout.checkpoint(&manifest.id);
         durable::remove_file(&checkpoint).map_err(RepoError::io("cannot remove", checkpoint))
     }
@@ -926,6 +926,28 @@ fn read_manifest(path: &Path) -> Result<Manifest, RepoError> {
         });
     }
     Ok(manifest)
+}
+
+/// Manifests are written compact (one record per line): they list the whole inventory every
+/// night, and indentation made them half again as large. `jq` reads them all the same.
+fn write_manifest(layout: &Layout, path: &PathBuf, manifest: &Manifest) -> Result<(), RepoError> {
+    let mut bytes = Vec::with_capacity(256 * (manifest.messages.len() + 4));
+    let head = manifest.clone_without_messages();
+    let head_json = serde_json::to_vec(&head).map_err(|e| RepoError::Invalid(e.to_string()))?;
+    // `{...,"messages":[]}`: open the list, then one record per line.
+    let Some(stem) = head_json.strip_suffix(b"[]}") else {
+        return Err(RepoError::Invalid("unexpected manifest shape".into()));
+    };
+    bytes.extend_from_slice(stem);
+    bytes.extend_from_slice(b"[\n");
+    for (i, record) in manifest.messages.iter().enumerate() {
+        if i > 0 {
+            bytes.extend_from_slice(b",\n");
+        }
+        serde_json::to_writer(&mut bytes, record).map_err(|e| RepoError::Invalid(e.to_string()))?;
+    }
+    bytes.extend_from_slice(b"\n]}\n");
+    durable::write_file(&layout.tmp(), path, &bytes).map_err(RepoError::io("cannot write", path))
 }
 
 fn write_json<T: serde::Serialize>(

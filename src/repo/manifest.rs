@@ -117,6 +117,20 @@ impl MessageRecord {
 }
 
 impl Manifest {
+    /// A copy with an empty message list (cheap, for writing the header part).
+    pub fn clone_without_messages(&self) -> Manifest {
+        Manifest {
+            version: self.version,
+            id: self.id.clone(),
+            time: self.time.clone(),
+            account: self.account.clone(),
+            complete: self.complete,
+            tool: self.tool.clone(),
+            server: self.server.clone(),
+            messages: Vec::new(),
+        }
+    }
+
     /// Summary for listings.
     pub fn summary(&self) -> SnapshotSummary {
         SnapshotSummary {
