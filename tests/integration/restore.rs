@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use popbackup::pop3::{self, AuthMethod, Fetch, Reply, TlsMode};
-use popbackup::repo::{Manifest, MessageHash, Repository, ServerInfo, SnapshotId, Tool};
+use popbackup::repo::{MessageHash, Repository, SnapshotId};
 use serde_json::Value;
 
 use crate::snapshot::{Setup, stderr};
 use crate::support::dovecot::{Dovecot, dovecot_retr_bytes};
-use crate::support::{corpus_messages, record};
+use crate::support::{corpus_messages, manifest, record};
 
 /// A CR before every LF that has none: the inverse of restore's default conversion.
 fn crlf(bytes: &[u8]) -> Vec<u8> {
@@ -225,15 +225,10 @@ fn history(dir: &Path) -> (PathBuf, Vec<SnapshotId>, Vec<Vec<u8>>) {
     let summary = |i: usize| popbackup::mail::summarize(&messages[i]);
     let snapshot = |account: &str, which: &[usize], second: u32| {
         let time = chrono::DateTime::from_timestamp(1_767_225_600 + second as i64, 0).unwrap();
-        Manifest {
-            version: 1,
-            id: SnapshotId::new(time),
-            time: time.to_rfc3339(),
-            account: account.into(),
-            complete: true,
-            tool: Tool::default(),
-            server: ServerInfo::default(),
-            messages: which
+        manifest(
+            account,
+            time,
+            which
                 .iter()
                 .enumerate()
                 .map(|(n, &i)| {
@@ -246,7 +241,7 @@ fn history(dir: &Path) -> (PathBuf, Vec<SnapshotId>, Vec<Vec<u8>>) {
                     )
                 })
                 .collect(),
-        }
+        )
     };
     let manifests = [
         snapshot("work", &[0, 1], 0),

@@ -10,13 +10,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use popbackup::pop3::{self, AuthMethod, TlsMode};
-use popbackup::repo::{Manifest, MessageHash, Repository, ServerInfo, SnapshotId, Tool};
+use popbackup::repo::{MessageHash, Repository, SnapshotId};
 use popbackup::verify::{DataCheck, VerifyOptions, verify};
 use serde_json::Value;
 
 use crate::snapshot::{Setup, counter, stderr};
 use crate::support::dovecot::Dovecot;
-use crate::support::record;
+use crate::support::{manifest, record};
 
 fn popbackup(repo: &Path, args: &[&str], tz: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_popbackup"))
@@ -44,15 +44,10 @@ fn snapshots_at(
     let mut ids = Vec::new();
     for t in times {
         let time = chrono::DateTime::parse_from_rfc3339(t).unwrap().to_utc();
-        let manifest = Manifest {
-            version: 1,
-            id: SnapshotId::new(time),
-            time: time.to_rfc3339(),
-            account: account.into(),
-            complete: true,
-            tool: Tool::default(),
-            server: ServerInfo::default(),
-            messages: hashes
+        let manifest = manifest(
+            account,
+            time,
+            hashes
                 .iter()
                 .enumerate()
                 .map(|(i, h)| {
@@ -65,7 +60,7 @@ fn snapshots_at(
                     )
                 })
                 .collect(),
-        };
+        );
         writer.commit(&manifest).unwrap();
         ids.push(manifest.id);
     }
@@ -179,15 +174,10 @@ fn prunable(dir: &Path, per_pack: usize) -> (std::path::PathBuf, Vec<Vec<u8>>) {
     }
     for (account, step, second) in [("all", 1, 0), ("some", 3, 1)] {
         let time = chrono::DateTime::from_timestamp(1_767_225_600 + second, 0).unwrap();
-        let manifest = Manifest {
-            version: 1,
-            id: SnapshotId::new(time),
-            time: time.to_rfc3339(),
-            account: account.into(),
-            complete: true,
-            tool: Tool::default(),
-            server: ServerInfo::default(),
-            messages: (0..messages.len())
+        let manifest = manifest(
+            account,
+            time,
+            (0..messages.len())
                 .step_by(step)
                 .map(|i| {
                     record(
@@ -199,7 +189,7 @@ fn prunable(dir: &Path, per_pack: usize) -> (std::path::PathBuf, Vec<Vec<u8>>) {
                     )
                 })
                 .collect(),
-        };
+        );
         writer.commit(&manifest).unwrap();
     }
     drop(writer);

@@ -49,3 +49,21 @@ pub fn record(
         ..popbackup::repo::MessageRecord::stored(msg, Some(uidl), hash, size)
     }
 }
+
+/// A complete manifest of `account` taken at `time` listing `messages`.
+pub fn manifest(
+    account: &str,
+    time: chrono::DateTime<chrono::Utc>,
+    messages: Vec<popbackup::repo::MessageRecord>,
+) -> popbackup::repo::Manifest {
+    popbackup::repo::Manifest {
+        version: 1,
+        id: popbackup::repo::SnapshotId::new(time),
+        time: time.to_rfc3339(),
+        account: account.into(),
+        complete: true,
+        tool: popbackup::repo::Tool::default(),
+        server: popbackup::repo::ServerInfo::default(),
+        messages,
+    }
+}

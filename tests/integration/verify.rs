@@ -7,13 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use popbackup::repo::{
-    Manifest, MessageHash, PackId, Repository, ServerInfo, SnapshotId, Tool, layout,
-};
+use popbackup::repo::{MessageHash, PackId, Repository, layout};
 use serde_json::Value;
 
 use crate::snapshot::stderr;
-use crate::support::{corpus_messages, record};
+use crate::support::{corpus_messages, manifest, record};
 
 /// A repository holding the corpus in several packs, with two snapshots: account `a` holds the
 /// first two thirds of the messages, account `b` the last two thirds (they overlap).
@@ -46,15 +44,10 @@ fn fixture() -> Option<&'static Fixture> {
             let n = stored.len();
             for (account, range, second) in [("a", 0..2 * n / 3, 0), ("b", n / 3..n, 1)] {
                 let time = chrono::DateTime::from_timestamp(1_767_225_600 + second, 0).unwrap();
-                let manifest = Manifest {
-                    version: 1,
-                    id: SnapshotId::new(time),
-                    time: time.to_rfc3339(),
-                    account: account.into(),
-                    complete: true,
-                    tool: Tool::default(),
-                    server: ServerInfo::default(),
-                    messages: stored[range]
+                let manifest = manifest(
+                    account,
+                    time,
+                    stored[range]
                         .iter()
                         .enumerate()
                         .map(|(i, (hash, size, h))| {
@@ -67,7 +60,7 @@ fn fixture() -> Option<&'static Fixture> {
                             )
                         })
                         .collect(),
-                };
+                );
                 writer.commit(&manifest).unwrap();
             }
             drop(writer);
