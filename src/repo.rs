@@ -403,15 +403,27 @@ pub struct RepoWriter {
 }
 
 impl RepoWriter {
-    fn new(mut repo: Repository, command: &str) -> Result<RepoWriter, RepoError> {
-        let lock = RepoLock::acquire(&repo.layout.lock(), command)?;
+    fn new(repo: Repository, command: &str) -> Result<RepoWriter, RepoError> {
+        let root = repo.root().to_path_buf();
+        drop(repo);
+        RepoWriter::open(&root, command)
+    }
+
+    /// Takes the writer lock of the repository at `path` and opens it once, under the lock (the
+    /// index read is then the one this writer extends). Fails at once if another process
+    /// holds the lock.
+    pub fn open(path: &Path, command: &str) -> Result<RepoWriter, RepoError> {
+        let layout = Layout::new(path);
+        // Refuse a missing or newer repository before creating a lock file in it.
+        read_config(&layout)?;
+        let lock = RepoLock::acquire(&layout.lock(), command)?;
         // A directory lost by accident (say, `index/`) is recreated rather than failing writes.
         for dir in layout::DIRECTORIES {
-            let d = repo.layout.dir(dir);
+            let d = layout.dir(dir);
             durable::create_dir_all(&d).map_err(RepoError::io("cannot create", &d))?;
         }
         // We are the only writer: anything in tmp/ is a crashed writer's leftover.
-        let tmp = repo.layout.tmp();
+        let tmp = layout.tmp();
         for entry in std::fs::read_dir(&tmp)
             .map_err(RepoError::io("cannot list", &tmp))?
             .flatten()
@@ -419,8 +431,7 @@ impl RepoWriter {
             durable::remove_file(&entry.path())
                 .map_err(RepoError::io("cannot remove", entry.path()))?;
         }
-        // Re-open under the lock: the index may have changed since the unlocked open.
-        repo = Repository::open(repo.root())?;
+        let mut repo = Repository::open(path)?;
         let unindexed = std::mem::take(&mut repo.unindexed);
         let samples = repo
             .config

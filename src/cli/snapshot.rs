@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::{Failure, GlobalArgs, human_bytes, warn};
 use crate::config::Config;
-use crate::repo::Repository;
+use crate::repo::RepoWriter;
 use crate::snapshot::{self, AccountReport, Observer, Outcome, SnapshotOptions};
 
 pub fn run(
@@ -28,8 +28,7 @@ pub fn run(
         let repo_path = super::repository_path(global, Some(&config), config_path)?;
         let accounts: Vec<crate::config::Account> =
             config.select(names)?.into_iter().cloned().collect();
-        let writer =
-            Repository::open(&repo_path)?.lock(&format!("snapshot {}", names.join(" ")))?;
+        let writer = RepoWriter::open(&repo_path, &format!("snapshot {}", names.join(" ")))?;
         Ok((config, accounts, writer))
     })();
     let (config, accounts, mut writer) = prepared.map_err(super::classify)?;
