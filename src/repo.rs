@@ -147,8 +147,10 @@ impl Repository {
     /// and only until one matches, so this stays cheap however long the history is.
     pub fn latest_snapshot_of(&self, account: &str) -> Result<Option<Manifest>, RepoError> {
         for id in self.snapshots()?.iter().rev() {
-            if self.snapshot_account(id)? == account {
-                return self.manifest(id).map(Some);
+            let path = self.layout.snapshot(id);
+            let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
+            if manifest_account(&bytes).map_err(|e| RepoError::corrupt(&path, e))? == account {
+                return parse_manifest(&path, &bytes).map(Some);
             }
         }
         Ok(None)
@@ -160,22 +162,12 @@ impl Repository {
     ) -> Result<std::collections::BTreeMap<String, SnapshotId>, RepoError> {
         let mut latest = std::collections::BTreeMap::new();
         for id in self.snapshots()? {
-            latest.insert(self.snapshot_account(&id)?, id);
+            let path = self.layout.snapshot(&id);
+            let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
+            let account = manifest_account(&bytes).map_err(|e| RepoError::corrupt(&path, e))?;
+            latest.insert(account, id);
         }
         Ok(latest)
-    }
-
-    /// The account a committed snapshot belongs to, without keeping its message list.
-    fn snapshot_account(&self, id: &SnapshotId) -> Result<String, RepoError> {
-        #[derive(serde::Deserialize)]
-        struct AccountProbe {
-            account: String,
-        }
-        let path = self.layout.snapshot(id);
-        let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
-        let probe: AccountProbe =
-            serde_json::from_slice(&bytes).map_err(|e| RepoError::corrupt(&path, e.to_string()))?;
-        Ok(probe.account)
     }
 
     /// What earlier verifications found intact (empty when none ran yet).
@@ -925,10 +917,35 @@ fn load_dicts(layout: &Layout) -> Result<HashMap<DictHash, Dictionary>, RepoErro
     Ok(out)
 }
 
+/// The account of a manifest, without parsing its message list: the part before
+/// `"messages":[` is parsed on its own when the file has the shape popbackup writes (the key is
+/// last, and a quote inside a string value is always escaped, so the search cannot match
+/// inside one); otherwise the whole file is.
+fn manifest_account(bytes: &[u8]) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct AccountProbe {
+        account: String,
+    }
+    if let Some(at) = memchr::memmem::find(bytes, b",\"messages\":[") {
+        let mut head = bytes[..at].to_vec();
+        head.push(b'}');
+        if let Ok(probe) = serde_json::from_slice::<AccountProbe>(&head) {
+            return Ok(probe.account);
+        }
+    }
+    serde_json::from_slice::<AccountProbe>(bytes)
+        .map(|p| p.account)
+        .map_err(|e| e.to_string())
+}
+
 fn read_manifest(path: &Path) -> Result<Manifest, RepoError> {
     let bytes = std::fs::read(path).map_err(RepoError::io("cannot read", path))?;
+    parse_manifest(path, &bytes)
+}
+
+fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest, RepoError> {
     let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| RepoError::corrupt(path, e.to_string()))?;
+        serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(path, e.to_string()))?;
     if manifest.version > manifest::MANIFEST_VERSION {
         return Err(RepoError::UnsupportedVersion {
             path: path.to_path_buf(),

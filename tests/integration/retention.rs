@@ -260,7 +260,7 @@ fn prune_frees_what_no_snapshot_needs() {
 fn prune_killed_at_random_moments_never_damages_the_repository() {
     let mut seed: u64 = 0xfeed;
     let mut kills = 0;
-    for round in 0..6 {
+    for round in 0..8 {
         let dir = tempfile::tempdir().unwrap();
         let (repo, _) = prunable(dir.path(), 2);
         let id = Repository::open(&repo).unwrap().snapshots().unwrap()[0].clone();
