@@ -164,11 +164,18 @@ pub fn prune(writer: &mut RepoWriter, plan: PrunePlan) -> Result<PruneReport, Re
         })
         .collect();
     staying.extend(new_packs.iter().cloned());
+    // A repack after an interrupted prune can write a pack identical to one the plan drops
+    // (same frames, same order: same name). It stays: never remove a pack the index now names.
+    let stays: HashSet<PackId> = staying.iter().map(|p| p.id).collect();
     writer.replace_index(staying)?;
     // 4. The packs that go.
     let mut removed = 0;
     let mut verified = writer.repo().verified_state().unwrap_or_default();
-    for p in plan.packs.iter().filter(|p| p.action != PackAction::Keep) {
+    for p in plan
+        .packs
+        .iter()
+        .filter(|p| p.action != PackAction::Keep && !stays.contains(&p.pack))
+    {
         writer.remove_pack(&p.pack)?;
         verified.packs.remove(&p.pack);
         removed += 1;

@@ -486,3 +486,50 @@ fn a_connection_cut_before_quit_deletes_nothing() {
     );
     let _ = HashMap::<u8, u8>::new();
 }
+
+#[test]
+fn a_prune_interrupted_after_writing_its_new_packs_is_finished_by_the_next() {
+    // Regression: the next prune can write a pack identical to the one the interrupted prune
+    // wrote (same frames, same name) while its plan drops the older copy; it deleted the pack
+    // it had just written, losing every repacked message.
+    use popbackup::repo::RepoWriter;
+    use popbackup::retention::{plan_prune, prune::PackAction};
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, _) = prunable(dir.path(), 10);
+    let id = Repository::open(&repo).unwrap().snapshots().unwrap()[0].clone();
+    std::fs::remove_file(repo.join("snapshots").join(format!("{id}.json"))).unwrap();
+    {
+        // The first prune, killed in step 1: its new pack is written, the index file that
+        // would cover it is not (the next open scans the pack, after the index files).
+        let index_dir = repo.join("index");
+        let before: BTreeSet<_> = std::fs::read_dir(&index_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        let mut writer = RepoWriter::open(&repo, "test").unwrap();
+        let plan = plan_prune(writer.repo(), 50.0).unwrap();
+        for p in plan.packs.iter().filter(|p| p.action == PackAction::Repack) {
+            let mut file = std::fs::File::open(writer.repo().layout().pack(&p.pack)).unwrap();
+            for e in &p.used {
+                let mut frame = vec![0u8; e.length as usize];
+                file.seek(SeekFrom::Start(e.offset)).unwrap();
+                file.read_exact(&mut frame).unwrap();
+                writer.copy_frame(e.hash, &frame, e.dict).unwrap();
+            }
+        }
+        writer.flush_packs().unwrap();
+        drop(writer);
+        for entry in std::fs::read_dir(&index_dir).unwrap() {
+            let entry = entry.unwrap();
+            if !before.contains(&entry.file_name()) {
+                std::fs::remove_file(entry.path()).unwrap();
+            }
+        }
+    }
+    assert_eq!(assert_intact(&repo), 134);
+    let out = popbackup(&repo, &["prune"], "UTC");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(assert_intact(&repo), 134);
+    assert_eq!(Repository::open(&repo).unwrap().index().len(), 134);
+}
