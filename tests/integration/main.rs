@@ -13,6 +13,7 @@ mod pop3_tls;
 mod repo;
 mod restore;
 mod retention;
+mod secrets;
 mod snapshot;
 mod snapshot_fake;
 mod snapshot_kill;
