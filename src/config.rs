@@ -134,11 +134,23 @@ impl Config {
         };
         let mut config = Config::parse(path, &text)?;
         use std::os::unix::fs::PermissionsExt as _;
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o002 != 0
-        {
+        let mode = std::fs::metadata(path).map_or(0, |m| m.permissions().mode());
+        let exposure = if mode & 0o002 != 0 {
+            Some(
+                "can be changed by every user on this machine, who could send your password \
+                 to a server of theirs",
+            )
+        } else if mode & 0o004 != 0 {
+            Some(
+                "can be read by every user on this machine; it shows your servers, user names \
+                 and where the passwords come from",
+            )
+        } else {
+            None
+        };
+        if let Some(exposure) = exposure {
             config.warnings.push(format!(
-                "{} can be changed by every user on this machine; run `chmod 600 {}`",
+                "{} {exposure}; run `chmod 600 {}`",
                 path.display(),
                 path.display()
             ));
@@ -187,6 +199,16 @@ impl Config {
                     .into_inner()
                     .validate(&name, offset, &origin, base_dir)?,
             );
+        }
+        let password_vars: Vec<String> = accounts
+            .iter()
+            .filter_map(|a| match &a.secret {
+                SecretSource::Env(var) => Some(var.clone()),
+                _ => None,
+            })
+            .collect();
+        for account in &mut accounts {
+            account.hidden_env = password_vars.clone();
         }
         Ok(Config {
             path: path.into(),

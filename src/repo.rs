@@ -882,7 +882,14 @@ fn read_config(layout: &Layout) -> Result<RepoConfig, RepoError> {
         }
         Err(e) => return Err(RepoError::io("cannot read", &path)(e)),
     };
-    let probe: format::VersionProbe = serde_json::from_slice(&bytes)
+    parse_config(&path, &bytes)
+}
+
+/// Parses `config.json` (read from `path`): the format name and version are checked before
+/// the rest of the schema, so a newer repository gets "upgrade popbackup", not a parse error.
+pub fn parse_config(path: &Path, bytes: &[u8]) -> Result<RepoConfig, RepoError> {
+    let path = path.to_path_buf();
+    let probe: format::VersionProbe = serde_json::from_slice(bytes)
         .map_err(|e| RepoError::corrupt(&path, format!("not valid JSON: {e}")))?;
     if probe.format != format::FORMAT_NAME {
         return Err(RepoError::corrupt(
@@ -901,7 +908,7 @@ fn read_config(layout: &Layout) -> Result<RepoConfig, RepoError> {
             supported: format::FORMAT_VERSION,
         });
     }
-    serde_json::from_slice(&bytes).map_err(|e| RepoError::corrupt(&path, e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(&path, e.to_string()))
 }
 
 fn load_dicts(layout: &Layout) -> Result<HashMap<DictHash, Dictionary>, RepoError> {
@@ -921,7 +928,7 @@ fn load_dicts(layout: &Layout) -> Result<HashMap<DictHash, Dictionary>, RepoErro
 /// `"messages":[` is parsed on its own when the file has the shape popbackup writes (the key is
 /// last, and a quote inside a string value is always escaped, so the search cannot match
 /// inside one); otherwise the whole file is.
-fn manifest_account(bytes: &[u8]) -> Result<String, String> {
+pub fn manifest_account(bytes: &[u8]) -> Result<String, String> {
     #[derive(serde::Deserialize)]
     struct AccountProbe {
         account: String,
@@ -943,7 +950,8 @@ fn read_manifest(path: &Path) -> Result<Manifest, RepoError> {
     parse_manifest(path, &bytes)
 }
 
-fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest, RepoError> {
+/// Parses a manifest read from `path`.
+pub fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest, RepoError> {
     let manifest: Manifest =
         serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(path, e.to_string()))?;
     if manifest.version > manifest::MANIFEST_VERSION {

@@ -245,6 +245,18 @@ pub(crate) fn write_message(
     out: &mut dyn Write,
     dest: &Path,
 ) -> Result<Converted, RestoreError> {
+    write_converted(crlf, out, dest, |sink| {
+        repo.copy_message(hash, sink).map(|_| ())
+    })
+}
+
+/// [`write_message`] for any source: `copy` writes the wire bytes of one message.
+pub(crate) fn write_converted(
+    crlf: bool,
+    out: &mut dyn Write,
+    dest: &Path,
+    copy: impl FnOnce(&mut dyn Write) -> Result<(), RepoError>,
+) -> Result<Converted, RestoreError> {
     let mut sink = Recording {
         inner: out,
         error: None,
@@ -252,12 +264,12 @@ pub(crate) fn write_message(
         last: None,
     };
     let result = if crlf {
-        repo.copy_message(hash, &mut sink).map(|_| true)
+        copy(&mut sink).map(|()| true)
     } else {
         let mut lf = CrlfToLf::new(&mut sink);
-        let copied = repo.copy_message(hash, &mut lf);
+        let copied = copy(&mut lf);
         let reversible = lf.reversible();
-        copied.and_then(|_| {
+        copied.and_then(|()| {
             lf.finish()
                 .map(|_| reversible)
                 .map_err(RepoError::io("cannot write", dest))

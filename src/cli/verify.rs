@@ -29,11 +29,18 @@ pub fn run(
     };
     let mut report = verify::verify(&repo, VerifyOptions { data, threads: 0 })?;
     // Record what was found intact; a busy repository only means it is recorded next time.
-    match Repository::open(repo.root()).and_then(|r| r.lock("verify")) {
-        Ok(mut writer) => verify::record(&mut writer, &report)?,
+    // A read-only repository (a backup disk mounted read-only) is verified all the same.
+    let recorded = Repository::open(repo.root())
+        .and_then(|r| r.lock("verify"))
+        .and_then(|mut writer| verify::record(&mut writer, &report));
+    match recorded {
+        Ok(()) => {}
         Err(RepoError::Locked { holder, .. }) => report.notes.push(format!(
             "the result was not recorded: the repository is locked by {holder}"
         )),
+        Err(e @ RepoError::Io { .. }) => report
+            .notes
+            .push(format!("the result was not recorded: {e}")),
         Err(e) => return Err(e.into()),
     }
     if global.json {

@@ -41,6 +41,9 @@ pub struct Account {
     /// Delete messages on the server once they are this many days old and safely archived
     /// (see `retention::dele`); never when unset.
     pub delete_after_days: Option<u32>,
+    /// Environment variables that hold some account's password (`password_env`): a
+    /// `password_command` does not inherit them.
+    pub hidden_env: Vec<String>,
 }
 
 impl Account {
@@ -63,7 +66,9 @@ impl Account {
 
     /// Fetches the secret and builds the login credentials.
     pub fn credentials(&self, warn: &mut dyn FnMut(String)) -> Result<Credentials, ConfigError> {
-        let secret = self.secret.resolve(&self.defined_at, &self.name, warn)?;
+        let secret = self
+            .secret
+            .resolve(&self.defined_at, &self.name, &self.hidden_env, warn)?;
         Ok(Credentials::new(self.user.clone(), secret, self.auth))
     }
 }
@@ -286,6 +291,7 @@ impl RawAccount {
             pipeline_window,
             compression_level,
             delete_after_days,
+            hidden_env: Vec::new(),
         })
     }
 }

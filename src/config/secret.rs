@@ -44,11 +44,13 @@ impl SecretSource {
     }
 
     /// Fetches the secret. `defined_at` (`FILE:LINE`) and `account` locate the account in
-    /// errors; `warn` receives warnings (a password file readable by its group).
+    /// errors; a command runs without the environment variables `hidden_env`; `warn` receives
+    /// warnings (a password file readable by its group).
     pub fn resolve(
         &self,
         defined_at: &str,
         account: &str,
+        hidden_env: &[String],
         warn: &mut dyn FnMut(String),
     ) -> Result<Secret, ConfigError> {
         let fail = |message: String| ConfigError::Secret {
@@ -67,7 +69,7 @@ impl SecretSource {
                 ))),
             },
             SecretSource::File(path) => read_file(path, warn).map_err(fail),
-            SecretSource::Command(command) => run_command(command).map_err(fail),
+            SecretSource::Command(command) => run_command(command, hidden_env).map_err(fail),
         }
     }
 }
@@ -137,9 +139,13 @@ pub fn command_argv(command: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
-fn run_command(command: &str) -> Result<Secret, String> {
+fn run_command(command: &str, hidden_env: &[String]) -> Result<Secret, String> {
     let argv = command_argv(command)?;
-    let mut child = Command::new(&argv[0])
+    let mut child = Command::new(&argv[0]);
+    for var in hidden_env {
+        child.env_remove(var);
+    }
+    let mut child = child
         .args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -226,12 +232,12 @@ mod tests {
     #[test]
     fn command_output_first_line_is_the_secret() {
         let s = SecretSource::Command("printf 'hunter2\\nignored\\n'".into());
-        let secret = s.resolve("c.toml:3", "work", &mut |_| {}).unwrap();
+        let secret = s.resolve("c.toml:3", "work", &[], &mut |_| {}).unwrap();
         assert_eq!(secret.expose(), "hunter2");
 
         let failing = SecretSource::Command("sh -c 'echo no such entry >&2; exit 3'".into());
         let err = failing
-            .resolve("c.toml:3", "work", &mut |_| {})
+            .resolve("c.toml:3", "work", &[], &mut |_| {})
             .unwrap_err()
             .to_string();
         assert!(
@@ -240,7 +246,7 @@ mod tests {
         );
 
         let empty = SecretSource::Command("true".into());
-        assert!(empty.resolve("c.toml:3", "work", &mut |_| {}).is_err());
+        assert!(empty.resolve("c.toml:3", "work", &[], &mut |_| {}).is_err());
     }
 
     #[test]
@@ -252,7 +258,7 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let source = SecretSource::File(path.clone());
         let err = source
-            .resolve("c.toml:3", "home", &mut |_| {})
+            .resolve("c.toml:3", "home", &[], &mut |_| {})
             .unwrap_err()
             .to_string();
         assert!(err.contains("chmod 600"), "{err}");
@@ -261,7 +267,7 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let mut warnings = Vec::new();
         let secret = source
-            .resolve("c.toml:3", "home", &mut |w| warnings.push(w))
+            .resolve("c.toml:3", "home", &[], &mut |w| warnings.push(w))
             .unwrap();
         assert_eq!(secret.expose(), "s3cret");
         assert_eq!(warnings.len(), 1);
@@ -269,7 +275,7 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let mut warnings = Vec::new();
         source
-            .resolve("c.toml:3", "home", &mut |w| warnings.push(w))
+            .resolve("c.toml:3", "home", &[], &mut |w| warnings.push(w))
             .unwrap();
         assert!(warnings.is_empty());
     }
@@ -278,7 +284,7 @@ mod tests {
     fn environment_variables() {
         let source = SecretSource::Env("POPBACKUP_TEST_SURELY_UNSET_VAR".into());
         let err = source
-            .resolve("c.toml:3", "a", &mut |_| {})
+            .resolve("c.toml:3", "a", &[], &mut |_| {})
             .unwrap_err()
             .to_string();
         assert!(err.contains("not set"), "{err}");
@@ -286,7 +292,7 @@ mod tests {
         let path = SecretSource::Env("PATH".into());
         assert!(
             !path
-                .resolve("c.toml:3", "a", &mut |_| {})
+                .resolve("c.toml:3", "a", &[], &mut |_| {})
                 .unwrap()
                 .expose()
                 .is_empty()

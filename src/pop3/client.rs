@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 
-use super::auth::{AuthMethod, Credentials, SaslExchange, Secret, apop_digest};
+use super::auth::{AuthMethod, Credentials, SaslExchange, apop_digest};
 use super::command::Command;
 use super::connection::{Body, Connection, Limits, excerpt};
 use super::error::Pop3Error;
@@ -183,6 +183,7 @@ impl<S: Read + Write> Client<S> {
 
     fn authenticate(&mut self, creds: &Credentials) -> Result<(), Pop3Error> {
         creds.validate()?;
+        self.conn.add_secret(creds.secret.clone());
         let caps = &self.capabilities;
         let method = match creds.method {
             AuthMethod::Auto => {
@@ -205,15 +206,12 @@ impl<S: Read + Write> Client<S> {
         match method {
             AuthMethod::Auto | AuthMethod::User => self.user_pass(creds),
             AuthMethod::Apop => self.apop(creds),
-            AuthMethod::Plain => self.sasl(&SaslExchange::plain(creds), &creds.secret),
-            AuthMethod::Login => self.sasl(&SaslExchange::login(creds), &creds.secret),
-            AuthMethod::Xoauth2 => self.sasl(&SaslExchange::xoauth2(creds), &creds.secret),
+            AuthMethod::Plain => self.sasl(&SaslExchange::plain(creds)),
+            AuthMethod::Login => self.sasl(&SaslExchange::login(creds)),
+            AuthMethod::Xoauth2 => self.sasl(&SaslExchange::xoauth2(creds)),
             AuthMethod::Oauthbearer => {
                 let (host, port) = self.server.clone();
-                self.sasl(
-                    &SaslExchange::oauthbearer(creds, &host, port),
-                    &creds.secret,
-                )
+                self.sasl(&SaslExchange::oauthbearer(creds, &host, port))
             }
         }
     }
@@ -221,10 +219,10 @@ impl<S: Read + Write> Client<S> {
     fn user_pass(&mut self, creds: &Credentials) -> Result<(), Pop3Error> {
         self.conn
             .send(&Command::user(&creds.user)?.to_wire(), "USER")?;
-        expect_ok(&mut self.conn, "USER").map_err(|e| scrub(e, &creds.secret))?;
+        expect_ok(&mut self.conn, "USER")?;
         self.conn
             .send(&Command::pass(&creds.secret)?.to_wire(), "PASS")?;
-        expect_ok(&mut self.conn, "PASS").map_err(|e| scrub(e, &creds.secret))?;
+        expect_ok(&mut self.conn, "PASS")?;
         Ok(())
     }
 
@@ -240,11 +238,11 @@ impl<S: Read + Write> Client<S> {
             digest,
         };
         self.conn.send(&command.to_wire(), "APOP")?;
-        expect_ok(&mut self.conn, "APOP").map_err(|e| scrub(e, &creds.secret))?;
+        expect_ok(&mut self.conn, "APOP")?;
         Ok(())
     }
 
-    fn sasl(&mut self, exchange: &SaslExchange, secret: &Secret) -> Result<(), Pop3Error> {
+    fn sasl(&mut self, exchange: &SaslExchange) -> Result<(), Pop3Error> {
         let mechanism = exchange.mechanism;
         if self.capa_supported && !self.capabilities.has_sasl(mechanism) {
             return Err(Pop3Error::Unsupported {
@@ -269,6 +267,8 @@ impl<S: Read + Write> Client<S> {
                 initial: None,
             }
         };
+        // The initial response and every answer carry the secret, base64-encoded.
+        self.conn.add_secret(exchange.initial.clone());
         self.conn.send(&command.to_wire(), "AUTH")?;
         let mut round = 0;
         loop {
@@ -279,7 +279,7 @@ impl<S: Read + Write> Client<S> {
                     return Err(Pop3Error::Server {
                         command: "AUTH",
                         code,
-                        text: secret.scrub(&text),
+                        text,
                     });
                 }
                 Status::Continue(challenge) => {
@@ -301,6 +301,7 @@ impl<S: Read + Write> Client<S> {
                             answer
                         }
                     };
+                    self.conn.add_secret(answer.clone());
                     self.conn
                         .send(&Command::AuthContinue(answer).to_wire(), "AUTH")?;
                 }
@@ -430,33 +431,54 @@ impl<S: Read + Write> Session<S> {
 
     pub fn stat(&mut self) -> Result<Stat, Pop3Error> {
         let text = self.simple(&Command::Stat)?;
-        parse_stat(&text).map_err(|bad| protocol("STAT", format!("unreadable answer {}", bad.line)))
+        parse_stat(&text).map_err(|bad| {
+            protocol(
+                "STAT",
+                format!("unreadable answer {}", self.conn.redact(&bad.line)),
+            )
+        })
     }
 
     /// LIST: every message's number and size.
     pub fn list(&mut self) -> Result<Vec<ListEntry>, Pop3Error> {
         let body = self.listing(&Command::List(None))?;
-        parse_list_listing(&body)
-            .map_err(|bad| protocol("LIST", format!("unreadable line {}", bad.line)))
+        parse_list_listing(&body).map_err(|bad| {
+            protocol(
+                "LIST",
+                format!("unreadable line {}", self.conn.redact(&bad.line)),
+            )
+        })
     }
 
     pub fn list_one(&mut self, msg: u32) -> Result<ListEntry, Pop3Error> {
         let text = self.simple(&Command::List(Some(msg)))?;
-        parse_list_line(text.as_bytes())
-            .map_err(|bad| protocol("LIST", format!("unreadable answer {}", bad.line)))
+        parse_list_line(text.as_bytes()).map_err(|bad| {
+            protocol(
+                "LIST",
+                format!("unreadable answer {}", self.conn.redact(&bad.line)),
+            )
+        })
     }
 
     /// UIDL: every message's unique id; duplicates are kept in server order.
     pub fn uidl(&mut self) -> Result<Vec<UidlEntry>, Pop3Error> {
         let body = self.listing(&Command::Uidl(None))?;
-        parse_uidl_listing(&body)
-            .map_err(|bad| protocol("UIDL", format!("unreadable line {}", bad.line)))
+        parse_uidl_listing(&body).map_err(|bad| {
+            protocol(
+                "UIDL",
+                format!("unreadable line {}", self.conn.redact(&bad.line)),
+            )
+        })
     }
 
     pub fn uidl_one(&mut self, msg: u32) -> Result<UidlEntry, Pop3Error> {
         let text = self.simple(&Command::Uidl(Some(msg)))?;
-        parse_uidl_line(text.as_bytes())
-            .map_err(|bad| protocol("UIDL", format!("unreadable answer {}", bad.line)))
+        parse_uidl_line(text.as_bytes()).map_err(|bad| {
+            protocol(
+                "UIDL",
+                format!("unreadable answer {}", self.conn.redact(&bad.line)),
+            )
+        })
     }
 
     pub fn noop(&mut self) -> Result<(), Pop3Error> {
@@ -677,19 +699,4 @@ fn expect_ok<S: Read + Write>(
 
 fn protocol(command: &'static str, detail: String) -> Pop3Error {
     Pop3Error::Protocol { command, detail }
-}
-
-fn scrub(err: Pop3Error, secret: &Secret) -> Pop3Error {
-    match err {
-        Pop3Error::Server {
-            command,
-            code,
-            text,
-        } => Pop3Error::Server {
-            command,
-            code,
-            text: secret.scrub(&text),
-        },
-        other => other,
-    }
 }

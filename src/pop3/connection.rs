@@ -7,6 +7,7 @@
 
 use std::io::{self, Read, Write};
 
+use super::auth::Secret;
 use super::dotstuff::Unstuffer;
 use super::error::Pop3Error;
 use super::response::{Status, parse_status};
@@ -47,6 +48,9 @@ pub struct Connection<S> {
     start: usize,
     end: usize,
     limits: Limits,
+    /// What was sent to log in (the password, SASL responses): scrubbed from every status
+    /// line before it can reach an error message or a log, in case the server echoes it.
+    secrets: Vec<Secret>,
 }
 
 impl<S: Read + Write> Connection<S> {
@@ -57,7 +61,22 @@ impl<S: Read + Write> Connection<S> {
             start: 0,
             end: 0,
             limits,
+            secrets: Vec::new(),
         }
+    }
+
+    /// Adds a string the server must never get to show us again (see [`Connection::redact`]).
+    pub fn add_secret(&mut self, secret: Secret) {
+        if !self.secrets.contains(&secret) {
+            self.secrets.push(secret);
+        }
+    }
+
+    /// `text` with every secret given to [`Connection::add_secret`] replaced by `<redacted>`.
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets
+            .iter()
+            .fold(text.to_string(), |text, secret| secret.scrub(&text))
     }
 
     pub fn limits(&self) -> &Limits {
@@ -141,7 +160,10 @@ impl<S: Read + Write> Connection<S> {
     /// Reads and parses a status line. Anything that is not `+OK`, `-ERR` or `+ ` means we are
     /// out of step with the server (or it is not a POP3 server): a protocol error.
     pub fn read_status(&mut self, command: &'static str) -> Result<Status, Pop3Error> {
-        let line = self.read_line(self.limits.max_status_line, command)?;
+        let mut line = self.read_line(self.limits.max_status_line, command)?;
+        if !self.secrets.is_empty() {
+            line = self.redact(&String::from_utf8_lossy(&line)).into_bytes();
+        }
         parse_status(&line).ok_or_else(|| Pop3Error::Protocol {
             command,
             detail: format!("expected +OK or -ERR, got {}", excerpt(&line)),

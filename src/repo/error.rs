@@ -11,7 +11,7 @@ use super::lock::LockInfo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}: {source}{}", path.display(), io_advice(source))]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -70,11 +70,32 @@ impl RepoError {
     pub fn exit_code(&self) -> u8 {
         use crate::exit;
         match self {
+            RepoError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
+                exit::NO_PERM
+            }
             RepoError::Io { .. } => exit::IO_ERR,
             RepoError::NotARepository { .. } | RepoError::AlreadyExists { .. } => exit::CONFIG,
             RepoError::UnsupportedVersion { .. } | RepoError::Corrupt { .. } => exit::DATA_ERR,
             RepoError::Locked { .. } => exit::TEMP_FAIL,
             RepoError::NotFound { .. } | RepoError::Invalid(_) => exit::USAGE,
         }
+    }
+}
+
+/// What to do about the I/O errors a user can fix.
+fn io_advice(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::PermissionDenied => {
+            "; run popbackup as the user who owns the repository (its files are private to \
+             that user)"
+        }
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            "; free space on that file system and run again (nothing unfinished was committed, \
+             so the next run resumes from the last checkpoint)"
+        }
+        io::ErrorKind::ReadOnlyFilesystem => {
+            "; the file system is read-only: remount it read-write or use another repository"
+        }
+        _ => "",
     }
 }

@@ -187,8 +187,13 @@ impl Index {
 
 fn read_index_file(path: &Path) -> Result<IndexFile, RepoError> {
     let bytes = std::fs::read(path).map_err(RepoError::io("cannot read", path))?;
+    parse_index_file(path, &bytes)
+}
+
+/// Parses one index file read from `path`.
+pub fn parse_index_file(path: &Path, bytes: &[u8]) -> Result<IndexFile, RepoError> {
     let file: IndexFile =
-        serde_json::from_slice(&bytes).map_err(|e| RepoError::corrupt(path, e.to_string()))?;
+        serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(path, e.to_string()))?;
     if file.version != INDEX_VERSION {
         return Err(RepoError::corrupt(
             path,

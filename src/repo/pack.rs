@@ -478,8 +478,12 @@ pub struct PackLayout {
 
 /// Reads a pack's tar headers and its table. Fails only when the first header is unreadable.
 pub fn read_layout(path: &Path) -> io::Result<PackLayout> {
-    let file = File::open(path)?;
-    let mut archive = tar::Archive::new(file);
+    read_layout_from(File::open(path)?)
+}
+
+/// [`read_layout`] of a pack's bytes from any seekable source.
+pub fn read_layout_from(pack: impl Read + io::Seek) -> io::Result<PackLayout> {
+    let mut archive = tar::Archive::new(pack);
     let mut layout = PackLayout {
         frames: None,
         table: Err(format!("it has no {TABLE_ENTRY}")),

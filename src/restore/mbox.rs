@@ -155,26 +155,17 @@ impl MboxWriter {
     ) -> Result<(super::Converted, [u8; 32]), RestoreError> {
         let sender = envelope_sender(repo, item);
         let mut out = io::BufWriter::with_capacity(128 * 1024, &self.file);
-        let head = format!("From {sender} {}\n", asctime(item.time));
-        out.write_all(self.separator)
-            .and_then(|()| out.write_all(head.as_bytes()))
-            .map_err(self.io("cannot write"))?;
-        let mut hasher = Sha256::new();
-        let mut quoted = Quoter::new(&mut out);
-        let mut hashing = Hashing {
-            inner: &mut quoted,
-            hasher: &mut hasher,
-        };
-        let converted =
-            super::write_message(repo, &item.hash, self.crlf, &mut hashing, &self.path)?;
-        // mboxrd needs every message to end with a newline before the blank line.
-        if converted.last != Some(b'\n') {
-            hashing.write_all(b"\n").map_err(self.io("cannot write"))?;
-        }
-        quoted.finish().map_err(self.io("cannot write"))?;
-        out.write_all(b"\n").map_err(self.io("cannot write"))?;
+        let entry = write_entry(
+            &mut out,
+            self.separator,
+            &sender,
+            item.time,
+            self.crlf,
+            &self.path,
+            |sink| repo.copy_message(&item.hash, sink).map(|_| ()),
+        )?;
         out.flush().map_err(self.io("cannot write"))?;
-        Ok((converted, hasher.finalize().into()))
+        Ok(entry)
     }
 
     fn io(&self, what: &'static str) -> impl FnOnce(io::Error) -> RestoreError + use<> {
@@ -215,6 +206,69 @@ impl MboxWriter {
     }
 }
 
+/// One mbox entry: `separator`, the `From ` line, the message `copy` writes (converted and
+/// quoted) and the blank line. Returns the conversion and the SHA-256 of the un-quoted content,
+/// the same digest [`read_messages`]'s reading gives, which is how a second restore knows the
+/// message is there.
+fn write_entry(
+    out: &mut dyn Write,
+    separator: &[u8],
+    sender: &str,
+    time: DateTime<Utc>,
+    crlf: bool,
+    dest: &Path,
+    copy: impl FnOnce(&mut dyn Write) -> Result<(), crate::repo::RepoError>,
+) -> Result<(super::Converted, [u8; 32]), RestoreError> {
+    let io = |source| RestoreError::Io {
+        what: "cannot write",
+        path: dest.to_path_buf(),
+        source,
+    };
+    let head = format!("From {sender} {}\n", asctime(time));
+    out.write_all(separator)
+        .and_then(|()| out.write_all(head.as_bytes()))
+        .map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut quoted = Quoter::new(&mut *out);
+    let mut hashing = Hashing {
+        inner: &mut quoted,
+        hasher: &mut hasher,
+    };
+    let converted = super::write_converted(crlf, &mut hashing, dest, copy)?;
+    // mboxrd needs every message to end with a newline before the blank line.
+    if converted.last != Some(b'\n') {
+        hashing.write_all(b"\n").map_err(io)?;
+    }
+    quoted.finish().map_err(io)?;
+    out.write_all(b"\n").map_err(io)?;
+    Ok((converted, hasher.finalize().into()))
+}
+
+/// The mbox entry the writer appends for `message` (wire form), after `separator`; for
+/// tests and fuzzing of the format without a repository.
+pub fn format_entry(
+    separator: &[u8],
+    sender: &str,
+    time: DateTime<Utc>,
+    message: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 64);
+    // Writing to memory cannot fail, and the source is a byte slice.
+    let _ = write_entry(
+        &mut out,
+        separator,
+        sender,
+        time,
+        false,
+        Path::new("memory"),
+        |sink| {
+            sink.write_all(message)
+                .map_err(crate::repo::RepoError::io("cannot write", "memory"))
+        },
+    );
+    out
+}
+
 fn dotlock_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".lock");
@@ -230,11 +284,55 @@ enum Ending {
 
 /// The SHA-256 of every message's un-quoted content in an mbox, and how the file ends.
 fn scan(file: &File) -> io::Result<(HashSet<[u8; 32]>, Ending)> {
-    let mut hashes = HashSet::new();
     let mut reader = BufReader::with_capacity(256 * 1024, file);
     reader.seek(SeekFrom::Start(0))?;
-    let mut line = Vec::new();
+    let mut hashes = HashSet::new();
     let mut current: Option<Sha256> = None;
+    let ending = split(&mut reader, |event| match event {
+        Event::Start => current = Some(Sha256::new()),
+        Event::Content(bytes) => {
+            if let Some(h) = current.as_mut() {
+                h.update(bytes);
+            }
+        }
+        Event::End => {
+            if let Some(h) = current.take() {
+                hashes.insert(h.finalize().into());
+            }
+        }
+    })?;
+    Ok((hashes, ending))
+}
+
+/// Every message of an mbox, un-quoted, as a reader such as Python's `mailbox` or mutt sees
+/// it: split at `From ` lines that follow a blank line (or start the file), with the blank
+/// separator line dropped.
+pub fn read_messages(reader: impl BufRead) -> io::Result<Vec<Vec<u8>>> {
+    let mut messages = Vec::new();
+    let mut reader = reader;
+    split(&mut reader, |event| match event {
+        Event::Start => messages.push(Vec::new()),
+        Event::Content(bytes) => {
+            if let Some(m) = messages.last_mut() {
+                m.extend_from_slice(bytes);
+            }
+        }
+        Event::End => {}
+    })?;
+    Ok(messages)
+}
+
+enum Event<'a> {
+    Start,
+    /// Un-quoted content of the current message.
+    Content(&'a [u8]),
+    End,
+}
+
+/// Walks an mbox line by line, streaming; text before the first `From ` line is ignored.
+fn split(reader: &mut impl BufRead, mut on: impl FnMut(Event<'_>)) -> io::Result<Ending> {
+    let mut line = Vec::new();
+    let mut in_message = false;
     // The previous line, held back: a blank line before `From ` belongs to the separator.
     let mut held: Option<Vec<u8>> = None;
     let mut prev_blank = true;
@@ -250,35 +348,35 @@ fn scan(file: &File) -> io::Result<(HashSet<[u8; 32]>, Ending)> {
             _ => [line[line.len() - 2], line[line.len() - 1]],
         };
         if prev_blank && line.starts_with(b"From ") {
-            if let Some(h) = current.take() {
-                hashes.insert(h.finalize().into());
+            if in_message {
+                on(Event::End);
             }
             held = None;
-            current = Some(Sha256::new());
+            in_message = true;
+            on(Event::Start);
             prev_blank = false;
             continue;
         }
         prev_blank = line == b"\n";
-        if let Some(h) = current.as_mut() {
+        if in_message {
             if let Some(previous) = held.take() {
-                h.update(&previous);
+                on(Event::Content(&previous));
             }
             held = Some(unquote(&line).to_vec());
         }
     }
-    if let Some(mut h) = current.take() {
+    if in_message {
         // The last line is the separator's blank line when it is one; otherwise content.
         if let Some(previous) = held.take().filter(|p| p != b"\n") {
-            h.update(&previous);
+            on(Event::Content(&previous));
         }
-        hashes.insert(h.finalize().into());
+        on(Event::End);
     }
-    let ending = match last_two {
+    Ok(match last_two {
         [b'\n', b'\n'] => Ending::BlankLine,
         [_, b'\n'] => Ending::Newline,
         _ => Ending::Other,
-    };
-    Ok((hashes, ending))
+    })
 }
 
 /// One `>` less on a line matching `>+From `.

@@ -342,6 +342,9 @@ impl AccountRun<'_> {
             }
             return Err(error);
         }
+        self.report
+            .warnings
+            .extend(content_warnings(&inventory, &manifest));
         let mut writer = lock(self.shared);
         writer.commit(&manifest)?;
         self.report.snapshot = Some(id.clone());
@@ -357,10 +360,7 @@ impl AccountRun<'_> {
         // back under another means the server renumbered.
         let vanished: std::collections::HashSet<_> =
             inventory.vanished.iter().filter_map(|r| r.sha256).collect();
-        let reset = manifest
-            .messages
-            .iter()
-            .filter(|r| r.first_seen.as_deref() == Some(manifest.time.as_str()))
+        let reset = downloaded_records(&inventory, &manifest)
             .any(|r| r.sha256.is_some_and(|h| vanished.contains(&h)));
         let problem = if !listing.uidl_supported {
             Some("the server has no UIDL, so messages cannot be told apart safely".to_string())
@@ -607,6 +607,83 @@ fn initial_record(entry: &InventoryEntry, time: &str) -> MessageRecord {
         record.first_seen = Some(time.to_string());
     }
     record
+}
+
+/// What a server that is wrong or hostile did to this run's downloads: a UIDL whose content
+/// changed since the last snapshot (both versions stay archived; a UIDL must never be reused),
+/// and messages whose size differs from what LIST announced. (A changed message of unchanged
+/// LIST size cannot be seen without downloading everything again; that is not done.)
+fn content_warnings(inventory: &Inventory, manifest: &Manifest) -> Vec<String> {
+    let before: std::collections::HashMap<&str, &MessageRecord> = inventory
+        .vanished
+        .iter()
+        .filter_map(|r| Some((r.uidl.as_deref()?, r)))
+        .collect();
+    let mut changed = Vec::new();
+    let mut resized = Vec::new();
+    for record in downloaded_records(inventory, manifest) {
+        let (Some(hash), Some(size)) = (record.sha256, record.size) else {
+            continue;
+        };
+        if let Some(old) = record.uidl.as_deref().and_then(|u| before.get(u))
+            && old.sha256.is_some_and(|h| h != hash)
+        {
+            changed.push(format!(
+                "{} ({} -> {} bytes)",
+                record.uidl.as_deref().unwrap_or("-"),
+                old.size.unwrap_or(old.list_size),
+                size
+            ));
+        }
+        if size != record.list_size {
+            resized.push(format!(
+                "message {}: LIST {}, received {size}",
+                record.msg, record.list_size
+            ));
+        }
+    }
+    let mut warnings = Vec::new();
+    if !changed.is_empty() {
+        warnings.push(format!(
+            "{} message(s) came with the UIDL of an archived message but different content: \
+             {}; the server reused or changed them, and both versions are kept",
+            changed.len(),
+            examples(&changed)
+        ));
+    }
+    if !resized.is_empty() {
+        warnings.push(format!(
+            "{} message(s) differ in size from what LIST announced ({}); they are stored as \
+             received",
+            resized.len(),
+            examples(&resized)
+        ));
+    }
+    warnings
+}
+
+/// The records of the messages this run downloaded (the manifest lists the inventory's
+/// entries in the same order).
+fn downloaded_records<'a>(
+    inventory: &'a Inventory,
+    manifest: &'a Manifest,
+) -> impl Iterator<Item = &'a MessageRecord> {
+    inventory
+        .entries
+        .iter()
+        .zip(&manifest.messages)
+        .filter(|(entry, _)| entry.archived.is_none())
+        .map(|(_, record)| record)
+}
+
+/// The first few items of a list, for a warning.
+fn examples(items: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = items[..items.len().min(SHOWN)].join(", ");
+    if items.len() > SHOWN {
+        text.push_str(&format!(", and {} more", items.len() - SHOWN));
+    }
+    text
 }
 
 /// A checkpoint: the records whose messages are stored so far.

@@ -5,6 +5,9 @@
 mod support;
 
 mod cli;
+mod fuzz_regressions;
+mod hostile;
+mod local_faults;
 mod pop3_corpus;
 mod pop3_dovecot;
 mod pop3_fake;

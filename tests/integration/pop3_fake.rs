@@ -625,6 +625,60 @@ fn a_password_echoed_by_the_server_never_reaches_the_error() {
 }
 
 #[test]
+fn a_password_echoed_after_login_never_reaches_an_error() {
+    // A server that puts what it was sent into later replies: STAT's -ERR, and a UIDL line.
+    let s = script(vec![
+        greeting_and_capa(&["USER", "UIDL"]),
+        vec![
+            expect("USER bob"),
+            send("+OK"),
+            expect("PASS secret"),
+            send("+OK"),
+            expect("CAPA"),
+            send("-ERR"),
+            expect("STAT"),
+            send("-ERR [SYS/PERM] your password secret has expired"),
+            expect("UIDL"),
+            send("+OK\r\n1 ok\r\nsecret\r\n."),
+            expect("QUIT"),
+            send("+OK"),
+        ],
+    ]);
+    let (session, server) = session(s, |_| {});
+    let mut session = session.unwrap();
+    for err in [session.stat().unwrap_err(), session.uidl().unwrap_err()] {
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+    session.quit().unwrap();
+    server.finish();
+}
+
+#[test]
+fn a_sasl_response_echoed_by_the_server_never_reaches_the_error() {
+    // AUTH PLAIN's initial response is the password in base64: as good as the password.
+    let plain = "AGJvYgBzZWNyZXQ=";
+    let s = script(vec![
+        greeting_and_capa(&["SASL PLAIN"]),
+        vec![
+            expect(&format!("AUTH PLAIN {plain}")),
+            send(&format!("-ERR [AUTH] cannot decode {plain}")),
+            expect("QUIT"),
+            send("+OK"),
+        ],
+    ]);
+    let server = FakeServer::start(s);
+    let err = pop3::open_session(&options(server.port), &bob(AuthMethod::Plain))
+        .err()
+        .unwrap();
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains(plain), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+    server.finish();
+}
+
+#[test]
 fn apop_uses_the_greeting_timestamp() {
     let creds = Credentials::new("mrose", Secret::new("tanstaaf"), AuthMethod::Apop);
     let s = vec![

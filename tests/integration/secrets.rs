@@ -98,3 +98,62 @@ fn the_password_appears_in_no_output_and_no_file() {
     }
     assert!(checked > 10, "only {checked} files were searched");
 }
+
+#[test]
+fn a_password_command_does_not_inherit_another_accounts_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("archive");
+    let config = dir.path().join("config.toml");
+    let env_dump = dir.path().join("env-of-the-command");
+    let password = "env-Pa55-of-account-a";
+    std::fs::write(
+        &config,
+        format!(
+            "repository = {repo:?}\n\
+             [accounts.a]\nhost = \"127.0.0.1\"\nport = 9\nuser = \"a\"\n\
+             password_env = \"POPBACKUP_TEST_PW_A\"\n\
+             [accounts.b]\nhost = \"127.0.0.1\"\nport = 9\nuser = \"b\"\n\
+             password_command = \"env > '{}'; echo pw-b\"\n",
+            env_dump.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_popbackup"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("POPBACKUP_TEST_PW_A", password)
+            .env("POPBACKUP_TEST_VISIBLE", "visible")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(run(&["init", "-q"]).status.code(), Some(0));
+    // A configuration every user can read is named in a warning (the file says where the
+    // passwords come from); 0600 is quiet.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = String::from_utf8_lossy(&run(&["snapshot"]).stderr).into_owned();
+    assert!(
+        err.contains("can be read by every user") && err.contains("chmod 600"),
+        "{err}"
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = String::from_utf8_lossy(&run(&["snapshot"]).stderr).into_owned();
+    assert!(!err.contains("every user"), "{err}");
+    // Port 9 refuses the connections; the secrets are fetched before connecting.
+    let out = run(&["snapshot", "-q"]);
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = std::fs::read_to_string(&env_dump).unwrap();
+    assert!(
+        env.contains("POPBACKUP_TEST_VISIBLE=visible"),
+        "the command ran with an environment"
+    );
+    assert!(!env.contains("POPBACKUP_TEST_PW_A"), "{env}");
+    assert!(!env.contains(password));
+}

@@ -33,6 +33,7 @@ fn account(port: u16) -> Account {
         pipeline_window: PipelineWindow::default(),
         compression_level: None,
         delete_after_days: None,
+        hidden_env: Vec::new(),
     }
 }
 
