@@ -80,7 +80,7 @@ for box in small mixed huge; do
     repo=$state/repo-$box; cfg=$state/cfg-$box.toml
     rm -rf "$repo"
     printf 'repository = "%s"\n[accounts.b]\nhost = "localhost"\nport = %s\nuser = "%s"\npassword_env = "PW"\nca_file = "%s"\n' \
-      "$repo" "$port" "$u" "$ca" > "$cfg"
+      "$repo" "$port" "$u" "$ca" > "$cfg"; chmod 600 "$cfg"
     PW=pw-$u "$bin" --config "$cfg" init -q
     t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); full+=("${t% *}"); rss_full+=("${t#* }")
     t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); noop+=("${t% *}")

@@ -43,6 +43,7 @@ user = "u01"
 password_file = "$demo/password"
 ca_file = "$demo/ca.pem"
 TOML
+chmod 600 "$demo/config.toml"
 cp "$POPBACKUP_DOVECOT_CA" "$demo/ca.pem"
 
 run() { echo "\$ popbackup $*"; "$bin" --config "$demo/config.toml" "$@"; }

@@ -6,6 +6,7 @@
 //! through [`crate::durable`], so a crash at any moment leaves a repository whose committed
 //! snapshots are complete. The repository knows no POP3 and no mail syntax.
 
+pub mod compressed;
 pub mod error;
 pub mod format;
 pub mod id;
@@ -129,14 +130,14 @@ impl Repository {
     /// Committed snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotId>, RepoError> {
         let dir = self.layout.dir(layout::SNAPSHOTS);
-        layout::list(&dir, layout::JSON_SUFFIX, SnapshotId::parse)
+        layout::list(&dir, layout::MANIFEST_SUFFIX, SnapshotId::parse)
             .map_err(RepoError::io("cannot list", &dir))
     }
 
     /// Checkpoints of snapshots that were interrupted, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<Manifest>, RepoError> {
         let dir = self.layout.dir(layout::CHECKPOINTS);
-        let ids = layout::list(&dir, layout::JSON_SUFFIX, SnapshotId::parse)
+        let ids = layout::list(&dir, layout::MANIFEST_SUFFIX, SnapshotId::parse)
             .map_err(RepoError::io("cannot list", &dir))?;
         ids.iter()
             .map(|id| read_manifest(&self.layout.checkpoint(id)))
@@ -709,17 +710,27 @@ impl RepoWriter {
         if self.unindexed.is_empty() {
             return Ok(());
         }
+        let packs = std::mem::take(&mut self.unindexed);
+        let name = self.write_index_file(packs)?;
+        self.repo.index.record_file(name);
+        Ok(())
+    }
+
+    /// Writes one index file (compressed JSON, named by the hash of its content) covering
+    /// `packs`; returns its name.
+    fn write_index_file(&self, packs: Vec<IndexedPack>) -> Result<String, RepoError> {
         let file = IndexFile {
             version: index::INDEX_VERSION,
-            packs: std::mem::take(&mut self.unindexed),
+            packs,
         };
-        let bytes = serde_json::to_vec(&file).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let json = serde_json::to_vec(&file).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let bytes = compressed::compress(&json)
+            .map_err(|e| RepoError::Invalid(format!("cannot compress the index: {e}")))?;
         let name = id::to_hex(&pack::hash_reader(&bytes[..]).unwrap_or_default());
         let path = self.repo.layout.index_file(&name);
         durable::write_file(&self.repo.layout.tmp(), &path, &bytes)
             .map_err(RepoError::io("cannot write", &path))?;
-        self.repo.index.record_file(name);
-        Ok(())
+        Ok(name)
     }
 
     /// Appends a frame copied byte for byte from another pack (prune), unless the pack being
@@ -755,15 +766,7 @@ impl RepoWriter {
         packs.sort_by_key(|p| p.id);
         packs.dedup_by_key(|p| p.id);
         let old: Vec<String> = self.repo.index.files().to_vec();
-        let bytes = serde_json::to_vec(&IndexFile {
-            version: index::INDEX_VERSION,
-            packs: packs.clone(),
-        })
-        .map_err(|e| RepoError::Invalid(e.to_string()))?;
-        let name = id::to_hex(&pack::hash_reader(&bytes[..]).unwrap_or_default());
-        let path = self.repo.layout.index_file(&name);
-        durable::write_file(&self.repo.layout.tmp(), &path, &bytes)
-            .map_err(RepoError::io("cannot write", &path))?;
+        let name = self.write_index_file(packs.clone())?;
         for file in old.iter().filter(|f| **f != name) {
             let path = self.repo.layout.index_file(file);
             durable::remove_file(&path).map_err(RepoError::io("cannot remove", &path))?;
@@ -901,6 +904,17 @@ pub fn parse_config(path: &Path, bytes: &[u8]) -> Result<RepoConfig, RepoError> 
             ),
         ));
     }
+    if probe.version < format::FORMAT_VERSION {
+        return Err(RepoError::corrupt(
+            &path,
+            format!(
+                "format {} is a pre-release format (before metadata was compressed) that this \
+                 popbackup does not read; restore from it with the popbackup that wrote it, or \
+                 create a new repository with `popbackup init`",
+                probe.version
+            ),
+        ));
+    }
     if probe.version > format::FORMAT_VERSION {
         return Err(RepoError::UnsupportedVersion {
             path,
@@ -933,14 +947,18 @@ pub fn manifest_account(bytes: &[u8]) -> Result<String, String> {
     struct AccountProbe {
         account: String,
     }
-    if let Some(at) = memchr::memmem::find(bytes, b",\"messages\":[") {
-        let mut head = bytes[..at].to_vec();
+    // The head (server, capabilities, greeting) is well under this.
+    const HEAD: usize = 256 * 1024;
+    let start = compressed::decompress_prefix(bytes, HEAD).map_err(|e| e.to_string())?;
+    if let Some(at) = memchr::memmem::find(&start, b",\"messages\":[") {
+        let mut head = start[..at].to_vec();
         head.push(b'}');
         if let Ok(probe) = serde_json::from_slice::<AccountProbe>(&head) {
             return Ok(probe.account);
         }
     }
-    serde_json::from_slice::<AccountProbe>(bytes)
+    let json = compressed::decompress(bytes).map_err(|e| e.to_string())?;
+    serde_json::from_slice::<AccountProbe>(&json)
         .map(|p| p.account)
         .map_err(|e| e.to_string())
 }
@@ -950,10 +968,12 @@ fn read_manifest(path: &Path) -> Result<Manifest, RepoError> {
     parse_manifest(path, &bytes)
 }
 
-/// Parses a manifest read from `path`.
+/// Parses a manifest read from `path` (compressed JSON, or plain).
 pub fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest, RepoError> {
+    let json = compressed::decompress(bytes)
+        .map_err(|e| RepoError::corrupt(path, format!("cannot decompress: {e}")))?;
     let manifest: Manifest =
-        serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(path, e.to_string()))?;
+        serde_json::from_slice(&json).map_err(|e| RepoError::corrupt(path, e.to_string()))?;
     if manifest.version > manifest::MANIFEST_VERSION {
         return Err(RepoError::UnsupportedVersion {
             path: path.to_path_buf(),
@@ -983,6 +1003,8 @@ fn write_manifest(layout: &Layout, path: &PathBuf, manifest: &Manifest) -> Resul
         serde_json::to_writer(&mut bytes, record).map_err(|e| RepoError::Invalid(e.to_string()))?;
     }
     bytes.extend_from_slice(b"\n]}\n");
+    let bytes = compressed::compress(&bytes)
+        .map_err(|e| RepoError::Invalid(format!("cannot compress the manifest: {e}")))?;
     durable::write_file(&layout.tmp(), path, &bytes).map_err(RepoError::io("cannot write", path))
 }
 

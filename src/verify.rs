@@ -580,13 +580,13 @@ fn stray_files(repo: &Repository) -> Result<Vec<String>, RepoError> {
         (layout::PACKS, layout::PACK_SUFFIX, |s| {
             s.parse::<PackId>().is_ok()
         }),
-        (layout::SNAPSHOTS, layout::JSON_SUFFIX, |s| {
+        (layout::SNAPSHOTS, layout::MANIFEST_SUFFIX, |s| {
             SnapshotId::parse(s).is_some()
         }),
-        (layout::CHECKPOINTS, layout::JSON_SUFFIX, |s| {
+        (layout::CHECKPOINTS, layout::MANIFEST_SUFFIX, |s| {
             SnapshotId::parse(s).is_some()
         }),
-        (layout::INDEX, layout::JSON_SUFFIX, |s| {
+        (layout::INDEX, layout::INDEX_SUFFIX, |s| {
             s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())
         }),
     ];

@@ -128,7 +128,7 @@ impl Index {
         let present: Vec<PackId> =
             layout::list(&packs_dir, layout::PACK_SUFFIX, |s| s.parse().ok())
                 .map_err(RepoError::io("cannot list", &packs_dir))?;
-        let names = layout::list(&index_dir, layout::JSON_SUFFIX, |s| Some(s.to_string()))
+        let names = layout::list(&index_dir, layout::INDEX_SUFFIX, |s| Some(s.to_string()))
             .map_err(RepoError::io("cannot list", &index_dir))?;
         let mut index = Index::default();
         for name in names {
@@ -173,7 +173,7 @@ impl Index {
     /// Every index file as it is on disk, parsed or with the reason it cannot be: for `verify`.
     pub fn read_files(layout: &Layout) -> Result<Vec<IndexFileRead>, RepoError> {
         let index_dir = layout.dir(layout::INDEX);
-        let names = layout::list(&index_dir, layout::JSON_SUFFIX, |s| Some(s.to_string()))
+        let names = layout::list(&index_dir, layout::INDEX_SUFFIX, |s| Some(s.to_string()))
             .map_err(RepoError::io("cannot list", &index_dir))?;
         Ok(names
             .into_iter()
@@ -192,8 +192,10 @@ fn read_index_file(path: &Path) -> Result<IndexFile, RepoError> {
 
 /// Parses one index file read from `path`.
 pub fn parse_index_file(path: &Path, bytes: &[u8]) -> Result<IndexFile, RepoError> {
+    let json = super::compressed::decompress(bytes)
+        .map_err(|e| RepoError::corrupt(path, format!("cannot decompress: {e}")))?;
     let file: IndexFile =
-        serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(path, e.to_string()))?;
+        serde_json::from_slice(&json).map_err(|e| RepoError::corrupt(path, e.to_string()))?;
     if file.version != INDEX_VERSION {
         return Err(RepoError::corrupt(
             path,

@@ -5,9 +5,9 @@
 //!   config.json                 format version, repository id, compression settings
 //!   lock                        exclusive-writer lock (flock) with the holder's host, pid, time
 //!   packs/<pack-id>.tar         immutable tar packs of zstd frames, named by their SHA-256
-//!   index/<index-id>.json       which message lives where; a cache rebuilt from the packs
-//!   snapshots/<snapshot>.json   one committed manifest per snapshot
-//!   checkpoints/<snapshot>.json the manifest of a snapshot still in progress
+//!   index/<index-id>.json.zst   which message lives where; a cache rebuilt from the packs
+//!   snapshots/<snapshot>.json.zst   one committed manifest per snapshot
+//!   checkpoints/<snapshot>.json.zst the manifest of a snapshot still in progress
 //!   dicts/<dict-hash>.zdict     zstd dictionaries, named by their SHA-256
 //!   tmp/                        files being written; anything here is garbage after a crash
 //! ```
@@ -31,7 +31,9 @@ pub const TMP: &str = "tmp";
 pub const DIRECTORIES: [&str; 6] = [PACKS, INDEX, SNAPSHOTS, CHECKPOINTS, DICTS, TMP];
 
 pub const PACK_SUFFIX: &str = ".tar";
-pub const JSON_SUFFIX: &str = ".json";
+/// Manifests and index files: JSON compressed with zstd (see `compressed`).
+pub const MANIFEST_SUFFIX: &str = ".json.zst";
+pub const INDEX_SUFFIX: &str = ".json.zst";
 pub const DICT_SUFFIX: &str = ".zdict";
 /// Suffix of a message's entry name inside a pack: `<message-hash>.zst`.
 pub const ENTRY_SUFFIX: &str = ".zst";
@@ -76,17 +78,19 @@ impl Layout {
     }
 
     pub fn index_file(&self, name: &str) -> PathBuf {
-        self.root.join(INDEX).join(format!("{name}{JSON_SUFFIX}"))
+        self.root.join(INDEX).join(format!("{name}{INDEX_SUFFIX}"))
     }
 
     pub fn snapshot(&self, id: &SnapshotId) -> PathBuf {
-        self.root.join(SNAPSHOTS).join(format!("{id}{JSON_SUFFIX}"))
+        self.root
+            .join(SNAPSHOTS)
+            .join(format!("{id}{MANIFEST_SUFFIX}"))
     }
 
     pub fn checkpoint(&self, id: &SnapshotId) -> PathBuf {
         self.root
             .join(CHECKPOINTS)
-            .join(format!("{id}{JSON_SUFFIX}"))
+            .join(format!("{id}{MANIFEST_SUFFIX}"))
     }
 
     pub fn dict(&self, hash: &DictHash) -> PathBuf {

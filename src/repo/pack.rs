@@ -32,7 +32,7 @@ pub const TARGET_PACK_SIZE: u64 = 32 * 1024 * 1024;
 /// The tar entry holding the frames.
 pub const FRAMES_ENTRY: &str = "messages.zst";
 /// The tar entry holding the table of frames.
-pub const TABLE_ENTRY: &str = "messages.json";
+pub const TABLE_ENTRY: &str = "messages.json.zst";
 /// Version of the `messages.json` schema.
 pub const TABLE_VERSION: u32 = 1;
 
@@ -188,10 +188,10 @@ impl PackWriter {
         verify: Option<&HashMap<DictHash, Dictionary>>,
     ) -> io::Result<(PackId, Vec<PackEntry>)> {
         let frames_end = self.end;
-        let table = serde_json::to_vec(&PackTable {
+        let table = super::compressed::compress(&serde_json::to_vec(&PackTable {
             version: TABLE_VERSION,
             messages: self.entries.clone(),
-        })?;
+        })?)?;
         let file = self.temp.file();
         file.set_len(frames_end)?;
         file.seek(SeekFrom::Start(0))?;
@@ -505,8 +505,12 @@ pub fn read_layout_from(pack: impl Read + io::Seek) -> io::Result<PackLayout> {
             TABLE_ENTRY => {
                 let mut bytes = Vec::new();
                 layout.table = match entry.read_to_end(&mut bytes) {
-                    Ok(_) => serde_json::from_slice::<PackTable>(&bytes)
-                        .map_err(|e| format!("its {TABLE_ENTRY} is not valid: {e}"))
+                    Ok(_) => super::compressed::decompress(&bytes)
+                        .map_err(|e| format!("its {TABLE_ENTRY} cannot be decompressed: {e}"))
+                        .and_then(|json| {
+                            serde_json::from_slice::<PackTable>(&json)
+                                .map_err(|e| format!("its {TABLE_ENTRY} is not valid: {e}"))
+                        })
                         .and_then(|t| {
                             if t.version == TABLE_VERSION {
                                 Ok(t.messages)

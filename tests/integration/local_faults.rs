@@ -264,9 +264,11 @@ fn a_newer_format_is_refused_by_every_command_and_left_alone() {
     let path = dir.path().join("repo");
     Repository::init(&path).unwrap();
     let config = path.join("config.json");
+    use popbackup::repo::format::FORMAT_VERSION;
+    let v = |n: u32| format!("\"version\": {n}");
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("\"version\": 1", "\"version\": 2");
+        .replace(&v(FORMAT_VERSION), &v(FORMAT_VERSION + 1));
     std::fs::write(&config, &text).unwrap();
     let before = contents(&path);
     for args in [
@@ -280,7 +282,8 @@ fn a_newer_format_is_refused_by_every_command_and_left_alone() {
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(65), "{args:?}: {err}");
         assert!(
-            err.contains("repository format 2") && err.contains("use a newer popbackup"),
+            err.contains(&format!("repository format {}", FORMAT_VERSION + 1))
+                && err.contains("use a newer popbackup"),
             "{args:?}: {err}"
         );
     }

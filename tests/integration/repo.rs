@@ -181,9 +181,11 @@ fn a_newer_format_is_refused_with_advice() {
     let dir = tempfile::tempdir().unwrap();
     Repository::init(dir.path()).unwrap();
     let config = dir.path().join("config.json");
+    use popbackup::repo::format::FORMAT_VERSION;
+    let v = |n: u32| format!("\"version\": {n}");
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("\"version\": 1", "\"version\": 99");
+        .replace(&v(FORMAT_VERSION), &v(99));
     std::fs::write(&config, text).unwrap();
     let err = Repository::open(dir.path()).unwrap_err();
     assert!(
@@ -271,16 +273,16 @@ fn standard_tools_read_the_repository() {
 set -eu
 cd "$1"
 snap=$(ls snapshots | head -n1)
-hash=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["messages"][0]["sha256"])' "snapshots/$snap")
-field() { python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["messages"][0][sys.argv[2]])' "snapshots/$snap" "$1"; }
+field() { zstd -dc "snapshots/$snap" | python3 -c 'import json,sys; m=json.load(sys.stdin); print(m["messages"][0][sys.argv[1]])' "$1"; }
+hash=$(field sha256)
 pack=$(field pack); offset=$(field offset); length=$(field length)
-test "$(tar -tf "packs/$pack.tar" | tr '\n' ' ')" = "messages.zst messages.json "
+test "$(tar -tf "packs/$pack.tar" | tr '\n' ' ')" = "messages.zst messages.json.zst "
 # One message: its frame, cut out by offset and length.
 tail -c +$((offset + 1)) "packs/$pack.tar" | head -c "$length" | zstd -dq > "$2"
 echo "$hash  $2" | sha256sum -c --quiet
 # Every message of the pack at once, and the table naming it.
 tar -xOf "packs/$pack.tar" messages.zst | zstd -dq | cmp - "$2"
-tar -xOf "packs/$pack.tar" messages.json | python3 -c 'import json,sys; t=json.load(sys.stdin); assert t["messages"][0]["hash"] == sys.argv[1]' "$hash"
+tar -xOf "packs/$pack.tar" messages.json.zst | zstd -dc | python3 -c 'import json,sys; t=json.load(sys.stdin); assert t["messages"][0]["hash"] == sys.argv[1]' "$hash"
 "#;
     let out_file = dir.path().join("out.eml");
     let status = Command::new("bash")

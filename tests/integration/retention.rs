@@ -237,7 +237,7 @@ fn prune_frees_what_no_snapshot_needs() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // Remove "all" entirely: only "some" (every third message) stays.
     let id = Repository::open(&repo).unwrap().snapshots().unwrap()[0].clone();
-    std::fs::remove_file(repo.join("snapshots").join(format!("{id}.json"))).unwrap();
+    std::fs::remove_file(repo.join("snapshots").join(format!("{id}.json.zst"))).unwrap();
     let out = popbackup(&repo, &["prune", "--dry-run", "--json"], "UTC");
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["referenced"], 134);
@@ -264,7 +264,7 @@ fn prune_killed_at_random_moments_never_damages_the_repository() {
         let dir = tempfile::tempdir().unwrap();
         let (repo, _) = prunable(dir.path(), 2);
         let id = Repository::open(&repo).unwrap().snapshots().unwrap()[0].clone();
-        std::fs::remove_file(repo.join("snapshots").join(format!("{id}.json"))).unwrap();
+        std::fs::remove_file(repo.join("snapshots").join(format!("{id}.json.zst"))).unwrap();
         // How long a whole prune takes here, on a copy: the kill falls anywhere in that time.
         let copy = dir.path().join("copy");
         assert!(
@@ -498,7 +498,7 @@ fn a_prune_interrupted_after_writing_its_new_packs_is_finished_by_the_next() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, _) = prunable(dir.path(), 10);
     let id = Repository::open(&repo).unwrap().snapshots().unwrap()[0].clone();
-    std::fs::remove_file(repo.join("snapshots").join(format!("{id}.json"))).unwrap();
+    std::fs::remove_file(repo.join("snapshots").join(format!("{id}.json.zst"))).unwrap();
     {
         // The first prune, killed in step 1: its new pack is written, the index file that
         // would cover it is not (the next open scans the pack, after the index files).

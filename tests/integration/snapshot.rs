@@ -58,6 +58,8 @@ impl Setup {
             );
         }
         std::fs::write(&config, text).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
         let setup = Setup {
             dir,
             config,
