@@ -799,44 +799,93 @@ impl RepoWriter {
     }
 
     /// Records an unfinished snapshot so an interrupted run can resume: packs, index, then the
-    /// checkpoint manifest (with `complete = false`).
+    /// checkpoint manifest (with `complete = false`), listing only the records whose messages
+    /// are stored so far.
     pub fn checkpoint(&mut self, manifest: &Manifest) -> Result<(), RepoError> {
         self.flush()?;
-        let mut manifest = self.with_locations(manifest)?;
-        manifest.complete = false;
         let path = self.repo.layout.checkpoint(&manifest.id);
-        write_manifest(&self.repo.layout, &path, &manifest)
+        self.write_manifest(&path, manifest, false)
     }
 
     /// Commits a snapshot: packs, index, then its manifest; its checkpoint goes last.
     pub fn commit(&mut self, manifest: &Manifest) -> Result<(), RepoError> {
         self.flush()?;
-        let mut manifest = self.with_locations(manifest)?;
-        manifest.complete = true;
         let path = self.repo.layout.snapshot(&manifest.id);
-        write_manifest(&self.repo.layout, &path, &manifest)?;
+        self.write_manifest(&path, manifest, true)?;
         let checkpoint = self.repo.layout.checkpoint(&manifest.id);
         durable::remove_file(&checkpoint).map_err(RepoError::io("cannot remove", checkpoint))
     }
 
-    /// A copy of `manifest` with every stored message's pack, offset and length filled in from
-    /// the index (only known once its pack is finished). A record naming a message that is not
-    /// stored is refused: a committed manifest must never point at nothing.
-    fn with_locations(&self, manifest: &Manifest) -> Result<Manifest, RepoError> {
-        let mut manifest = manifest.clone();
-        for record in &mut manifest.messages {
-            let Some(hash) = &record.sha256 else { continue };
-            let Some(location) = self.repo.index.get(hash) else {
-                return Err(RepoError::Invalid(format!(
+    /// Writes `manifest` to `path` with every stored message's pack, offset and length filled
+    /// in from the index (only known once its pack is finished). A complete manifest lists
+    /// every record, and one naming a message that is not stored is refused: a committed
+    /// manifest must never point at nothing. A checkpoint lists the stored records only.
+    ///
+    /// The records are streamed one per line into the compressor, so a manifest of a large
+    /// mailbox costs neither a copy of its records nor its uncompressed JSON in memory.
+    fn write_manifest(
+        &self,
+        path: &Path,
+        manifest: &Manifest,
+        complete: bool,
+    ) -> Result<(), RepoError> {
+        let location = |record: &MessageRecord| -> Result<Option<Location>, RepoError> {
+            let Some(hash) = &record.sha256 else {
+                return Ok(None);
+            };
+            match self.repo.index.get(hash) {
+                Some(l) => Ok(Some(*l)),
+                None => Err(RepoError::Invalid(format!(
                     "manifest {} refers to message {hash}, which is not stored",
                     manifest.id
-                )));
-            };
-            record.pack = Some(location.pack);
-            record.offset = Some(location.entry.offset);
-            record.length = Some(location.entry.length);
+                ))),
+            }
+        };
+        for record in &manifest.messages {
+            location(record)?;
         }
-        Ok(manifest)
+        let mut head = manifest.clone_without_messages();
+        head.complete = complete;
+        let head_json = serde_json::to_vec(&head).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        // `{...,"messages":[]}`: open the list, then one record per line.
+        let Some(stem) = head_json.strip_suffix(b"[]}") else {
+            return Err(RepoError::Invalid("unexpected manifest shape".into()));
+        };
+        let invalid =
+            |e: &dyn std::fmt::Display| RepoError::Invalid(format!("cannot write a manifest: {e}"));
+        let mut out =
+            compressed::Writer::new(manifest.messages.len() * 100).map_err(|e| invalid(&e))?;
+        out.write_all(stem).map_err(|e| invalid(&e))?;
+        out.write_all(b"[\n").map_err(|e| invalid(&e))?;
+        let mut first = true;
+        let mut line = Vec::with_capacity(1024);
+        for record in &manifest.messages {
+            let found = location(record)?;
+            if !complete && found.is_none() {
+                continue;
+            }
+            line.clear();
+            if !first {
+                line.extend_from_slice(b",\n");
+            }
+            first = false;
+            match found {
+                Some(l) => {
+                    let mut located = record.clone();
+                    located.pack = Some(l.pack);
+                    located.offset = Some(l.entry.offset);
+                    located.length = Some(l.entry.length);
+                    serde_json::to_writer(&mut line, &located)
+                }
+                None => serde_json::to_writer(&mut line, record),
+            }
+            .map_err(|e| invalid(&e))?;
+            out.write_all(&line).map_err(|e| invalid(&e))?;
+        }
+        out.write_all(b"\n]}\n").map_err(|e| invalid(&e))?;
+        let bytes = out.finish().map_err(|e| invalid(&e))?;
+        durable::write_file(&self.repo.layout.tmp(), path, &bytes)
+            .map_err(RepoError::io("cannot write", path))
     }
 
     /// Replaces the verification record (crash-safely).
@@ -982,30 +1031,6 @@ pub fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest, RepoError> 
         });
     }
     Ok(manifest)
-}
-
-/// Manifests are written compact (one record per line): they list the whole inventory every
-/// night, and indentation made them half again as large. `jq` reads them all the same.
-fn write_manifest(layout: &Layout, path: &PathBuf, manifest: &Manifest) -> Result<(), RepoError> {
-    let mut bytes = Vec::with_capacity(256 * (manifest.messages.len() + 4));
-    let head = manifest.clone_without_messages();
-    let head_json = serde_json::to_vec(&head).map_err(|e| RepoError::Invalid(e.to_string()))?;
-    // `{...,"messages":[]}`: open the list, then one record per line.
-    let Some(stem) = head_json.strip_suffix(b"[]}") else {
-        return Err(RepoError::Invalid("unexpected manifest shape".into()));
-    };
-    bytes.extend_from_slice(stem);
-    bytes.extend_from_slice(b"[\n");
-    for (i, record) in manifest.messages.iter().enumerate() {
-        if i > 0 {
-            bytes.extend_from_slice(b",\n");
-        }
-        serde_json::to_writer(&mut bytes, record).map_err(|e| RepoError::Invalid(e.to_string()))?;
-    }
-    bytes.extend_from_slice(b"\n]}\n");
-    let bytes = compressed::compress(&bytes)
-        .map_err(|e| RepoError::Invalid(format!("cannot compress the manifest: {e}")))?;
-    durable::write_file(&layout.tmp(), path, &bytes).map_err(RepoError::io("cannot write", path))
 }
 
 fn write_json<T: serde::Serialize>(

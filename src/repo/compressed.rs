@@ -20,6 +20,24 @@ pub fn compress(json: &[u8]) -> io::Result<Vec<u8>> {
     zstd::bulk::compress(json, LEVEL)
 }
 
+/// Compresses JSON as it is written, into memory (the caller writes the file crash-safely).
+pub struct Writer(zstd::stream::write::Encoder<'static, Vec<u8>>);
+
+impl Writer {
+    /// `expected` is a guess of the compressed size, to allocate once.
+    pub fn new(expected: usize) -> io::Result<Writer> {
+        zstd::stream::write::Encoder::new(Vec::with_capacity(expected), LEVEL).map(Writer)
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        io::Write::write_all(&mut self.0, bytes)
+    }
+
+    pub fn finish(self) -> io::Result<Vec<u8>> {
+        self.0.finish()
+    }
+}
+
 /// The JSON in `bytes`: decompressed when it is a zstd frame, as it is otherwise.
 pub fn decompress(bytes: &[u8]) -> io::Result<Vec<u8>> {
     if !bytes.starts_with(&ZSTD_MAGIC) {

@@ -338,7 +338,7 @@ impl AccountRun<'_> {
         if let Err(error) = downloaded {
             // Keep what arrived: the next run resumes from this checkpoint.
             if self.report.downloaded > 0 {
-                let _ = lock(self.shared).checkpoint(&done_so_far(&manifest));
+                let _ = lock(self.shared).checkpoint(&manifest);
             }
             return Err(error);
         }
@@ -530,7 +530,7 @@ impl AccountRun<'_> {
                         report,
                     )?;
                     lock(shared)
-                        .checkpoint(&done_so_far(manifest))
+                        .checkpoint(manifest)
                         .map_err(StoreError::Repo)?;
                     since_checkpoint = 0;
                     last_checkpoint = Instant::now();
@@ -684,13 +684,6 @@ fn examples(items: &[String]) -> String {
         text.push_str(&format!(", and {} more", items.len() - SHOWN));
     }
     text
-}
-
-/// A checkpoint: the records whose messages are stored so far.
-fn done_so_far(manifest: &Manifest) -> Manifest {
-    let mut checkpoint = manifest.clone();
-    checkpoint.messages.retain(|r| r.sha256.is_some());
-    checkpoint
 }
 
 fn tls_name(mode: pop3::TlsMode) -> &'static str {
