@@ -377,6 +377,62 @@ struct Samples {
     at: HashMap<MessageHash, (usize, usize)>,
 }
 
+/// How one message is compressed: zstd level and dictionary (see [`RepoWriter::frame_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FramePlan {
+    pub level: i32,
+    pub dict: Option<DictHash>,
+}
+
+/// A reused zstd compression context with the digested dictionary of the current plan: one
+/// per compressing thread.
+#[derive(Default)]
+pub struct FrameCompressor {
+    cctx: Option<zstd::zstd_safe::CCtx<'static>>,
+    cdict: Option<(DictHash, i32, zstd::zstd_safe::CDict<'static>)>,
+}
+
+impl FrameCompressor {
+    /// One frame of `bytes` as `plan` says; `dictionary` gives a dictionary's bytes the first
+    /// time the plan names it.
+    pub fn compress(
+        &mut self,
+        bytes: &[u8],
+        plan: FramePlan,
+        dictionary: impl FnOnce(&DictHash) -> Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, RepoError> {
+        let failed = |code| {
+            RepoError::Invalid(format!(
+                "zstd compression failed: {}",
+                zstd::zstd_safe::get_error_name(code)
+            ))
+        };
+        let FramePlan { level, dict } = plan;
+        let cctx = self.cctx.get_or_insert_with(zstd::zstd_safe::CCtx::create);
+        let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(bytes.len()));
+        match dict {
+            Some(hash) => {
+                let ready = matches!(&self.cdict, Some((h, l, _)) if *h == hash && *l == level);
+                if !ready {
+                    let bytes = dictionary(&hash).ok_or_else(|| {
+                        RepoError::Invalid(format!("no zstd dictionary {hash} in the repository"))
+                    })?;
+                    self.cdict = Some((hash, level, zstd::zstd_safe::CDict::create(&bytes, level)));
+                }
+                let Some((_, _, cdict)) = &self.cdict else {
+                    return Err(RepoError::Invalid("no zstd dictionary".into()));
+                };
+                cctx.compress_using_cdict(&mut frame, bytes, cdict)
+                    .map_err(failed)?;
+            }
+            None => {
+                cctx.compress(&mut frame, bytes, level).map_err(failed)?;
+            }
+        }
+        Ok(frame)
+    }
+}
+
 /// A repository opened for writing, holding the exclusive lock.
 pub struct RepoWriter {
     repo: Repository,
@@ -386,9 +442,8 @@ pub struct RepoWriter {
     level_override: Option<i32>,
     /// Read every pack back before publishing it (on by default).
     verify_before_commit: bool,
-    /// The reused compression context, and the digested dictionary for the current level.
-    cctx: zstd::zstd_safe::CCtx<'static>,
-    cdict: Option<(DictHash, i32, zstd::zstd_safe::CDict<'static>)>,
+    /// The writer's own compression context (for messages stored through it).
+    compressor: FrameCompressor,
     /// Samples for training a dictionary; `None` once trained (or when there is one).
     samples: Option<Samples>,
     /// Packs finished since the last index file was written.
@@ -438,8 +493,7 @@ impl RepoWriter {
             pack: None,
             level_override: None,
             verify_before_commit: true,
-            cctx: zstd::zstd_safe::CCtx::create(),
-            cdict: None,
+            compressor: FrameCompressor::default(),
             samples,
             unindexed,
         };
@@ -650,37 +704,61 @@ impl RepoWriter {
         dict: Option<DictHash>,
         level: i32,
     ) -> Result<Vec<u8>, RepoError> {
-        let failed = |code| {
-            RepoError::Invalid(format!(
-                "zstd compression failed: {}",
-                zstd::zstd_safe::get_error_name(code)
-            ))
-        };
-        let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(bytes.len()));
-        match dict.and_then(|d| self.repo.dicts.get(&d)) {
-            Some(d) => {
-                let ready = matches!(&self.cdict, Some((h, l, _)) if *h == d.hash && *l == level);
-                if !ready {
-                    self.cdict = Some((
-                        d.hash,
-                        level,
-                        zstd::zstd_safe::CDict::create(&d.bytes, level),
-                    ));
-                }
-                let Some((_, _, cdict)) = &self.cdict else {
-                    return Err(RepoError::Invalid("no zstd dictionary".into()));
-                };
-                self.cctx
-                    .compress_using_cdict(&mut frame, bytes, cdict)
-                    .map_err(failed)?;
-            }
-            None => {
-                self.cctx
-                    .compress(&mut frame, bytes, level)
-                    .map_err(failed)?;
-            }
+        let dicts = &self.repo.dicts;
+        self.compressor
+            .compress(bytes, FramePlan { level, dict }, |h| {
+                dicts.get(h).map(|d| d.bytes.clone())
+            })
+    }
+
+    /// How a message of `len` bytes is to be compressed now, at `level` (`None`: the
+    /// repository's), so that a thread can compress it outside the writer's lock with a
+    /// [`FrameCompressor`] and hand the frame to [`RepoWriter::store_frame`]. `None` while the
+    /// writer is still sampling messages to train a dictionary: store those with
+    /// [`RepoWriter::store_bytes`], which sees their bytes.
+    pub fn frame_plan(&self, len: usize, level: Option<i32>) -> Option<FramePlan> {
+        if self.samples.is_some() {
+            return None;
         }
-        Ok(frame)
+        let dict = self
+            .repo
+            .config
+            .compression
+            .dictionary
+            .filter(|_| len <= DICTIONARY_MAX_MESSAGE)
+            .filter(|d| self.repo.dicts.contains_key(d));
+        Some(FramePlan {
+            level: level.unwrap_or(self.repo.config.compression.level),
+            dict,
+        })
+    }
+
+    /// Stores a frame compressed elsewhere by a [`FrameCompressor`] following `plan`: the
+    /// message `hash` of `raw_len` bytes. A message stored meanwhile (by another thread) makes
+    /// it a duplicate and the frame is dropped.
+    pub fn store_frame(
+        &mut self,
+        hash: MessageHash,
+        raw_len: u64,
+        frame: &[u8],
+        plan: FramePlan,
+    ) -> Result<Stored, RepoError> {
+        if self.contains(&hash) {
+            return Ok(Stored::Duplicate(hash, raw_len));
+        }
+        if plan.dict.is_some_and(|d| !self.repo.dicts.contains_key(&d)) {
+            return Err(RepoError::Invalid(format!(
+                "a frame names dictionary {:?}, which this repository does not have",
+                plan.dict
+            )));
+        }
+        let tmp = self.repo.layout.tmp();
+        let entry = self
+            .open_pack()?
+            .append(hash, frame, plan.dict)
+            .map_err(RepoError::io("cannot write a pack in", &tmp))?;
+        self.pack_written()?;
+        Ok(Stored::New(entry, raw_len))
     }
 
     /// Where a stored message is. Messages in the pack still being written are not there yet:

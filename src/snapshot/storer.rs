@@ -1,15 +1,20 @@
-//! Storing downloaded messages on a second thread, so that one account's connection keeps
+//! Storing downloaded messages on other threads, so that one account's connection keeps
 //! reading (TLS, dot-unstuffing, header capture) while the previous messages are hashed,
-//! compressed and written. The queue is bounded, which bounds memory: at most `QUEUE` messages
-//! of at most `BUFFER_LIMIT` bytes wait at a time.
+//! compressed and written. Compression, the largest cost of a snapshot, runs on one worker per
+//! core outside the repository's lock; only appending the frame to the pack takes the lock.
+//! The queue is bounded, which bounds memory: at most `QUEUE` messages of at most
+//! `BUFFER_LIMIT` bytes wait at a time, plus one being compressed per worker.
 
-use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
-use crate::repo::{RepoError, RepoWriter, Stored};
+use crate::repo::{FrameCompressor, MessageHash, RepoError, RepoWriter, Stored};
 
 /// Messages waiting to be stored, at most.
 const QUEUE: usize = 16;
+
+/// Compressing workers: one per core, at most this many.
+const MAX_WORKERS: usize = 4;
 
 struct Job {
     slot: usize,
@@ -32,32 +37,41 @@ pub struct Storer {
 }
 
 impl Storer {
-    /// Starts the storing thread in `scope`; it stores with `level` (or the repository's).
+    /// Starts the storing workers in `scope`; they store with `level` (or the repository's).
     pub fn start<'scope, 'env>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         writer: &'env Mutex<RepoWriter>,
         level: Option<i32>,
     ) -> Storer {
         let (jobs, inbox) = sync_channel::<Job>(QUEUE);
-        let (outbox, results) = sync_channel(QUEUE + 1);
-        scope.spawn(move || {
-            for job in inbox {
-                let result = {
-                    let mut writer = writer.lock().unwrap_or_else(|e| e.into_inner());
-                    writer.set_compression_level(level);
-                    writer.store_bytes(&job.bytes)
-                };
-                let mut bytes = job.bytes;
-                bytes.clear();
-                let done = Done {
-                    slot: job.slot,
-                    result,
-                };
-                if outbox.send((done, bytes)).is_err() {
-                    break;
+        let (outbox, results) = sync_channel(QUEUE + MAX_WORKERS + 1);
+        let inbox = Arc::new(Mutex::new(inbox));
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_WORKERS);
+        for _ in 0..workers {
+            let inbox = Arc::clone(&inbox);
+            let outbox = outbox.clone();
+            scope.spawn(move || {
+                let mut compressor = FrameCompressor::default();
+                loop {
+                    let job = match inbox.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    };
+                    let result = store(writer, &mut compressor, level, &job.bytes);
+                    let mut bytes = job.bytes;
+                    bytes.clear();
+                    let done = Done {
+                        slot: job.slot,
+                        result,
+                    };
+                    if outbox.send((done, bytes)).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        }
         Storer {
             jobs: Some(jobs),
             results,
@@ -130,4 +144,34 @@ impl Storer {
     pub fn close(&mut self) {
         self.jobs = None;
     }
+}
+
+/// Stores one message: hashed and compressed without the lock, appended under it. While the
+/// writer still samples messages for a dictionary, the whole store happens under the lock.
+fn store(
+    writer: &Mutex<RepoWriter>,
+    compressor: &mut FrameCompressor,
+    level: Option<i32>,
+    bytes: &[u8],
+) -> Result<Stored, RepoError> {
+    let lock = || writer.lock().unwrap_or_else(|e| e.into_inner());
+    let hash = MessageHash::of(bytes);
+    let raw_len = bytes.len() as u64;
+    let plan = {
+        let mut w = lock();
+        if w.contains(&hash) {
+            return Ok(Stored::Duplicate(hash, raw_len));
+        }
+        match w.frame_plan(bytes.len(), level) {
+            Some(plan) => plan,
+            None => {
+                w.set_compression_level(level);
+                return w.store_bytes(bytes);
+            }
+        }
+    };
+    let frame = compressor.compress(bytes, plan, |h| {
+        lock().repo().dictionary(h).map(|d| d.bytes.clone())
+    })?;
+    lock().store_frame(hash, raw_len, &frame, plan)
 }
