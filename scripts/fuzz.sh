@@ -35,8 +35,10 @@ for t in "${targets[@]}"; do
   [ "$execs" -gt 0 ] || execs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
   # Keep the committed corpus small: only inputs that add coverage.
   cargo +nightly fuzz cmin -O "$t" "$work/$t" >/dev/null 2>&1 || true
-  rm -f corpus/"$t"/*
-  cp "$work/$t"/* corpus/"$t"/
-  echo "fuzz: $t: $execs executions in $(( $(date +%s) - start )) s, corpus $(ls corpus/$t | wc -l) inputs ($(du -sk corpus/$t | cut -f1) kB)"
+  find corpus/"$t" -type f ! -name 'seed-*' -delete
+  for f in "$work/$t"/*; do
+    case $(basename "$f") in seed-*) ;; *) cp "$f" corpus/"$t"/ ;; esac
+  done
+  echo "fuzz: $t: $execs executions in $(( $(date +%s) - start )) s, corpus $(ls corpus/$t | wc -l) inputs ($(cat corpus/$t/* | wc -c) bytes)"
 done
 rm -rf "$work"

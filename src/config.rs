@@ -26,7 +26,7 @@ use value::Origin;
 /// Accounts backed up at the same time, by default (one connection each).
 pub const DEFAULT_PARALLEL_ACCOUNTS: usize = 4;
 /// A long first run commits a checkpoint after this many downloaded bytes...
-pub const DEFAULT_CHECKPOINT_SIZE: u64 = 8 << 20;
+pub const DEFAULT_CHECKPOINT_SIZE: u64 = 32 << 20;
 /// ...or after this long, whichever comes first.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -308,7 +308,7 @@ pub fn sample(repository: &Path) -> String {
 repository = "{repo}"
 # parallel_accounts = 4          # accounts backed up at the same time, one connection each
 # compression_level = 3          # zstd level for new messages (1-22)
-# checkpoint_size = "8 MiB"      # a long first run commits progress this often...
+# checkpoint_size = "32 MiB"     # a long first run commits progress this often...
 # checkpoint_interval = "30s"    # ...or this often, whichever comes first
 # verify_before_commit = true    # read each new pack back before committing it
 

@@ -129,32 +129,17 @@ impl Repository {
 
     /// Committed snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotId>, RepoError> {
-        let dir = self.layout.dir(layout::SNAPSHOTS);
-        layout::list(&dir, layout::MANIFEST_SUFFIX, SnapshotId::parse)
-            .map_err(RepoError::io("cannot list", &dir))
+        snapshots_in(&self.layout)
     }
 
     /// Checkpoints of snapshots that were interrupted, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<Manifest>, RepoError> {
-        let dir = self.layout.dir(layout::CHECKPOINTS);
-        let ids = layout::list(&dir, layout::MANIFEST_SUFFIX, SnapshotId::parse)
-            .map_err(RepoError::io("cannot list", &dir))?;
-        ids.iter()
-            .map(|id| read_manifest(&self.layout.checkpoint(id)))
-            .collect()
+        checkpoints_in(&self.layout)
     }
 
-    /// The newest committed snapshot of `account`, if any. Manifests are read newest first
-    /// and only until one matches, so this stays cheap however long the history is.
+    /// The newest committed snapshot of `account`, if any.
     pub fn latest_snapshot_of(&self, account: &str) -> Result<Option<Manifest>, RepoError> {
-        for id in self.snapshots()?.iter().rev() {
-            let path = self.layout.snapshot(id);
-            let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
-            if manifest_account(&bytes).map_err(|e| RepoError::corrupt(&path, e))? == account {
-                return parse_manifest(&path, &bytes).map(Some);
-            }
-        }
-        Ok(None)
+        latest_snapshot_in(&self.layout, account)
     }
 
     /// Every account's newest committed snapshot, by account name.
@@ -986,9 +971,15 @@ impl RepoWriter {
     }
 
     /// Gives the reader back, releasing the lock (after flushing).
-    pub fn finish(mut self) -> Result<Repository, RepoError> {
-        self.flush()?;
-        Repository::open(self.repo.root())
+    pub fn finish(self) -> Result<Repository, RepoError> {
+        let root = self.repo.root().to_path_buf();
+        self.close()?;
+        Repository::open(&root)
+    }
+
+    /// Makes everything stored durable and findable, and releases the lock.
+    pub fn close(mut self) -> Result<(), RepoError> {
+        self.flush()
     }
 }
 
@@ -999,6 +990,37 @@ pub enum StoreError {
     Source(io::Error),
     #[error(transparent)]
     Repo(RepoError),
+}
+
+/// [`Repository::snapshots`] of the repository at `layout`, without opening it (these
+/// readers need no index, so a snapshot can read its starting point while it connects).
+pub fn snapshots_in(layout: &Layout) -> Result<Vec<SnapshotId>, RepoError> {
+    let dir = layout.dir(layout::SNAPSHOTS);
+    layout::list(&dir, layout::MANIFEST_SUFFIX, SnapshotId::parse)
+        .map_err(RepoError::io("cannot list", &dir))
+}
+
+/// [`Repository::checkpoints`] of the repository at `layout`.
+pub fn checkpoints_in(layout: &Layout) -> Result<Vec<Manifest>, RepoError> {
+    let dir = layout.dir(layout::CHECKPOINTS);
+    let ids = layout::list(&dir, layout::MANIFEST_SUFFIX, SnapshotId::parse)
+        .map_err(RepoError::io("cannot list", &dir))?;
+    ids.iter()
+        .map(|id| read_manifest(&layout.checkpoint(id)))
+        .collect()
+}
+
+/// [`Repository::latest_snapshot_of`] of the repository at `layout`. Manifests are read
+/// newest first and only until one matches, so this stays cheap however long the history is.
+pub fn latest_snapshot_in(layout: &Layout, account: &str) -> Result<Option<Manifest>, RepoError> {
+    for id in snapshots_in(layout)?.iter().rev() {
+        let path = layout.snapshot(id);
+        let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
+        if manifest_account(&bytes).map_err(|e| RepoError::corrupt(&path, e))? == account {
+            return parse_manifest(&path, &bytes).map(Some);
+        }
+    }
+    Ok(None)
 }
 
 fn read_config(layout: &Layout) -> Result<RepoConfig, RepoError> {

@@ -81,7 +81,7 @@ pub fn forget(
             &chrono::Local,
         )?;
         let removed = retention::forget(&mut writer, &plan)?;
-        writer.finish()?;
+        writer.close()?;
         (plan, removed)
     };
     if global.json {
@@ -154,7 +154,7 @@ pub fn prune(
         return Ok(());
     }
     let report = retention::prune(&mut writer, plan)?;
-    writer.finish()?;
+    writer.close()?;
     if global.json {
         serde_json::to_writer_pretty(&mut *out, &report)?;
         writeln!(out)?;

@@ -47,7 +47,7 @@ pub fn run(
         None => &snapshot::Silent,
     };
     let (reports, writer) = snapshot::run_snapshot(writer, &account_refs, &options, observer);
-    let finished = writer.finish().map_err(|e| super::classify(e.into()));
+    let finished = writer.close().map_err(|e| super::classify(e.into()));
     let code = snapshot::exit_code(&reports);
 
     for r in &reports {

@@ -7,8 +7,9 @@
 
 use std::io::{self, Read};
 
-/// Metadata compresses well at zstd's default level, fast enough for 100 MB of JSON a second.
-pub const LEVEL: i32 = 3;
+/// Level 1: on a 9 MB manifest it is both smaller (4.66:1 against 4.57:1) and 1.8 times
+/// faster (480 against 270 MB/s) than level 3 (`zstd -b1`/`-b3`, 20,000-message manifest).
+pub const LEVEL: i32 = 1;
 
 /// The most a metadata file may decompress to: far beyond a manifest of ten million messages,
 /// and a bound on what a corrupt or hostile file can make us allocate.

@@ -148,26 +148,39 @@ pub fn to_hex(bytes: &[u8]) -> String {
 }
 
 fn parse_hex32(s: &str) -> Result<[u8; 32], String> {
-    // Manifests hold tens of thousands of hashes: a table-free nibble decoder, not
-    // `from_str_radix` per byte (which showed up at 18 % of a nothing-new snapshot).
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
+    // Manifests and index files hold tens of thousands of hashes: a table lookup per digit
+    // (this was 9 % of a nothing-new snapshot with a `match` per digit, and 18 % with
+    // `from_str_radix` per byte).
+    const INVALID: u8 = 0xff;
+    const NIBBLES: [u8; 256] = {
+        let mut table = [INVALID; 256];
+        let mut i = 0;
+        while i < 10 {
+            table[b'0' as usize + i] = i as u8;
+            i += 1;
         }
-    }
+        let mut i = 0;
+        while i < 6 {
+            table[b'a' as usize + i] = 10 + i as u8;
+            table[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        table
+    };
     let bytes = s.as_bytes();
     let bad = || format!("{s:?} is not a SHA-256 (64 hex digits)");
     if bytes.len() != 64 {
         return Err(bad());
     }
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        let hi = nibble(bytes[2 * i]).ok_or_else(bad)?;
-        let lo = nibble(bytes[2 * i + 1]).ok_or_else(bad)?;
+    let mut invalid = 0u8;
+    for (byte, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let (hi, lo) = (NIBBLES[pair[0] as usize], NIBBLES[pair[1] as usize]);
+        invalid |= (hi | lo) & 0xf0;
         *byte = hi << 4 | lo;
+    }
+    if invalid != 0 {
+        return Err(bad());
     }
     Ok(out)
 }

@@ -20,9 +20,13 @@ use crate::config::Account;
 use crate::mail::HeaderCapture;
 use crate::pop3::{self, Fetch, FetchError, Reply, Session};
 use crate::repo::{
-    Manifest, MessageRecord, RepoWriter, ServerInfo, SnapshotId, StoreError, Stored, Tool,
-    manifest::MANIFEST_VERSION,
+    Layout, Manifest, MessageRecord, RepoError, RepoWriter, ServerInfo, SnapshotId, StoreError,
+    Stored, Tool, manifest::MANIFEST_VERSION,
 };
+
+/// Checkpoints come at least every `checkpoint_size` bytes, but no closer than the bytes
+/// downloaded so far divided by this.
+const CHECKPOINT_SPACING_DIVISOR: u64 = 8;
 
 /// Messages up to this size are read into memory before the repository lock is taken, so
 /// parallel accounts download while another stores; larger ones stream under the lock.
@@ -210,6 +214,7 @@ pub fn snapshot_account(
         options,
         observer,
         report: &mut report,
+        starting_point: None,
     }
     .run();
     if let Err(error) = result {
@@ -231,12 +236,40 @@ struct AccountRun<'a> {
     options: &'a SnapshotOptions,
     observer: &'a dyn Observer,
     report: &'a mut AccountReport,
+    /// The account's latest snapshot and the checkpoints, being read while the session is
+    /// set up (TLS, login, UIDL and LIST take about as long as reading a large manifest).
+    starting_point: Option<std::thread::JoinHandle<Result<StartingPoint, RepoError>>>,
+}
+
+/// What a run starts from: the account's latest committed snapshot and its checkpoints.
+struct StartingPoint {
+    previous: Option<Manifest>,
+    checkpoints: Vec<Manifest>,
+}
+
+impl StartingPoint {
+    fn read(layout: &Layout, account: &str) -> Result<StartingPoint, RepoError> {
+        Ok(StartingPoint {
+            previous: crate::repo::latest_snapshot_in(layout, account)?,
+            checkpoints: crate::repo::checkpoints_in(layout)?
+                .into_iter()
+                .filter(|c| c.account == account)
+                .collect(),
+        })
+    }
 }
 
 impl AccountRun<'_> {
     fn run(&mut self) -> Result<(), SnapshotError> {
         let time = chrono::Utc::now();
         let id = SnapshotId::new(time);
+        // Only this run writes this account's manifests, and files are replaced by rename,
+        // so they can be read without the lock while other accounts store.
+        let layout = lock(self.shared).repo().layout().clone();
+        let account = self.account.name.clone();
+        self.starting_point = Some(std::thread::spawn(move || {
+            StartingPoint::read(&layout, &account)
+        }));
         let creds = self
             .account
             .credentials(&mut |w| self.report.warnings.push(w))?;
@@ -402,23 +435,27 @@ impl AccountRun<'_> {
     }
 
     /// The inventory, and the ids of this account's checkpoints it resumed from.
-    fn inventory(&self, listing: &Listing) -> Result<(Inventory, Vec<SnapshotId>), SnapshotError> {
+    fn inventory(
+        &mut self,
+        listing: &Listing,
+    ) -> Result<(Inventory, Vec<SnapshotId>), SnapshotError> {
+        let start = match self.starting_point.take().map(|t| t.join()) {
+            Some(Ok(read)) => read?,
+            // Not started, or the reading thread panicked: read it here.
+            _ => StartingPoint::read(lock(self.shared).repo().layout(), &self.account.name)?,
+        };
         let writer = lock(self.shared);
-        let repo = writer.repo();
-        let previous = repo.latest_snapshot_of(&self.account.name)?;
-        let checkpoints: Vec<Manifest> = repo
-            .checkpoints()?
-            .into_iter()
-            .filter(|c| c.account == self.account.name)
-            .collect();
         let inventory = Inventory::build(
             &self.account.name,
             listing,
-            previous.as_ref(),
-            &checkpoints,
+            start.previous.as_ref(),
+            &start.checkpoints,
             |h| writer.contains(h),
         );
-        Ok((inventory, checkpoints.into_iter().map(|c| c.id).collect()))
+        Ok((
+            inventory,
+            start.checkpoints.into_iter().map(|c| c.id).collect(),
+        ))
     }
 
     /// Downloads every new message, storing each as it streams in, with checkpoints.
@@ -521,7 +558,13 @@ impl AccountRun<'_> {
                 report.bytes_downloaded += bytes;
                 observer.downloaded(&account, bytes);
                 since_checkpoint += bytes;
-                if since_checkpoint >= options.checkpoint_size
+                // Each checkpoint rewrites every record stored so far, so on a long first run
+                // they are spaced by at least an eighth of what is stored: their total cost
+                // stays proportional to the run instead of growing with its square.
+                let spacing = options
+                    .checkpoint_size
+                    .max(report.bytes_downloaded / CHECKPOINT_SPACING_DIVISOR);
+                if since_checkpoint >= spacing
                     || last_checkpoint.elapsed() >= options.checkpoint_interval
                 {
                     apply(
