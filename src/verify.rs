@@ -20,7 +20,7 @@ use serde::Serialize;
 pub use pack::{EntryState, PackCheck, check_pack};
 
 use crate::repo::{
-    Manifest, MessageHash, PackId, RepoError, RepoWriter, Repository, SnapshotId, VerifiedState,
+    MessageHash, PackId, RepoError, RepoWriter, Repository, SnapshotId, VerifiedState,
     index::Index, layout,
 };
 
@@ -181,50 +181,12 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
     let repo_layout = repo.layout();
     let mut notes = Vec::new();
 
-    // Manifests: every committed snapshot, and what each record refers to.
     let ids = repo.snapshots()?;
-    let mut manifests: Vec<Manifest> = Vec::new();
-    let mut damaged_snapshots = Vec::new();
-    for id in &ids {
-        match repo.manifest(id) {
-            Ok(m) => manifests.push(m),
-            Err(e) => damaged_snapshots.push(DamagedSnapshot {
-                snapshot: id.clone(),
-                problem: e.to_string(),
-            }),
-        }
-    }
-    match repo.checkpoints() {
-        Ok(_) => {}
-        Err(e) => notes.push(format!(
+    if let Err(e) = repo.checkpoints() {
+        notes.push(format!(
             "an unfinished snapshot's checkpoint is unreadable: {e}"
-        )),
+        ));
     }
-    // Which records refer to each message: (manifest, record) positions, so that the details
-    // are copied only for the damaged few.
-    let mut references: HashMap<MessageHash, Vec<(u32, u32)>> = HashMap::new();
-    for (mi, m) in manifests.iter().enumerate() {
-        for (ri, r) in m.messages.iter().enumerate() {
-            if let Some(hash) = r.sha256 {
-                references
-                    .entry(hash)
-                    .or_default()
-                    .push((mi as u32, ri as u32));
-            }
-        }
-    }
-    let reference = |&(mi, ri): &(u32, u32)| {
-        let m = &manifests[mi as usize];
-        let r = &m.messages[ri as usize];
-        Reference {
-            snapshot: m.id.clone(),
-            account: m.account.clone(),
-            uidl: r.uidl.clone(),
-            date: r.date.clone(),
-            from: r.from.clone(),
-            subject: r.subject.clone(),
-        }
-    };
 
     // Packs on disk, and files that do not belong.
     let packs_dir = repo_layout.dir(layout::PACKS);
@@ -276,6 +238,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
             });
         }
     });
+    drop(expected_entries);
     let mut checks = results.into_inner().unwrap_or_else(|e| e.into_inner());
     checks.sort_by_key(|c| c.id);
 
@@ -334,24 +297,14 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
             if !claimed.is_subset(&found) && check.problems.is_empty() {
                 index_problems.push(format!(
                     "index file {name} places {} message(s) in pack {} where the pack does not \
-                     hold them; remove index/{name}.json (it is rebuilt from the packs)",
+                     hold them; remove index/{name}{} (it is rebuilt from the packs)",
                     claimed.difference(&found).count(),
-                    listed.id
+                    listed.id,
+                    layout::INDEX_SUFFIX
                 ));
             }
         }
     }
-
-    // Which snapshots refer to which pack's messages.
-    let snapshots_of = |hashes: &mut dyn Iterator<Item = &MessageHash>| -> Vec<SnapshotId> {
-        let mut ids: BTreeSet<SnapshotId> = BTreeSet::new();
-        for h in hashes {
-            for (mi, _) in references.get(h).map(Vec::as_slice).unwrap_or_default() {
-                ids.insert(manifests[*mi as usize].id.clone());
-            }
-        }
-        ids.into_iter().collect()
-    };
     let readable = |h: &MessageHash| {
         matches!(
             best.get(h),
@@ -359,7 +312,98 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
         )
     };
 
+    // What is now known intact: packs read whole without a problem (now or earlier).
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut state = repo.verified_state().unwrap_or_else(|e| {
+        notes.push(format!(
+            "the verification record is unreadable and will be rewritten: {e}"
+        ));
+        VerifiedState::default()
+    });
+    state
+        .packs
+        .retain(|id, _| by_id.get(id).is_some_and(|c| c.is_clean()));
+    for check in &checks {
+        if check.read_data && check.is_clean() {
+            state.packs.insert(check.id, now.clone());
+        }
+    }
+    let mut intact_in_verified: HashMap<MessageHash, bool> = HashMap::new();
+    let mut places: HashMap<MessageHash, Vec<(PackId, u64, u64)>> = HashMap::new();
+    for check in &checks {
+        let verified = state.packs.contains_key(&check.id);
+        for e in &check.entries {
+            let ok = verified && !matches!(e.state, EntryState::Damaged(_));
+            *intact_in_verified.entry(e.hash).or_insert(false) |= ok;
+            places
+                .entry(e.hash)
+                .or_default()
+                .push((check.id, e.offset, e.length));
+        }
+    }
+
+    // The manifests, one at a time (a long history does not fit in memory at once): which
+    // messages they need that are not readable, which snapshots are wholly intact, and
+    // locations that differ from where the message is (copies of the index's; the index wins,
+    // so that is a note; it appears after prune repacks, for instance).
+    let mut damaged_snapshots = Vec::new();
+    let mut verified_snapshots = Vec::new();
+    let mut unreadable_needed: BTreeSet<MessageHash> = BTreeSet::new();
+    let mut elsewhere = 0usize;
+    for id in &ids {
+        let manifest = match repo.manifest(id) {
+            Ok(m) => m,
+            Err(e) => {
+                damaged_snapshots.push(DamagedSnapshot {
+                    snapshot: id.clone(),
+                    problem: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let mut all_intact = true;
+        for r in &manifest.messages {
+            let Some(hash) = r.sha256 else { continue };
+            if !readable(&hash) {
+                unreadable_needed.insert(hash);
+            }
+            all_intact &= intact_in_verified.get(&hash).copied().unwrap_or(false);
+            if let (Some(pack), Some(offset), Some(length)) = (r.pack, r.offset, r.length)
+                && places
+                    .get(&hash)
+                    .is_some_and(|p| !p.contains(&(pack, offset, length)))
+            {
+                elsewhere += 1;
+            }
+        }
+        if all_intact {
+            verified_snapshots.push(id.clone());
+        }
+    }
+    if elsewhere > 0 {
+        notes.push(format!(
+            "{elsewhere} manifest record(s) give a location other than where the message is \
+             stored; harmless, the index is authoritative"
+        ));
+    }
+    let damaged_ids: BTreeSet<&SnapshotId> =
+        damaged_snapshots.iter().map(|d| &d.snapshot).collect();
+    state
+        .snapshots
+        .retain(|id, _| ids.contains(id) && !damaged_ids.contains(id));
+    for id in &ids {
+        if verified_snapshots.contains(id) {
+            state.snapshots.insert(id.clone(), now.clone());
+        } else {
+            state.snapshots.remove(id);
+        }
+    }
+
+    // The damaged packs and messages, with every record that refers to them: a second pass
+    // over the manifests, made only when something is damaged.
     let mut damaged_packs = Vec::new();
+    let mut pack_losses: Vec<(PackId, Vec<String>, Vec<MessageHash>, Vec<MessageHash>)> =
+        Vec::new();
     for check in &checks {
         let damaged_entries = check
             .entries
@@ -393,14 +437,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
                 lost.len()
             ));
         }
-        let snapshots = snapshots_of(&mut check.entries.iter().map(|e| &e.hash).chain(lost.iter()));
-        damaged_packs.push(DamagedPack {
-            pack: check.id,
-            problems,
-            readable: readable_here,
-            lost,
-            snapshots,
-        });
+        pack_losses.push((check.id, problems, readable_here, lost));
     }
     // Packs the index lists that are not there.
     for (id, hashes) in &expected_in {
@@ -415,45 +452,57 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
             ));
             continue;
         }
-        let snapshots = snapshots_of(&mut lost.iter());
-        damaged_packs.push(DamagedPack {
-            pack: *id,
-            problems: vec!["it is missing: the index lists it but there is no such file".into()],
-            readable: Vec::new(),
+        pack_losses.push((
+            *id,
+            vec!["it is missing: the index lists it but there is no such file".into()],
+            Vec::new(),
             lost,
-            snapshots,
-        });
+        ));
     }
-
-    // Locations recorded in manifests are copies of the index's; the index wins when they
-    // differ, so a mismatch is a note (it appears after prune repacks, for instance).
-    let mut places: HashMap<MessageHash, Vec<(PackId, u64, u64)>> = HashMap::new();
-    for check in &checks {
-        for e in &check.entries {
-            places
-                .entry(e.hash)
-                .or_default()
-                .push((check.id, e.offset, e.length));
+    let mut references: HashMap<MessageHash, Vec<Reference>> = HashMap::new();
+    let mut snapshots_with: HashMap<MessageHash, BTreeSet<SnapshotId>> = HashMap::new();
+    if !pack_losses.is_empty() || !unreadable_needed.is_empty() {
+        let wanted: BTreeSet<MessageHash> = pack_losses
+            .iter()
+            .flat_map(|(_, _, readable, lost)| readable.iter().chain(lost))
+            .chain(&unreadable_needed)
+            .copied()
+            .collect();
+        for id in &ids {
+            let Ok(m) = repo.manifest(id) else { continue };
+            for r in &m.messages {
+                let Some(hash) = r.sha256.filter(|h| wanted.contains(h)) else {
+                    continue;
+                };
+                snapshots_with.entry(hash).or_default().insert(m.id.clone());
+                if unreadable_needed.contains(&hash) {
+                    references.entry(hash).or_default().push(Reference {
+                        snapshot: m.id.clone(),
+                        account: m.account.clone(),
+                        uidl: r.uidl.clone(),
+                        date: r.date.clone(),
+                        from: r.from.clone(),
+                        subject: r.subject.clone(),
+                    });
+                }
+            }
         }
     }
-    let elsewhere = manifests
-        .iter()
-        .flat_map(|m| m.messages.iter())
-        .filter(|r| {
-            let (Some(hash), Some(pack), Some(offset), Some(length)) =
-                (r.sha256, r.pack, r.offset, r.length)
-            else {
-                return false;
-            };
-            places
-                .get(&hash)
-                .is_some_and(|p| !p.contains(&(pack, offset, length)))
-        })
-        .count();
-    if elsewhere > 0 {
-        notes.push(format!(
-            "{elsewhere} manifest record(s) give a location other than where the message is              stored; harmless, the index is authoritative"
-        ));
+    for (pack, problems, readable_here, lost) in pack_losses {
+        let snapshots: BTreeSet<SnapshotId> = readable_here
+            .iter()
+            .chain(&lost)
+            .filter_map(|h| snapshots_with.get(h))
+            .flatten()
+            .cloned()
+            .collect();
+        damaged_packs.push(DamagedPack {
+            pack,
+            problems,
+            readable: readable_here,
+            lost,
+            snapshots: snapshots.into_iter().collect(),
+        });
     }
 
     // Messages the snapshots need that are not readable.
@@ -461,72 +510,25 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
         .iter()
         .flat_map(|(id, hashes)| hashes.iter().map(move |h| (*h, *id)))
         .collect();
-    let mut damaged_messages: Vec<DamagedMessage> = references
+    let mut damaged_messages: Vec<DamagedMessage> = unreadable_needed
         .iter()
-        .filter_map(|(hash, refs)| {
+        .map(|hash| {
             let problem = match (best.get(hash), home_of.get(hash)) {
-                (Some(EntryState::Intact) | Some(EntryState::Present), _) => return None,
                 (Some(EntryState::Damaged(p)), _) => p.clone(),
                 (None, Some(pack)) if by_id.contains_key(pack) => {
                     format!("lost: its pack {pack} is damaged and no longer holds it")
                 }
                 (None, Some(pack)) => format!("missing: its pack {pack} does not exist"),
-                (None, None) => "missing: it is in no pack".into(),
+                _ => "missing: it is in no pack".into(),
             };
-            Some(DamagedMessage {
+            DamagedMessage {
                 hash: *hash,
                 problem,
-                references: refs.iter().map(reference).collect(),
-            })
+                references: references.remove(hash).unwrap_or_default(),
+            }
         })
         .collect();
     damaged_messages.sort_by_key(|d| d.hash);
-
-    // What is now known intact: packs read whole without a problem, and snapshots all of whose
-    // messages are intact in such packs (verified now or earlier).
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut state = repo.verified_state().unwrap_or_else(|e| {
-        notes.push(format!(
-            "the verification record is unreadable and will be rewritten: {e}"
-        ));
-        VerifiedState::default()
-    });
-    state
-        .packs
-        .retain(|id, _| by_id.get(id).is_some_and(|c| c.is_clean()));
-    for check in &checks {
-        if check.read_data && check.is_clean() {
-            state.packs.insert(check.id, now.clone());
-        }
-    }
-    let mut intact_in_verified: HashMap<MessageHash, bool> = HashMap::new();
-    for check in &checks {
-        let verified = state.packs.contains_key(&check.id);
-        for e in &check.entries {
-            let ok = verified && !matches!(e.state, EntryState::Damaged(_));
-            let slot = intact_in_verified.entry(e.hash).or_insert(false);
-            *slot |= ok;
-        }
-    }
-    let damaged_ids: BTreeSet<&SnapshotId> =
-        damaged_snapshots.iter().map(|d| &d.snapshot).collect();
-    state
-        .snapshots
-        .retain(|id, _| ids.contains(id) && !damaged_ids.contains(id));
-    let mut verified_snapshots = Vec::new();
-    for m in &manifests {
-        let all = m
-            .messages
-            .iter()
-            .filter_map(|r| r.sha256)
-            .all(|h| intact_in_verified.get(&h).copied().unwrap_or(false));
-        if all {
-            state.snapshots.insert(m.id.clone(), now.clone());
-            verified_snapshots.push(m.id.clone());
-        } else {
-            state.snapshots.remove(&m.id);
-        }
-    }
 
     let packs_read: Vec<PackId> = checks
         .iter()

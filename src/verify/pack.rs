@@ -155,6 +155,9 @@ pub fn check_pack(
 
 type PackReader = Position<BufReader<Hashing<File>>>;
 
+/// Frames up to this size are read into memory to be decoded.
+const WHOLE_FRAME_BYTES: u64 = 1 << 20;
+
 /// Reads the listed frames in file order, re-hashing each.
 fn check_listed(
     repo: &Repository,
@@ -162,6 +165,10 @@ fn check_listed(
     list: &[PackEntry],
     check: &mut PackCheck,
 ) {
+    // Small frames are read whole and decoded with one reused context (a new decoder per
+    // frame showed up at 10 % of a verify of small mail); large ones stream.
+    let mut frames = pack::FrameDecoder::default();
+    let mut whole = Vec::new();
     for e in list {
         let state = if e.offset < reader.pos {
             EntryState::Damaged("its place overlaps another message's".into())
@@ -181,7 +188,14 @@ fn check_listed(
             if e.dict.is_some() && dict.is_none() {
                 EntryState::Damaged("it needs a dictionary that is not in the repository".into())
             } else {
-                let result = {
+                let result = if e.length <= WHOLE_FRAME_BYTES {
+                    whole.clear();
+                    match reader.take(e.length).read_to_end(&mut whole) {
+                        Ok(_) if whole.len() as u64 == e.length => frames.hash(&whole, dict),
+                        Ok(_) => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                        Err(err) => Err(err),
+                    }
+                } else {
                     let mut frame = reader.take(e.length);
                     let result = hash_frame(&mut frame, dict);
                     let _ = io::copy(&mut frame, &mut io::sink());
