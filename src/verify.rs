@@ -401,9 +401,8 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
 
     // The damaged packs and messages, with every record that refers to them: a second pass
     // over the manifests, made only when something is damaged.
-    let mut damaged_packs = Vec::new();
-    let mut pack_losses: Vec<(PackId, Vec<String>, Vec<MessageHash>, Vec<MessageHash>)> =
-        Vec::new();
+    // Their `snapshots` are filled in by the second pass.
+    let mut damaged_packs: Vec<DamagedPack> = Vec::new();
     for check in &checks {
         let damaged_entries = check
             .entries
@@ -437,7 +436,13 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
                 lost.len()
             ));
         }
-        pack_losses.push((check.id, problems, readable_here, lost));
+        damaged_packs.push(DamagedPack {
+            pack: check.id,
+            problems,
+            readable: readable_here,
+            lost,
+            snapshots: Vec::new(),
+        });
     }
     // Packs the index lists that are not there.
     for (id, hashes) in &expected_in {
@@ -452,19 +457,20 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
             ));
             continue;
         }
-        pack_losses.push((
-            *id,
-            vec!["it is missing: the index lists it but there is no such file".into()],
-            Vec::new(),
+        damaged_packs.push(DamagedPack {
+            pack: *id,
+            problems: vec!["it is missing: the index lists it but there is no such file".into()],
+            readable: Vec::new(),
             lost,
-        ));
+            snapshots: Vec::new(),
+        });
     }
     let mut references: HashMap<MessageHash, Vec<Reference>> = HashMap::new();
     let mut snapshots_with: HashMap<MessageHash, BTreeSet<SnapshotId>> = HashMap::new();
-    if !pack_losses.is_empty() || !unreadable_needed.is_empty() {
-        let wanted: BTreeSet<MessageHash> = pack_losses
+    if !damaged_packs.is_empty() || !unreadable_needed.is_empty() {
+        let wanted: BTreeSet<MessageHash> = damaged_packs
             .iter()
-            .flat_map(|(_, _, readable, lost)| readable.iter().chain(lost))
+            .flat_map(|p| p.readable.iter().chain(&p.lost))
             .chain(&unreadable_needed)
             .copied()
             .collect();
@@ -488,21 +494,16 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
             }
         }
     }
-    for (pack, problems, readable_here, lost) in pack_losses {
-        let snapshots: BTreeSet<SnapshotId> = readable_here
+    for pack in &mut damaged_packs {
+        let snapshots: BTreeSet<SnapshotId> = pack
+            .readable
             .iter()
-            .chain(&lost)
+            .chain(&pack.lost)
             .filter_map(|h| snapshots_with.get(h))
             .flatten()
             .cloned()
             .collect();
-        damaged_packs.push(DamagedPack {
-            pack,
-            problems,
-            readable: readable_here,
-            lost,
-            snapshots: snapshots.into_iter().collect(),
-        });
+        pack.snapshots = snapshots.into_iter().collect();
     }
 
     // Messages the snapshots need that are not readable.
