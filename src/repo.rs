@@ -352,6 +352,13 @@ pub const TRAIN_AFTER_BYTES: usize = 3 << 19;
 pub const DICTIONARY_SIZE: usize = 64 * 1024;
 /// Below this much sample data a dictionary would cost more than it saves.
 pub const TRAIN_MIN_BYTES: usize = 512 * 1024;
+/// A repository with a dictionary samples for a new one once it holds this many times the
+/// messages it held when the dictionary was trained (or last confirmed)...
+pub const RETRAIN_GROWTH: u64 = 4;
+/// ...and adopts the new one only if it compresses the samples at least this many percent
+/// smaller than the current one: frames keep the dictionary they were made with, so every
+/// dictionary adopted is kept for good.
+pub const RETRAIN_MIN_GAIN_PERCENT: u64 = 3;
 
 /// Small messages kept (uncompressed) until a dictionary is trained from them.
 #[derive(Default)]
@@ -360,6 +367,24 @@ struct Samples {
     sizes: Vec<usize>,
     /// Where each sampled message is in `bytes`.
     at: HashMap<MessageHash, (usize, usize)>,
+}
+
+impl Samples {
+    /// Each sampled message's bytes.
+    fn bytes_of_each(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.sizes.iter().map(move |&len| {
+            let piece = &self.bytes[start..start + len];
+            start += len;
+            piece
+        })
+    }
+}
+
+/// Whether a repository holding `messages` whose dictionary dates from `trained_at` messages
+/// should sample for a new one.
+fn retrain_due(messages: u64, trained_at: u64) -> bool {
+    messages >= RETRAIN_GROWTH * trained_at.max(1)
 }
 
 /// How one message is compressed: zstd level and dictionary (see [`RepoWriter::frame_plan`]).
@@ -466,12 +491,10 @@ impl RepoWriter {
         }
         let mut repo = Repository::open(path)?;
         let unindexed = std::mem::take(&mut repo.unindexed);
-        let samples = repo
-            .config
-            .compression
-            .dictionary
-            .is_none()
-            .then(Samples::default);
+        let compression = &repo.config.compression;
+        let samples = (compression.dictionary.is_none()
+            || retrain_due(repo.index.len() as u64, compression.dictionary_messages))
+        .then(Samples::default);
         let mut writer = RepoWriter {
             repo,
             _lock: lock,
@@ -488,6 +511,11 @@ impl RepoWriter {
 
     pub fn repo(&self) -> &Repository {
         &self.repo
+    }
+
+    /// Messages stored: indexed, and in the pack being written.
+    fn message_count(&self) -> u64 {
+        (self.repo.index.len() + self.pack.as_ref().map_or(0, |p| p.entries().len())) as u64
     }
 
     /// True if the message is stored already (committed or written in this session).
@@ -610,7 +638,8 @@ impl RepoWriter {
     /// Trains a zstd dictionary from the sampled small messages, stores it as the repository's
     /// dictionary, and recompresses the sampled messages still in the pack being written with
     /// it (frames of messages already in finished packs stay as they are). Training failing —
-    /// too little or too uniform data — only means no dictionary for now.
+    /// too little or too uniform data — only means no dictionary for now. When the repository
+    /// has a dictionary already, the new one is adopted only if it pays off on the samples.
     fn train_dictionary(&mut self) -> Result<(), RepoError> {
         let Some(samples) = self.samples.take() else {
             return Ok(());
@@ -618,11 +647,55 @@ impl RepoWriter {
         if samples.bytes.len() < TRAIN_MIN_BYTES {
             return Ok(());
         }
-        let size = DICTIONARY_SIZE.min(samples.bytes.len() / 16);
-        let Ok(bytes) = zstd::dict::from_continuous(&samples.bytes, &samples.sizes, size) else {
+        let messages = self.message_count();
+        let current = self.repo.config.compression.dictionary;
+        // A new dictionary is judged on messages it was not trained on: every fourth sample.
+        let held_out = |i: usize| current.is_some() && i % 4 == 3;
+        let mut training = Vec::with_capacity(samples.bytes.len());
+        let mut sizes = Vec::with_capacity(samples.sizes.len());
+        for (i, piece) in samples.bytes_of_each().enumerate() {
+            if !held_out(i) {
+                training.extend_from_slice(piece);
+                sizes.push(piece.len());
+            }
+        }
+        let size = DICTIONARY_SIZE.min(training.len() / 16);
+        let Ok(bytes) = zstd::dict::from_continuous(&training, &sizes, size) else {
             return Ok(());
         };
-        let hash = self.adopt_dictionary(bytes)?;
+        drop(training);
+        if let Some(current) = current {
+            let level = self.level();
+            let mut trial = FrameCompressor::default();
+            let candidate = DictHash::of(&bytes);
+            let (mut old_size, mut new_size) = (0u64, 0u64);
+            let judged = samples
+                .bytes_of_each()
+                .enumerate()
+                .filter(|(i, _)| held_out(*i));
+            for (_, piece) in judged {
+                old_size += self.compress(piece, Some(current), level)?.len() as u64;
+                new_size += trial
+                    .compress(
+                        piece,
+                        FramePlan {
+                            level,
+                            dict: Some(candidate),
+                        },
+                        |_| Some(bytes.clone()),
+                    )?
+                    .len() as u64;
+            }
+            if new_size * 100 > old_size * (100 - RETRAIN_MIN_GAIN_PERCENT) {
+                // Not worth a new dictionary: look again once the repository has grown.
+                let mut config = self.repo.config.clone();
+                config.compression.dictionary_messages = messages;
+                write_json(&self.repo.layout, &self.repo.layout.config(), &config)?;
+                self.repo.config = config;
+                return Ok(());
+            }
+        }
+        let hash = self.adopt_dictionary(bytes, messages)?;
         // Rewrite the unfinished pack: sampled messages with the dictionary, the rest copied.
         let Some(mut old) = self.pack.take() else {
             return Ok(());
@@ -635,7 +708,7 @@ impl RepoWriter {
         let mut frames = Vec::with_capacity(entries.len());
         for e in &entries {
             let frame = match samples.at.get(&e.hash) {
-                Some(&(start, len)) if e.dict.is_none() => (
+                Some(&(start, len)) if e.dict != Some(hash) => (
                     self.compress(&samples.bytes[start..start + len], Some(hash), level)?,
                     Some(hash),
                 ),
@@ -659,7 +732,7 @@ impl RepoWriter {
     /// Stores `bytes` as a content-addressed dictionary and makes it the one new small frames
     /// use, without finishing the pack being written: no frame refers to it yet, and the file
     /// is durable before any will.
-    fn adopt_dictionary(&mut self, bytes: Vec<u8>) -> Result<DictHash, RepoError> {
+    fn adopt_dictionary(&mut self, bytes: Vec<u8>, messages: u64) -> Result<DictHash, RepoError> {
         let hash = DictHash::of(&bytes);
         let dictionary = Dictionary { hash, bytes };
         if dictionary.zstd_id().is_none() {
@@ -675,6 +748,7 @@ impl RepoWriter {
         self.repo.dicts.insert(hash, dictionary);
         let mut config = self.repo.config.clone();
         config.compression.dictionary = Some(hash);
+        config.compression.dictionary_messages = messages;
         write_json(&self.repo.layout, &self.repo.layout.config(), &config)?;
         self.repo.config = config;
         Ok(hash)
@@ -967,7 +1041,8 @@ impl RepoWriter {
     pub fn set_dictionary(&mut self, bytes: Vec<u8>) -> Result<DictHash, RepoError> {
         self.flush()?;
         self.samples = None;
-        self.adopt_dictionary(bytes)
+        let messages = self.message_count();
+        self.adopt_dictionary(bytes, messages)
     }
 
     /// Gives the reader back, releasing the lock (after flushing).

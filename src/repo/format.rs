@@ -34,6 +34,11 @@ pub struct Compression {
     /// The dictionary new small messages are compressed with, if any (a file in `dicts/`).
     #[serde(default)]
     pub dictionary: Option<DictHash>,
+    /// How many messages the repository held when the dictionary was trained, or last found
+    /// still as good as a new one: a writer samples for a new dictionary once the repository
+    /// has grown `RETRAIN_GROWTH` times beyond it.
+    #[serde(default)]
+    pub dictionary_messages: u64,
 }
 
 impl RepoConfig {
@@ -46,6 +51,7 @@ impl RepoConfig {
             compression: Compression {
                 level: DEFAULT_LEVEL,
                 dictionary: None,
+                dictionary_messages: 0,
             },
         }
     }

@@ -258,6 +258,118 @@ fn dictionary_frames_round_trip_and_name_their_dictionary() {
     assert_eq!(repo.location(&before).unwrap().entry.dict, None);
 }
 
+/// Mail of one "kind": text drawn from its own vocabulary, so a dictionary trained on one kind
+/// knows the words of that kind only.
+fn mail_of_kind(words: &[&str], n: u64) -> Vec<u8> {
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut text = format!(
+        "From: sender{}@example.org\r\nSubject: note {n}\r\n\r\n",
+        n % 7
+    );
+    for i in 0..600 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(words[(x % words.len() as u64) as usize]);
+        text.push_str(if i % 12 == 11 { "\r\n" } else { " " });
+    }
+    text.into_bytes()
+}
+
+const KIND_A: &[&str] = &[
+    "the", "meeting", "report", "budget", "project", "schedule", "review", "team", "update",
+    "deadline", "client", "invoice", "quarter", "results", "please", "attached", "regards",
+];
+const KIND_B: &[&str] = &[
+    "Rechnung",
+    "Lieferung",
+    "Bestellung",
+    "freundlichen",
+    "Grüßen",
+    "Anhang",
+    "bitte",
+    "Zahlung",
+    "Konto",
+    "Vertrag",
+    "Kündigung",
+    "Termin",
+    "Unterlagen",
+    "beiliegend",
+    "Frist",
+];
+
+#[test]
+fn the_dictionary_is_retrained_only_when_that_pays_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_path = dir.path().join("r");
+    Repository::init(&repo_path).unwrap();
+    let config_of = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(repo_path.join("config.json")).unwrap()).unwrap()
+    };
+    let store = |kind: &[&str], range: std::ops::Range<u64>| -> Vec<Vec<u8>> {
+        let mut writer = popbackup::repo::RepoWriter::open(&repo_path, "test").unwrap();
+        let messages: Vec<Vec<u8>> = range.map(|n| mail_of_kind(kind, n)).collect();
+        for m in &messages {
+            writer.store_bytes(m).unwrap();
+        }
+        writer.finish().unwrap();
+        messages
+    };
+    // Pretend the dictionary is old: the next writer samples for a new one.
+    let make_due = || {
+        let mut config = config_of();
+        config["compression"]["dictionary_messages"] = serde_json::json!(1);
+        std::fs::write(
+            repo_path.join("config.json"),
+            serde_json::to_vec(&config).unwrap(),
+        )
+        .unwrap();
+    };
+
+    // The first run trains a dictionary on kind A.
+    let mut all = store(KIND_A, 0..400);
+    let first = config_of()["compression"]["dictionary"].clone();
+    assert!(first.is_string(), "{:?}", config_of());
+
+    // More of the same kind: a new dictionary would not pay, so the old one stays, and the
+    // repository's size at that moment is recorded for the next look.
+    make_due();
+    all.extend(store(KIND_A, 400..800));
+    assert_eq!(config_of()["compression"]["dictionary"], first);
+    assert!(
+        config_of()["compression"]["dictionary_messages"]
+            .as_u64()
+            .unwrap()
+            >= 700
+    );
+
+    // A different kind of mail: the old dictionary knows none of its words, a new one pays.
+    make_due();
+    let kind_b = store(KIND_B, 0..400);
+    let second = config_of()["compression"]["dictionary"].clone();
+    assert!(second.is_string() && second != first, "{:?}", config_of());
+    all.extend(kind_b.iter().cloned());
+
+    // Both dictionaries stay; every message reads back, each frame naming its own.
+    let repo = Repository::open(&repo_path).unwrap();
+    assert_eq!(
+        std::fs::read_dir(repo_path.join("dicts")).unwrap().count(),
+        2
+    );
+    for m in &all {
+        assert_eq!(&repo.read_message(&MessageHash::of(m)).unwrap(), m);
+    }
+    let dict_of = |m: &[u8]| repo.location(&MessageHash::of(m)).unwrap().entry.dict;
+    assert_eq!(
+        dict_of(&kind_b[399]).map(|d| d.to_string()).as_deref(),
+        second.as_str()
+    );
+    assert_eq!(
+        dict_of(&all[500]).map(|d| d.to_string()).as_deref(),
+        first.as_str()
+    );
+}
+
 #[test]
 fn standard_tools_read_the_repository() {
     // docs/FORMAT.md's promise: tar, zstd and a JSON reader are enough.
