@@ -74,7 +74,7 @@ for box in small mixed huge; do
   n=$(ls "$state/gen/$box" | wc -l)
   # Warm Dovecot's index (its first session over a new mailbox builds it).
   POP3_PASSWORD=pw-$u "$floor" localhost "$port" implicit "$u" "$ca" >/dev/null
-  f=(); full=(); noop=(); more=(); rss_full=(); mp=(); fm=(); fmn=()
+  f=(); full=(); noop=(); more=(); rss_full=(); rss_noop=(); mp=(); fm=(); fmn=()
   for i in $(seq "$RUNS"); do
     t=$(POP3_PASSWORD=pw-$u timed "$floor" localhost "$port" implicit "$u" "$ca"); f+=("${t% *}")
     repo=$state/repo-$box; cfg=$state/cfg-$box.toml
@@ -83,7 +83,9 @@ for box in small mixed huge; do
       "$repo" "$port" "$u" "$ca" > "$cfg"; chmod 600 "$cfg"
     PW=pw-$u "$bin" --config "$cfg" init -q
     t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); full+=("${t% *}"); rss_full+=("${t#* }")
-    t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); noop+=("${t% *}")
+    # The archive of exactly these messages: one snapshot.
+    [ "$i" -gt 1 ] || repo_bytes=$(du -sb "$repo" | cut -f1)
+    t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); noop+=("${t% *}"); rss_noop+=("${t#* }")
     if [ "${extra[$box]}" -gt 0 ]; then
       python3 scripts/bench_mail.py more "$state/more" "${extra[$box]}" "$i"
       cp "$state/more"/* "$mail/$u/Maildir/new/"; chown -R vmail:vmail "$mail/$u"
@@ -128,17 +130,26 @@ EOF
   ratio=$(python3 -c "print(f'{$P/$F:.2f}')")
   row "$box ($n msgs, $((raw / 1000000)) MB)" "floor $F s" "popbackup full $P s (${ratio}x floor)" "mpop $(median "${mp[@]}") s, fetchmail $(median "${fm[@]}") s" >> "$results"
   row "" "nothing new: popbackup $(median "${noop[@]}") s" "fetchmail $(median "${fmn[@]}") s" "1% new: popbackup ${more:+$(median "${more[@]}") s}" >> "$results"
-  row "" "peak RSS, full snapshot" "$(( $(median "${rss_full[@]}" | cut -d. -f1) / 1024 )) MiB" "" >> "$results"
-  # Sizes: the repository vs solid archives of the same files.
-  repo_bytes=$(du -sb "$state/repo-$box" | cut -f1)
+  row "" "peak RSS, full snapshot" "$(( $(median "${rss_full[@]}" | cut -d. -f1) / 1024 )) MiB" "nothing new: $(( $(median "${rss_noop[@]}" | cut -d. -f1) / 1024 )) MiB" >> "$results"
+  # Sizes: the repository after one snapshot vs solid archives of the same messages, both as
+  # the files were generated (LF) and in the wire form popbackup archives (CRLF, what Dovecot
+  # sends); the ratio is against the wire form.
   tz3=$(tar -C "$state/gen/$box" -cf - . | zstd -3 -q -c | wc -c)
   tz19=$(tar -C "$state/gen/$box" -cf - . | zstd -19 -T0 -q -c | wc -c)
-  row "$box" "raw $((raw / 1000)) kB" "popbackup repository $((repo_bytes / 1000)) kB ($(python3 -c "print(f'{$repo_bytes/$tz3:.2f}')")x tar|zstd -3)" "tar\|zstd -3 $((tz3 / 1000)) kB, zstd -19 $((tz19 / 1000)) kB" >> "$sizes"
+  rm -rf "$state/crlf"; mkdir -p "$state/crlf"
+  python3 - "$state/gen/$box" "$state/crlf" <<'PY'
+import os, sys
+for n in os.listdir(sys.argv[1]):
+    data = open(os.path.join(sys.argv[1], n), "rb").read()
+    open(os.path.join(sys.argv[2], n), "wb").write(data.replace(b"\n", b"\r\n"))
+PY
+  tzw=$(tar -C "$state/crlf" -cf - . | zstd -3 -q -c | wc -c); rm -rf "$state/crlf"
+  row "$box" "raw $((raw / 1000)) kB" "popbackup repository after one snapshot $((repo_bytes / 1000)) kB ($(python3 -c "print(f'{$repo_bytes/$tzw:.2f}')")x tar\|zstd -3 of the wire form)" "tar\|zstd -3: wire form (CRLF) $((tzw / 1000)) kB, files (LF) $((tz3 / 1000)) kB; zstd -19 (LF) $((tz19 / 1000)) kB" >> "$sizes"
 done
 
 # verify and restore on the small mailbox's repository.
 repo=$state/repo-small
-t=$(timed "$bin" --repo "$repo" verify -q); vt=${t% *}
+t=$(timed "$bin" --repo "$repo" verify -q); vt=${t% *}; vrss=${t#* }
 tar -C "$state/gen/small" -cf "$state/small.tar" . ; zstd -3 -q -c "$state/small.tar" > "$state/small.tar.zst"
 t=$(timed sh -c "zstd -d -c '$state/small.tar.zst' | sha256sum"); rt=${t% *}
 rawsmall=$(cat "$state/gen/small"/* | wc -c)
@@ -147,7 +158,7 @@ t=$(timed "$bin" --repo "$repo" restore -q --to "mbox:$state/restored.mbox"); mb
 mkdir -p "$state/untar"; t=$(timed tar -C "$state/untar" -xf "$state/small.tar"); ut=${t% *}
 t=$(timed "$bin" --repo "$state/repo-huge" restore -q --to "maildir:$state/restored-huge"); hugerss=${t#* }
 {
-  row "verify (small)" "popbackup $vt s ($(python3 -c "print(f'{$rawsmall/$vt/1e6:.0f}')") MB/s)" "zstd -d \| sha256sum $rt s" "ratio $(python3 -c "print(f'{$vt/$rt:.2f}')")x"
+  row "verify (small)" "popbackup $vt s ($(python3 -c "print(f'{$rawsmall/$vt/1e6:.0f}')") MB/s), peak RSS $((vrss / 1024)) MiB" "zstd -d \| sha256sum $rt s" "ratio $(python3 -c "print(f'{$vt/$rt:.2f}')")x"
   row "restore (small, 20,000 msgs)" "Maildir $md s ($(python3 -c "print(f'{20000/$md:.0f}')") msgs/s), mbox $mb s" "tar -x $ut s" "peak RSS $((mdrss / 1024)) MiB; huge message restore $((hugerss / 1024)) MiB"
 } >> "$results"
 
