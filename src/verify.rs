@@ -214,11 +214,11 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
             .try_into()
             .unwrap_or([0; 8]),
     );
-    let threads = match options.threads {
+    let cores = match options.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
-    }
-    .clamp(1, packs.len().max(1));
+    };
+    let threads = cores.clamp(1, packs.len().max(1));
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<PackCheck>> = Mutex::new(Vec::with_capacity(packs.len()));
     std::thread::scope(|scope| {
@@ -342,42 +342,86 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
         }
     }
 
-    // The manifests, one at a time (a long history does not fit in memory at once): which
-    // messages they need that are not readable, which snapshots are wholly intact, and
-    // locations that differ from where the message is (copies of the index's; the index wins,
-    // so that is a note; it appears after prune repacks, for instance).
-    let mut damaged_snapshots = Vec::new();
-    let mut verified_snapshots = Vec::new();
-    let mut unreadable_needed: BTreeSet<MessageHash> = BTreeSet::new();
-    let mut elsewhere = 0usize;
-    for id in &ids {
+    // The manifests, one per worker at a time (a long history does not fit in memory at
+    // once): which messages they need that are not readable, which snapshots are wholly
+    // intact, and locations that differ from where the message is (copies of the index's; the
+    // index wins, so that is a note; it appears after prune repacks, for instance).
+    struct ManifestCheck {
+        id: SnapshotId,
+        problem: Option<String>,
+        all_intact: bool,
+        unreadable: Vec<MessageHash>,
+        elsewhere: usize,
+    }
+    let check_manifest = |id: &SnapshotId| -> ManifestCheck {
+        let mut check = ManifestCheck {
+            id: id.clone(),
+            problem: None,
+            all_intact: true,
+            unreadable: Vec::new(),
+            elsewhere: 0,
+        };
         let manifest = match repo.manifest(id) {
             Ok(m) => m,
             Err(e) => {
-                damaged_snapshots.push(DamagedSnapshot {
-                    snapshot: id.clone(),
-                    problem: e.to_string(),
-                });
-                continue;
+                check.problem = Some(e.to_string());
+                check.all_intact = false;
+                return check;
             }
         };
-        let mut all_intact = true;
         for r in &manifest.messages {
             let Some(hash) = r.sha256 else { continue };
             if !readable(&hash) {
-                unreadable_needed.insert(hash);
+                check.unreadable.push(hash);
             }
-            all_intact &= intact_in_verified.get(&hash).copied().unwrap_or(false);
+            check.all_intact &= intact_in_verified.get(&hash).copied().unwrap_or(false);
             if let (Some(pack), Some(offset), Some(length)) = (r.pack, r.offset, r.length)
                 && places
                     .get(&hash)
                     .is_some_and(|p| !p.contains(&(pack, offset, length)))
             {
-                elsewhere += 1;
+                check.elsewhere += 1;
             }
         }
-        if all_intact {
-            verified_snapshots.push(id.clone());
+        check
+    };
+    let next = AtomicUsize::new(0);
+    let manifest_checks: Mutex<Vec<ManifestCheck>> = Mutex::new(Vec::with_capacity(ids.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..cores.clamp(1, ids.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(id) = ids.get(i) else { break };
+                    let check = check_manifest(id);
+                    manifest_checks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(check);
+                }
+            });
+        }
+    });
+    let mut manifest_checks = manifest_checks
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    manifest_checks.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut damaged_snapshots = Vec::new();
+    let mut verified_snapshots = Vec::new();
+    let mut unreadable_needed: BTreeSet<MessageHash> = BTreeSet::new();
+    let mut elsewhere = 0usize;
+    for check in manifest_checks {
+        if let Some(problem) = check.problem {
+            damaged_snapshots.push(DamagedSnapshot {
+                snapshot: check.id,
+                problem,
+            });
+            continue;
+        }
+        unreadable_needed.extend(check.unreadable);
+        elsewhere += check.elsewhere;
+        if check.all_intact {
+            verified_snapshots.push(check.id);
         }
     }
     if elsewhere > 0 {
