@@ -228,15 +228,7 @@ fn an_endless_message_fails_the_run_after_keeping_what_came_before() {
     assert_eq!(checkpoints[0].messages.len(), 1);
     assert_eq!(repo.index().len(), 1, "only the whole message is stored");
     assert_eq!(repo.read_message(&MessageHash::of(&first)).unwrap(), first);
-    let verify = popbackup::verify::verify(
-        &repo,
-        popbackup::verify::VerifyOptions {
-            data: popbackup::verify::DataCheck::Full,
-            threads: 1,
-        },
-    )
-    .unwrap();
-    assert!(verify.clean, "{verify:?}");
+    assert_verifies_clean(&repo);
 }
 
 #[test]
@@ -342,4 +334,17 @@ fn different_content_under_the_same_uidl_keeps_both_with_a_warning() {
     let new = repo.manifest(two.snapshot.as_ref().unwrap()).unwrap();
     assert_eq!(old.messages[0].sha256, Some(MessageHash::of(&first)));
     assert_eq!(new.messages[0].sha256, Some(MessageHash::of(&second)));
+}
+
+/// A full verify (every frame decompressed and re-hashed) finds nothing wrong.
+pub(crate) fn assert_verifies_clean(repo: &Repository) {
+    let verify = popbackup::verify::verify(
+        repo,
+        popbackup::verify::VerifyOptions {
+            data: popbackup::verify::DataCheck::Full,
+            threads: 1,
+        },
+    )
+    .unwrap();
+    assert!(verify.clean, "{verify:?}");
 }

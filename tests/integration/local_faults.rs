@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use popbackup::repo::{MessageHash, RepoLock, Repository};
 use popbackup::snapshot::Outcome;
 
-use crate::hostile::{contents, listing, login, retr_reply, run};
+use crate::hostile::{assert_verifies_clean, contents, listing, login, retr_reply, run};
 use crate::support::fake_server::expect;
 
 fn popbackup(repo: &Path, args: &[&str]) -> Output {
@@ -143,15 +143,7 @@ fn a_full_disk_during_a_pack_write_fails_cleanly_and_the_next_run_resumes() {
     assert!(repo.snapshots().unwrap().is_empty());
     let tmp: Vec<_> = std::fs::read_dir(path.join("tmp")).unwrap().collect();
     assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
-    let verify = popbackup::verify::verify(
-        &repo,
-        popbackup::verify::VerifyOptions {
-            data: popbackup::verify::DataCheck::Full,
-            threads: 1,
-        },
-    )
-    .unwrap();
-    assert!(verify.clean, "{verify:?}");
+    assert_verifies_clean(&repo);
     let kept: Vec<&Vec<u8>> = msgs
         .iter()
         .filter(|m| repo.location(&MessageHash::of(m)).is_some())

@@ -5,8 +5,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use popbackup::config::{Account, SecretSource};
-use popbackup::pop3::{AuthMethod, PipelineWindow, TlsMode};
+use popbackup::config::Account;
 use popbackup::repo::{MessageHash, RepoWriter, Repository};
 use popbackup::snapshot::{AccountReport, Outcome, Silent, SnapshotOptions, snapshot_account};
 
@@ -17,23 +16,8 @@ use crate::support::fake_server::{
 fn account(port: u16) -> Account {
     Account {
         name: "fake".into(),
-        defined_at: "test".into(),
-        host: "127.0.0.1".into(),
-        port,
-        tls: TlsMode::None,
-        user: "bob".into(),
-        secret: SecretSource::Command("echo secret".into()),
-        auth: AuthMethod::Auto,
-        ca_file: None,
-        fingerprints: Vec::new(),
-        allow_insecure: true,
-        connect_timeout: Duration::from_secs(5),
         timeout: Duration::from_secs(5),
-        pipelining: true,
-        pipeline_window: PipelineWindow::default(),
-        compression_level: None,
-        delete_after_days: None,
-        hidden_env: Vec::new(),
+        ..crate::hostile::account(port)
     }
 }
 
