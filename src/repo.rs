@@ -604,13 +604,7 @@ impl RepoWriter {
         if self.contains(&hash) {
             return Ok(Stored::Duplicate(hash, raw_len));
         }
-        let dict = self
-            .repo
-            .config
-            .compression
-            .dictionary
-            .filter(|_| bytes.len() <= DICTIONARY_MAX_MESSAGE)
-            .filter(|d| self.repo.dicts.contains_key(d));
+        let dict = self.dictionary_for(bytes.len());
         let level = self.level();
         let frame = self.compress(bytes, dict, level)?;
         let tmp = self.repo.layout.tmp();
@@ -779,17 +773,21 @@ impl RepoWriter {
         if self.samples.is_some() {
             return None;
         }
-        let dict = self
-            .repo
+        Some(FramePlan {
+            level: level.unwrap_or(self.repo.config.compression.level),
+            dict: self.dictionary_for(len),
+        })
+    }
+
+    /// The dictionary a new message of `len` bytes is compressed with: the repository's, for
+    /// small messages, when it is loaded.
+    fn dictionary_for(&self, len: usize) -> Option<DictHash> {
+        self.repo
             .config
             .compression
             .dictionary
             .filter(|_| len <= DICTIONARY_MAX_MESSAGE)
-            .filter(|d| self.repo.dicts.contains_key(d));
-        Some(FramePlan {
-            level: level.unwrap_or(self.repo.config.compression.level),
-            dict,
-        })
+            .filter(|d| self.repo.dicts.contains_key(d))
     }
 
     /// Stores a frame compressed elsewhere by a [`FrameCompressor`] following `plan`: the

@@ -9,6 +9,7 @@ use popbackup::config::Account;
 use popbackup::repo::{MessageHash, RepoWriter, Repository};
 use popbackup::snapshot::{AccountReport, Outcome, Silent, SnapshotOptions, snapshot_account};
 
+use crate::hostile::retr_reply;
 use crate::support::fake_server::{
     FakeServer, Step, expect, greeting_and_capa, multiline, send, user_pass_login,
 };
@@ -40,12 +41,6 @@ fn run(writer: &Mutex<RepoWriter>, script: Vec<Step>) -> (AccountReport, FakeSer
 
 fn message(i: usize) -> Vec<u8> {
     format!("Subject: message {i}\r\nFrom: f{i}@example.org\r\n\r\nbody {i}\r\n").into_bytes()
-}
-
-fn retr_reply(body: &[u8]) -> Step {
-    let mut wire = b"+OK message follows\r\n".to_vec();
-    wire.extend_from_slice(&popbackup::pop3::dotstuff::stuff(body));
-    Step::Send(wire)
 }
 
 fn login(caps: &[&str]) -> Vec<Step> {
