@@ -15,9 +15,11 @@ export POPBACKUP_CORPUS="${POPBACKUP_CORPUS:-}"
 [ -n "$POPBACKUP_CORPUS" ] || echo "test.sh: POPBACKUP_CORPUS not set and ../shared/corpus missing: corpus tests will skip" >&2
 
 # Tools the tests use besides Dovecot: python3 (helpers, mailbox), zstd and tar (the repository
-# must be readable with standard tools), tzdata (retention in a DST time zone).
+# must be readable with standard tools), tzdata (retention in a DST time zone), mount and
+# setpriv (local_faults.rs: a small or read-only tmpfs, and running as another user).
 missing=()
-for tool in python3 zstd tar; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+for tool in python3 zstd tar mount; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 [ -e /usr/share/zoneinfo/Europe/Berlin ] || missing+=(tzdata)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
