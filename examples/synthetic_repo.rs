@@ -51,6 +51,8 @@ fn main() -> anyhow::Result<()> {
             complete: true,
             tool: Tool::default(),
             server: ServerInfo::default(),
+            records: None,
+            listing: None,
             messages: records,
         })?;
     }

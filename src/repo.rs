@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::RepoError;
 pub use format::RepoConfig;
-pub use id::{DictHash, MessageHash, PackId, RepoId, SnapshotId};
+pub use id::{DictHash, ListingDigest, MessageHash, PackId, RecordsId, RepoId, SnapshotId};
 pub use index::{Index, IndexFile, IndexedPack, Location};
 pub use layout::Layout;
 pub use lock::{LockInfo, RepoLock};
@@ -132,6 +132,13 @@ impl Repository {
         snapshots_in(&self.layout)
     }
 
+    /// The records files present (named by snapshots, or left over after `forget`).
+    pub fn records_files(&self) -> Result<Vec<RecordsId>, RepoError> {
+        let dir = self.layout.dir(layout::RECORDS);
+        layout::list(&dir, layout::RECORDS_SUFFIX, |s| s.parse().ok())
+            .map_err(RepoError::io("cannot list", &dir))
+    }
+
     /// Checkpoints of snapshots that were interrupted, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<Manifest>, RepoError> {
         checkpoints_in(&self.layout)
@@ -176,7 +183,21 @@ impl Repository {
                 id: id.to_string(),
             });
         }
-        read_manifest(&path)
+        read_manifest(&self.layout, &path)
+    }
+
+    /// A committed snapshot's manifest as its file has it: without the records when they are
+    /// in a records file (`records` names it; [`load_records`] reads it).
+    pub fn manifest_head(&self, id: &SnapshotId) -> Result<Manifest, RepoError> {
+        let path = self.layout.snapshot(id);
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => RepoError::NotFound {
+                what: "snapshot",
+                id: id.to_string(),
+            },
+            _ => RepoError::io("cannot read", &path)(e),
+        })?;
+        parse_manifest(&path, &bytes)
     }
 
     /// Finds a snapshot by id or unique prefix (`latest` for the newest).
@@ -395,14 +416,49 @@ pub struct FramePlan {
 }
 
 /// A reused zstd compression context with the digested dictionary of the current plan: one
-/// per compressing thread.
-#[derive(Default)]
+/// per compressing thread. Unless made with `FrameCompressor::new(false)`, it decompresses every
+/// frame it makes right away and compares the result with the message ("verify before
+/// commit", on the thread that compressed, while both are in the cache).
 pub struct FrameCompressor {
     cctx: Option<zstd::zstd_safe::CCtx<'static>>,
     cdict: Option<(DictHash, i32, zstd::zstd_safe::CDict<'static>)>,
+    check: Option<FrameCheck>,
+}
+
+impl Default for FrameCompressor {
+    fn default() -> FrameCompressor {
+        FrameCompressor {
+            cctx: None,
+            cdict: None,
+            check: Some(FrameCheck::default()),
+        }
+    }
+}
+
+/// What checking a new frame needs: a decompression context, the digested dictionary, and a
+/// buffer for the message decompressed again.
+#[derive(Default)]
+struct FrameCheck {
+    dctx: Option<zstd::zstd_safe::DCtx<'static>>,
+    ddict: Option<(DictHash, zstd::zstd_safe::DDict<'static>)>,
+    buffer: Vec<u8>,
+}
+
+/// A compressed message, and whether it was decompressed and compared with the message.
+pub struct Frame {
+    pub bytes: Vec<u8>,
+    pub checked: bool,
 }
 
 impl FrameCompressor {
+    /// A compressor that checks its frames when `check` (`verify_before_commit`).
+    pub fn new(check: bool) -> FrameCompressor {
+        FrameCompressor {
+            check: check.then(FrameCheck::default),
+            ..FrameCompressor::default()
+        }
+    }
+
     /// One frame of `bytes` as `plan` says; `dictionary` gives a dictionary's bytes the first
     /// time the plan names it.
     pub fn compress(
@@ -410,7 +466,7 @@ impl FrameCompressor {
         bytes: &[u8],
         plan: FramePlan,
         dictionary: impl FnOnce(&DictHash) -> Option<Vec<u8>>,
-    ) -> Result<Vec<u8>, RepoError> {
+    ) -> Result<Frame, RepoError> {
         let failed = |code| {
             RepoError::Invalid(format!(
                 "zstd compression failed: {}",
@@ -423,11 +479,18 @@ impl FrameCompressor {
         match dict {
             Some(hash) => {
                 let ready = matches!(&self.cdict, Some((h, l, _)) if *h == hash && *l == level);
-                if !ready {
+                let check_ready = self
+                    .check
+                    .as_ref()
+                    .is_none_or(|c| matches!(&c.ddict, Some((h, _)) if *h == hash));
+                if !ready || !check_ready {
                     let bytes = dictionary(&hash).ok_or_else(|| {
                         RepoError::Invalid(format!("no zstd dictionary {hash} in the repository"))
                     })?;
                     self.cdict = Some((hash, level, zstd::zstd_safe::CDict::create(&bytes, level)));
+                    if let Some(check) = &mut self.check {
+                        check.ddict = Some((hash, zstd::zstd_safe::DDict::create(&bytes)));
+                    }
                 }
                 let Some((_, _, cdict)) = &self.cdict else {
                     return Err(RepoError::Invalid("no zstd dictionary".into()));
@@ -439,7 +502,54 @@ impl FrameCompressor {
                 cctx.compress(&mut frame, bytes, level).map_err(failed)?;
             }
         }
-        Ok(frame)
+        let checked = match &mut self.check {
+            Some(check) => {
+                check.verify(&frame, bytes, dict)?;
+                true
+            }
+            None => false,
+        };
+        Ok(Frame {
+            bytes: frame,
+            checked,
+        })
+    }
+}
+
+impl FrameCheck {
+    /// Decompresses `frame` and compares it with `message`.
+    fn verify(
+        &mut self,
+        frame: &[u8],
+        message: &[u8],
+        dict: Option<DictHash>,
+    ) -> Result<(), RepoError> {
+        let dctx = self.dctx.get_or_insert_with(zstd::zstd_safe::DCtx::create);
+        self.buffer.clear();
+        // One byte more than the message: a frame that decompresses to more does not fit.
+        self.buffer.reserve(message.len() + 1);
+        let result = match (dict, &self.ddict) {
+            (Some(hash), Some((h, ddict))) if *h == hash => {
+                dctx.decompress_using_ddict(&mut self.buffer, frame, ddict)
+            }
+            (Some(_), _) => Err(0),
+            (None, _) => dctx.decompress(&mut self.buffer, frame),
+        };
+        let same = result.is_ok() && self.buffer == message;
+        // A large message's buffer is not kept between frames.
+        if self.buffer.capacity() > 4 << 20 {
+            self.buffer = Vec::new();
+        }
+        if same {
+            Ok(())
+        } else {
+            Err(RepoError::Invalid(
+                "verification before commit failed: a message does not decompress back from \
+                 the frame just made for it; nothing of it was stored (check the memory of \
+                 this machine)"
+                    .into(),
+            ))
+        }
     }
 }
 
@@ -523,10 +633,20 @@ impl RepoWriter {
         self.repo.index.contains(hash) || self.pack.as_ref().is_some_and(|p| p.contains(hash))
     }
 
-    /// Whether each pack is read back and every message re-hashed before it is published
-    /// (default: yes; it costs one decompression of what was just written).
+    /// Whether every new frame is checked before its pack is published (default: yes; it
+    /// costs one decompression of what was just written): a frame made from memory is
+    /// decompressed and compared with the message as soon as it is made, and the pack file
+    /// is then read back and must hold exactly the frames appended; a frame that was not
+    /// checked that way (streamed, or copied) is decompressed from the file and re-hashed.
     pub fn set_verify_before_commit(&mut self, on: bool) {
         self.verify_before_commit = on;
+        self.compressor = FrameCompressor::new(on);
+    }
+
+    /// Whether frames are checked before commit: compressing threads make their
+    /// [`FrameCompressor`] with this.
+    pub fn verify_before_commit(&self) -> bool {
+        self.verify_before_commit
     }
 
     /// Sets the zstd level for the messages stored next (`None`: the repository's level).
@@ -610,7 +730,7 @@ impl RepoWriter {
         let tmp = self.repo.layout.tmp();
         let entry = self
             .open_pack()?
-            .append(hash, &frame, dict)
+            .append(hash, &frame.bytes, dict, frame.checked)
             .map_err(RepoError::io("cannot write a pack in", &tmp))?;
         if let Some(samples) = &mut self.samples
             && bytes.len() <= DICTIONARY_MAX_MESSAGE
@@ -660,7 +780,8 @@ impl RepoWriter {
         drop(training);
         if let Some(current) = current {
             let level = self.level();
-            let mut trial = FrameCompressor::default();
+            // Only the sizes matter here.
+            let mut trial = FrameCompressor::new(false);
             let candidate = DictHash::of(&bytes);
             let (mut old_size, mut new_size) = (0u64, 0u64);
             let judged = samples
@@ -668,7 +789,7 @@ impl RepoWriter {
                 .enumerate()
                 .filter(|(i, _)| held_out(*i));
             for (_, piece) in judged {
-                old_size += self.compress(piece, Some(current), level)?.len() as u64;
+                old_size += self.compress(piece, Some(current), level)?.bytes.len() as u64;
                 new_size += trial
                     .compress(
                         piece,
@@ -678,6 +799,7 @@ impl RepoWriter {
                         },
                         |_| Some(bytes.clone()),
                     )?
+                    .bytes
                     .len() as u64;
             }
             if new_size * 100 > old_size * (100 - RETRAIN_MIN_GAIN_PERCENT) {
@@ -706,9 +828,14 @@ impl RepoWriter {
                     self.compress(&samples.bytes[start..start + len], Some(hash), level)?,
                     Some(hash),
                 ),
+                // Copied from the file: checked when the pack is read back at the end.
                 _ => (
-                    old.read_frame(e)
-                        .map_err(|e| RepoError::io("cannot read a pack in", &tmp)(e))?,
+                    Frame {
+                        bytes: old
+                            .read_frame(e)
+                            .map_err(|e| RepoError::io("cannot read a pack in", &tmp)(e))?,
+                        checked: false,
+                    },
                     e.dict,
                 ),
             };
@@ -716,7 +843,7 @@ impl RepoWriter {
         }
         let mut new = PackWriter::new(&tmp, level).map_err(io_err)?;
         for (e, (frame, dict)) in entries.iter().zip(frames) {
-            new.append(e.hash, &frame, dict)
+            new.append(e.hash, &frame.bytes, dict, frame.checked)
                 .map_err(RepoError::io("cannot write a pack in", &tmp))?;
         }
         self.pack = Some(new);
@@ -756,7 +883,7 @@ impl RepoWriter {
         bytes: &[u8],
         dict: Option<DictHash>,
         level: i32,
-    ) -> Result<Vec<u8>, RepoError> {
+    ) -> Result<Frame, RepoError> {
         let dicts = &self.repo.dicts;
         self.compressor
             .compress(bytes, FramePlan { level, dict }, |h| {
@@ -797,7 +924,7 @@ impl RepoWriter {
         &mut self,
         hash: MessageHash,
         raw_len: u64,
-        frame: &[u8],
+        frame: &Frame,
         plan: FramePlan,
     ) -> Result<Stored, RepoError> {
         if self.contains(&hash) {
@@ -812,7 +939,7 @@ impl RepoWriter {
         let tmp = self.repo.layout.tmp();
         let entry = self
             .open_pack()?
-            .append(hash, frame, plan.dict)
+            .append(hash, &frame.bytes, plan.dict, frame.checked)
             .map_err(RepoError::io("cannot write a pack in", &tmp))?;
         self.pack_written()?;
         Ok(Stored::New(entry, raw_len))
@@ -880,7 +1007,8 @@ impl RepoWriter {
         let tmp = self.repo.layout.tmp();
         let pack = self.open_pack()?;
         if !pack.contains(&hash) {
-            pack.append(hash, frame, dict)
+            // Copied as it is: checked when the pack is read back at the end.
+            pack.append(hash, frame, dict, false)
                 .map_err(RepoError::io("cannot write a pack in", &tmp))?;
         }
         self.pack_written()
@@ -921,6 +1049,12 @@ impl RepoWriter {
         durable::remove_file(&path).map_err(RepoError::io("cannot remove", &path))
     }
 
+    /// Deletes a records file no manifest names (prune).
+    pub fn remove_records(&mut self, id: &RecordsId) -> Result<(), RepoError> {
+        let path = self.repo.layout.records(id);
+        durable::remove_file(&path).map_err(RepoError::io("cannot remove", &path))
+    }
+
     /// Deletes a committed snapshot's manifest (forget).
     pub fn remove_snapshot(&mut self, id: &SnapshotId) -> Result<(), RepoError> {
         let path = self.repo.layout.snapshot(id);
@@ -956,11 +1090,84 @@ impl RepoWriter {
     /// every record, and one naming a message that is not stored is refused: a committed
     /// manifest must never point at nothing. A checkpoint lists the stored records only.
     ///
+    /// A committed manifest's records go to a records file named by its hash, written before
+    /// the manifest and only if no snapshot wrote the same list before; a manifest with no
+    /// messages but `records` set shares that (existing) file. A checkpoint keeps its records
+    /// inline: it is replaced every few megabytes and removed at commit.
+    ///
     /// The records are streamed one per line into the compressor, so a manifest of a large
     /// mailbox costs neither a copy of its records nor its uncompressed JSON in memory.
     fn write_manifest(
         &self,
         path: &Path,
+        manifest: &Manifest,
+        complete: bool,
+    ) -> Result<(), RepoError> {
+        let invalid =
+            |e: &dyn std::fmt::Display| RepoError::Invalid(format!("cannot write a manifest: {e}"));
+        let mut head = manifest.clone_without_messages();
+        head.complete = complete;
+        let shared = complete && manifest.messages.is_empty() && manifest.records.is_some();
+        if shared {
+            let Some(records) = &manifest.records else {
+                return Err(RepoError::Invalid("no records file named".into()));
+            };
+            let file = self.repo.layout.records(records);
+            if !file.is_file() {
+                return Err(RepoError::Invalid(format!(
+                    "manifest {} shares records file {}, which does not exist",
+                    manifest.id,
+                    file.display()
+                )));
+            }
+        } else if complete {
+            let bytes = self.records_file(manifest, true)?;
+            let id = RecordsId::of(&bytes);
+            let file = self.repo.layout.records(&id);
+            if !file.is_file() {
+                durable::write_file(&self.repo.layout.tmp(), &file, &bytes)
+                    .map_err(RepoError::io("cannot write", &file))?;
+            }
+            head.records = Some(id);
+        } else {
+            head.records = None;
+            head.listing = None;
+        }
+        let head_json = serde_json::to_vec(&head).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let bytes = if complete {
+            compressed::compress(&head_json).map_err(|e| invalid(&e))?
+        } else {
+            // `{...}` becomes `{...,"messages":[...]}` with one record per line.
+            let Some(stem) = head_json.strip_suffix(b"}") else {
+                return Err(RepoError::Invalid("unexpected manifest shape".into()));
+            };
+            let mut out =
+                compressed::Writer::new(manifest.messages.len() * 100).map_err(|e| invalid(&e))?;
+            out.write_all(stem).map_err(|e| invalid(&e))?;
+            out.write_all(b",\"messages\":").map_err(|e| invalid(&e))?;
+            self.write_records(&mut out, manifest, false)?;
+            out.write_all(b"}\n").map_err(|e| invalid(&e))?;
+            out.finish().map_err(|e| invalid(&e))?
+        };
+        durable::write_file(&self.repo.layout.tmp(), path, &bytes)
+            .map_err(RepoError::io("cannot write", path))
+    }
+
+    /// A records file's bytes: [`RepoWriter::write_records`] into a compressor of its own.
+    fn records_file(&self, manifest: &Manifest, complete: bool) -> Result<Vec<u8>, RepoError> {
+        let invalid =
+            |e: &dyn std::fmt::Display| RepoError::Invalid(format!("cannot write records: {e}"));
+        let mut out =
+            compressed::Writer::new(manifest.messages.len() * 100).map_err(|e| invalid(&e))?;
+        self.write_records(&mut out, manifest, complete)?;
+        out.finish().map_err(|e| invalid(&e))
+    }
+
+    /// Streams `manifest`'s records into `out` as a JSON list, one per line, located through
+    /// the index; only the stored ones unless `complete` (then an unstored one is an error).
+    fn write_records(
+        &self,
+        out: &mut compressed::Writer,
         manifest: &Manifest,
         complete: bool,
     ) -> Result<(), RepoError> {
@@ -979,18 +1186,8 @@ impl RepoWriter {
         for record in &manifest.messages {
             location(record)?;
         }
-        let mut head = manifest.clone_without_messages();
-        head.complete = complete;
-        let head_json = serde_json::to_vec(&head).map_err(|e| RepoError::Invalid(e.to_string()))?;
-        // `{...,"messages":[]}`: open the list, then one record per line.
-        let Some(stem) = head_json.strip_suffix(b"[]}") else {
-            return Err(RepoError::Invalid("unexpected manifest shape".into()));
-        };
         let invalid =
-            |e: &dyn std::fmt::Display| RepoError::Invalid(format!("cannot write a manifest: {e}"));
-        let mut out =
-            compressed::Writer::new(manifest.messages.len() * 100).map_err(|e| invalid(&e))?;
-        out.write_all(stem).map_err(|e| invalid(&e))?;
+            |e: &dyn std::fmt::Display| RepoError::Invalid(format!("cannot write records: {e}"));
         out.write_all(b"[\n").map_err(|e| invalid(&e))?;
         let mut first = true;
         let mut line = Vec::with_capacity(1024);
@@ -1017,10 +1214,7 @@ impl RepoWriter {
             .map_err(|e| invalid(&e))?;
             out.write_all(&line).map_err(|e| invalid(&e))?;
         }
-        out.write_all(b"\n]}\n").map_err(|e| invalid(&e))?;
-        let bytes = out.finish().map_err(|e| invalid(&e))?;
-        durable::write_file(&self.repo.layout.tmp(), path, &bytes)
-            .map_err(RepoError::io("cannot write", path))
+        out.write_all(b"\n]").map_err(|e| invalid(&e))
     }
 
     /// Replaces the verification record (crash-safely).
@@ -1079,13 +1273,28 @@ pub fn checkpoints_in(layout: &Layout) -> Result<Vec<Manifest>, RepoError> {
     let ids = layout::list(&dir, layout::MANIFEST_SUFFIX, SnapshotId::parse)
         .map_err(RepoError::io("cannot list", &dir))?;
     ids.iter()
-        .map(|id| read_manifest(&layout.checkpoint(id)))
+        .map(|id| read_manifest(layout, &layout.checkpoint(id)))
         .collect()
 }
 
 /// [`Repository::latest_snapshot_of`] of the repository at `layout`. Manifests are read
 /// newest first and only until one matches, so this stays cheap however long the history is.
 pub fn latest_snapshot_in(layout: &Layout, account: &str) -> Result<Option<Manifest>, RepoError> {
+    let Some(mut manifest) = latest_snapshot_head_in(layout, account)? else {
+        return Ok(None);
+    };
+    load_records(layout, &mut manifest)?;
+    Ok(Some(manifest))
+}
+
+/// The newest committed manifest of `account` as its file has it: a manifest that keeps its
+/// records in a records file comes without them (`messages` empty, `records` naming the
+/// file). For deciding from the head alone (the listing digest); [`latest_snapshot_in`]
+/// loads the records.
+pub fn latest_snapshot_head_in(
+    layout: &Layout,
+    account: &str,
+) -> Result<Option<Manifest>, RepoError> {
     for id in snapshots_in(layout)?.iter().rev() {
         let path = layout.snapshot(id);
         let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
@@ -1130,8 +1339,8 @@ pub fn parse_config(path: &Path, bytes: &[u8]) -> Result<RepoConfig, RepoError> 
         return Err(RepoError::corrupt(
             &path,
             format!(
-                "format {} is a pre-release format (before metadata was compressed) that this \
-                 popbackup does not read; restore from it with the popbackup that wrote it, or \
+                "format {} is a pre-release format (before message lists were shared between \
+                 snapshots) that this popbackup does not read; restore from it with the popbackup that wrote it, or \
                  create a new repository with `popbackup init`",
                 probe.version
             ),
@@ -1185,12 +1394,61 @@ pub fn manifest_account(bytes: &[u8]) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-fn read_manifest(path: &Path) -> Result<Manifest, RepoError> {
+/// Reads the manifest at `path` with its records (from its records file, if it has one).
+fn read_manifest(layout: &Layout, path: &Path) -> Result<Manifest, RepoError> {
     let bytes = std::fs::read(path).map_err(RepoError::io("cannot read", path))?;
-    parse_manifest(path, &bytes)
+    let mut manifest = parse_manifest(path, &bytes)?;
+    load_records(layout, &mut manifest)?;
+    Ok(manifest)
 }
 
-/// Parses a manifest read from `path` (compressed JSON, or plain).
+/// Fills in the records of a manifest that keeps them in a records file. The file must hash
+/// to its name: a damaged list is an error, never a shorter snapshot.
+pub fn load_records(layout: &Layout, manifest: &mut Manifest) -> Result<(), RepoError> {
+    let Some(id) = manifest.records else {
+        return Ok(());
+    };
+    if !manifest.messages.is_empty() {
+        return Ok(());
+    }
+    let path = layout.records(&id);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(RepoError::corrupt(
+                &path,
+                format!(
+                    "the records of snapshot {} are missing; restore the file from a copy of \
+                     the repository, or forget the snapshot",
+                    manifest.id
+                ),
+            ));
+        }
+        Err(e) => return Err(RepoError::io("cannot read", &path)(e)),
+    };
+    manifest.messages = parse_records(&path, &id, &bytes)?;
+    Ok(())
+}
+
+/// Parses a records file read from `path`, which must be the file named `id`.
+pub fn parse_records(
+    path: &Path,
+    id: &RecordsId,
+    bytes: &[u8],
+) -> Result<Vec<MessageRecord>, RepoError> {
+    if RecordsId::of(bytes) != *id {
+        return Err(RepoError::corrupt(
+            path,
+            "the file's SHA-256 is not its name: it was damaged after it was written",
+        ));
+    }
+    let json = compressed::decompress(bytes)
+        .map_err(|e| RepoError::corrupt(path, format!("cannot decompress: {e}")))?;
+    serde_json::from_slice(&json).map_err(|e| RepoError::corrupt(path, e.to_string()))
+}
+
+/// Parses a manifest read from `path` (compressed JSON, or plain). A committed manifest's
+/// records stay in their file: see [`load_records`].
 pub fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest, RepoError> {
     let json = compressed::decompress(bytes)
         .map_err(|e| RepoError::corrupt(path, format!("cannot decompress: {e}")))?;
@@ -1215,4 +1473,50 @@ fn write_json<T: serde::Serialize>(
         serde_json::to_vec_pretty(value).map_err(|e| RepoError::Invalid(e.to_string()))?;
     bytes.push(b'\n');
     durable::write_file(&layout.tmp(), path, &bytes).map_err(RepoError::io("cannot write", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_is_checked_against_its_message_when_made() {
+        let plan = FramePlan {
+            level: 3,
+            dict: None,
+        };
+        let message = b"Subject: one\r\n\r\nbody\r\n".repeat(20);
+        let frame = FrameCompressor::new(true)
+            .compress(&message, plan, |_| None)
+            .unwrap();
+        assert!(frame.checked);
+        assert!(
+            !FrameCompressor::new(false)
+                .compress(&message, plan, |_| None)
+                .unwrap()
+                .checked
+        );
+        let mut check = FrameCheck::default();
+        check.verify(&frame.bytes, &message, None).unwrap();
+        // Another message's frame, a message one byte longer, a dictionary it does not have:
+        // each is refused.
+        let other = zstd::bulk::compress(b"Subject: two\r\n\r\nbody\r\n", 3).unwrap();
+        let mut longer = message.clone();
+        longer.push(b'\n');
+        for (frame, message, dict) in [
+            (&other, &message, None),
+            (&frame.bytes, &longer, None),
+            (&frame.bytes, &message, Some(DictHash([7; 32]))),
+        ] {
+            let err = check.verify(frame, message, dict).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("verification before commit failed"),
+                "{err}"
+            );
+        }
+        let mut shorter = message.clone();
+        shorter.pop();
+        assert!(check.verify(&frame.bytes, &shorter, None).is_err());
+    }
 }

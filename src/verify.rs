@@ -346,6 +346,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
     // once): which messages they need that are not readable, which snapshots are wholly
     // intact, and locations that differ from where the message is (copies of the index's; the
     // index wins, so that is a note; it appears after prune repacks, for instance).
+    #[derive(Clone)]
     struct ManifestCheck {
         id: SnapshotId,
         problem: Option<String>,
@@ -353,6 +354,9 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
         unreadable: Vec<MessageHash>,
         elsewhere: usize,
     }
+    // Snapshots that saw the same mailbox share one records file: it is checked once.
+    let by_records: Mutex<HashMap<crate::repo::RecordsId, ManifestCheck>> =
+        Mutex::new(HashMap::new());
     let check_manifest = |id: &SnapshotId| -> ManifestCheck {
         let mut check = ManifestCheck {
             id: id.clone(),
@@ -361,7 +365,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
             unreadable: Vec::new(),
             elsewhere: 0,
         };
-        let manifest = match repo.manifest(id) {
+        let mut manifest = match repo.manifest_head(id) {
             Ok(m) => m,
             Err(e) => {
                 check.problem = Some(e.to_string());
@@ -369,6 +373,19 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
                 return check;
             }
         };
+        let shared = manifest.records;
+        if let Some(r) = &shared
+            && let Some(done) = by_records.lock().unwrap_or_else(|e| e.into_inner()).get(r)
+        {
+            return ManifestCheck {
+                id: id.clone(),
+                ..done.clone()
+            };
+        }
+        if let Err(e) = crate::repo::load_records(repo_layout, &mut manifest) {
+            check.problem = Some(e.to_string());
+            check.all_intact = false;
+        }
         for r in &manifest.messages {
             let Some(hash) = r.sha256 else { continue };
             if !readable(&hash) {
@@ -382,6 +399,12 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
             {
                 check.elsewhere += 1;
             }
+        }
+        if let Some(r) = shared {
+            by_records
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(r, check.clone());
         }
         check
     };
@@ -623,7 +646,7 @@ pub fn record(writer: &mut RepoWriter, report: &VerifyReport) -> Result<(), Repo
 fn stray_files(repo: &Repository) -> Result<Vec<String>, RepoError> {
     let mut notes = Vec::new();
     type IsValidStem = fn(&str) -> bool;
-    let checks: [(&str, &str, IsValidStem); 4] = [
+    let checks: [(&str, &str, IsValidStem); 5] = [
         (layout::PACKS, layout::PACK_SUFFIX, |s| {
             s.parse::<PackId>().is_ok()
         }),
@@ -635,6 +658,9 @@ fn stray_files(repo: &Repository) -> Result<Vec<String>, RepoError> {
         }),
         (layout::INDEX, layout::INDEX_SUFFIX, |s| {
             s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())
+        }),
+        (layout::RECORDS, layout::RECORDS_SUFFIX, |s| {
+            s.parse::<crate::repo::RecordsId>().is_ok()
         }),
     ];
     for (dir, suffix, valid) in checks {

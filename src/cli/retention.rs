@@ -136,13 +136,15 @@ pub fn prune(
     let mut writer = repo.lock("prune")?;
     let plan = retention::plan_prune(writer.repo(), args.max_unused)?;
     let summary = format!(
-        "{} packs: {} to delete, {} to repack ({} copied); {} freed; {} messages referenced",
+        "{} packs: {} to delete, {} to repack ({} copied); {} freed; {} messages referenced; \
+         {} unused message list(s) to delete",
         plan.packs.len(),
         plan.delete_packs,
         plan.repack_packs,
         human_bytes(plan.copied_bytes),
         human_bytes(plan.freed_bytes),
-        plan.referenced
+        plan.referenced,
+        plan.unused_records.len()
     );
     if args.dry_run {
         if global.json {

@@ -49,8 +49,19 @@ macro_rules! digest_id {
 
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
-                let text = String::deserialize(d)?;
-                text.parse().map_err(serde::de::Error::custom)
+                // Parsed from the borrowed text: an index or records file holds tens of
+                // thousands of these, and a String for each was a measurable part of reading.
+                struct Hex;
+                impl serde::de::Visitor<'_> for Hex {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("64 hex digits")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$name, E> {
+                        parse_hex32(s).map($name).map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(Hex)
             }
         }
     };
@@ -67,6 +78,14 @@ digest_id!(
 digest_id!(
     /// SHA-256 of a zstd dictionary's bytes; the dictionary's file name.
     DictHash
+);
+digest_id!(
+    /// SHA-256 of a records file (a committed snapshot's message list); the file's name.
+    RecordsId
+);
+digest_id!(
+    /// SHA-256 of a server listing as a snapshot saw it (see `Manifest::listing`).
+    ListingDigest
 );
 digest_id!(
     /// A repository's random identity.

@@ -7,6 +7,8 @@
 //!   packs/<pack-id>.tar         immutable tar packs of zstd frames, named by their SHA-256
 //!   index/<index-id>.json.zst   which message lives where; a cache rebuilt from the packs
 //!   snapshots/<snapshot>.json.zst   one committed manifest per snapshot
+//!   records/<records-id>.json.zst   committed snapshots' message lists, shared by snapshots
+//!                                   that saw the same mailbox, named by their SHA-256
 //!   checkpoints/<snapshot>.json.zst the manifest of a snapshot still in progress
 //!   dicts/<dict-hash>.zdict     zstd dictionaries, named by their SHA-256
 //!   tmp/                        files being written; anything here is garbage after a crash
@@ -14,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::id::{DictHash, PackId, SnapshotId};
+use super::id::{DictHash, PackId, RecordsId, SnapshotId};
 
 pub const CONFIG: &str = "config.json";
 /// What `verify` found intact (optional).
@@ -25,15 +27,17 @@ pub const INDEX: &str = "index";
 pub const SNAPSHOTS: &str = "snapshots";
 pub const CHECKPOINTS: &str = "checkpoints";
 pub const DICTS: &str = "dicts";
+pub const RECORDS: &str = "records";
 pub const TMP: &str = "tmp";
 
 /// The directories `init` creates.
-pub const DIRECTORIES: [&str; 6] = [PACKS, INDEX, SNAPSHOTS, CHECKPOINTS, DICTS, TMP];
+pub const DIRECTORIES: [&str; 7] = [PACKS, INDEX, SNAPSHOTS, RECORDS, CHECKPOINTS, DICTS, TMP];
 
 pub const PACK_SUFFIX: &str = ".tar";
 /// Manifests and index files: JSON compressed with zstd (see `compressed`).
 pub const MANIFEST_SUFFIX: &str = ".json.zst";
 pub const INDEX_SUFFIX: &str = ".json.zst";
+pub const RECORDS_SUFFIX: &str = ".json.zst";
 pub const DICT_SUFFIX: &str = ".zdict";
 /// Suffix of a message's entry name inside a pack: `<message-hash>.zst`.
 pub const ENTRY_SUFFIX: &str = ".zst";
@@ -91,6 +95,12 @@ impl Layout {
         self.root
             .join(CHECKPOINTS)
             .join(format!("{id}{MANIFEST_SUFFIX}"))
+    }
+
+    pub fn records(&self, id: &RecordsId) -> PathBuf {
+        self.root
+            .join(RECORDS)
+            .join(format!("{id}{RECORDS_SUFFIX}"))
     }
 
     pub fn dict(&self, hash: &DictHash) -> PathBuf {

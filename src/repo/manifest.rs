@@ -6,10 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::id::{MessageHash, PackId, SnapshotId};
+use super::id::{ListingDigest, MessageHash, PackId, RecordsId, SnapshotId};
 
-/// Version of the manifest schema.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Version of the manifest schema (2: a committed manifest's records live in a records file).
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// One snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,19 @@ pub struct Manifest {
     pub complete: bool,
     pub tool: Tool,
     pub server: ServerInfo,
+    /// The records file holding this snapshot's message list, for a committed manifest: the
+    /// list is written once and shared by every snapshot that saw the same mailbox. Reading a
+    /// manifest through the repository fills `messages` from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<RecordsId>,
+    /// The digest of the server listing (message numbers, UIDLs, sizes) when every message on
+    /// it was archived: a later run that sees the same listing has nothing to download and
+    /// shares this snapshot's records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<ListingDigest>,
+    /// Every message on the server. Inline in a checkpoint; in the records file of a committed
+    /// manifest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<MessageRecord>,
 }
 
@@ -127,6 +140,8 @@ impl Manifest {
             complete: self.complete,
             tool: self.tool.clone(),
             server: self.server.clone(),
+            records: self.records,
+            listing: self.listing,
             messages: Vec::new(),
         }
     }

@@ -88,6 +88,10 @@ pub struct PackWriter {
     /// The hashes of `entries`, for duplicate checks while writing.
     hashes: HashSet<MessageHash>,
     level: i32,
+    /// SHA-256 of the frames appended so far, in file order, while every one of them was
+    /// checked against its message when it was made; `None` once one was not (streamed or
+    /// copied). Verifying the pack then needs only a comparison with the file.
+    checked_frames: Option<Sha256>,
 }
 
 impl PackWriter {
@@ -99,6 +103,7 @@ impl PackWriter {
             entries: Vec::new(),
             hashes: HashSet::new(),
             level,
+            checked_frames: Some(Sha256::new()),
         })
     }
 
@@ -127,6 +132,7 @@ impl PackWriter {
     /// Starts a message streamed in (compressed without a dictionary: streaming is for large
     /// messages); write its bytes into the returned writer, then call `finish`.
     pub fn begin(&mut self) -> io::Result<MessageWriter<'_>> {
+        self.checked_frames = None;
         let file = self.temp.file();
         file.seek(SeekFrom::Start(self.end))?;
         let sink = BufWriter::with_capacity(128 * 1024, CountingFile { file, written: 0 });
@@ -143,16 +149,22 @@ impl PackWriter {
         })
     }
 
-    /// Appends a frame compressed elsewhere for the message with `hash`.
+    /// Appends a frame compressed elsewhere for the message with `hash`; `checked` says that
+    /// it was decompressed and compared with the message already (see [`PackWriter::finish`]).
     pub fn append(
         &mut self,
         hash: MessageHash,
         frame: &[u8],
         dict: Option<DictHash>,
+        checked: bool,
     ) -> io::Result<PackEntry> {
         let file = self.temp.file();
         file.seek(SeekFrom::Start(self.end))?;
         file.write_all(frame)?;
+        match &mut self.checked_frames {
+            Some(hasher) if checked => hasher.update(frame),
+            _ => self.checked_frames = None,
+        }
         let entry = PackEntry {
             hash,
             offset: self.end,
@@ -178,10 +190,13 @@ impl PackWriter {
     /// blocks, fsyncs, computes the pack's id and moves it to `packs_dir`. Returns the id and
     /// the entries.
     ///
-    /// With `verify`, every frame is first read back from the file, decompressed (with the
-    /// dictionaries `verify` holds) and re-hashed — restic's "verify before commit": a pack
-    /// that does not read back (bad RAM, a bug, a failing disk) is never published and the
-    /// error stops the commit.
+    /// With `verify`, the pack is checked before it is published — restic's "verify before
+    /// commit": a pack that does not read back (bad RAM, a bug, a failing disk) is never
+    /// published and the error stops the commit. When every frame was checked against its
+    /// message as it was made (`append` with `checked`), the file must hold exactly those
+    /// frames (compared by SHA-256 in the pass that computes the pack's id); otherwise every
+    /// frame is read back from the file, decompressed (with the dictionaries `verify` holds)
+    /// and re-hashed.
     pub fn finish(
         mut self,
         packs_dir: &Path,
@@ -205,10 +220,22 @@ impl PackWriter {
         file.seek(SeekFrom::Start(frames_end))?;
         file.write_all(&tail)?;
         // The id covers every byte: hash the finished file in one sequential pass (it is in
-        // the page cache).
+        // the page cache), the frames on their own as well when they were checked.
         file.seek(SeekFrom::Start(0))?;
-        let id = PackId(hash_reader(&mut *file)?);
-        if let Some(dictionaries) = verify {
+        let checked = self.checked_frames.take().filter(|_| verify.is_some());
+        let (id, frames_read) =
+            hash_file(&mut *file, checked.is_some().then_some(BLOCK..frames_end))?;
+        let id = PackId(id);
+        if let Some(expected) = checked {
+            if frames_read != Some(expected.finalize().into()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "verification before commit failed: the pack just written does not hold \
+                     the frames written to it; nothing was committed (check the disk and \
+                     memory of this machine)",
+                ));
+            }
+        } else if let Some(dictionaries) = verify {
             let mut frames = FrameDecoder::default();
             let mut frame = Vec::new();
             for entry in &self.entries {
@@ -454,6 +481,35 @@ fn tar_header(name: &str, length: u64) -> io::Result<tar::Header> {
     Ok(header)
 }
 
+/// SHA-256 of everything `reader` yields, and of the bytes in `part` (offsets in it) if
+/// asked.
+fn hash_file(
+    mut reader: impl Read,
+    part: Option<std::ops::Range<u64>>,
+) -> io::Result<([u8; 32], Option<[u8; 32]>)> {
+    let mut whole = Sha256::new();
+    let mut of_part = part.as_ref().map(|_| Sha256::new());
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut at = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        whole.update(&buf[..n]);
+        if let (Some(hasher), Some(part)) = (&mut of_part, &part) {
+            let start = part.start.clamp(at, at + n as u64);
+            let end = part.end.clamp(at, at + n as u64);
+            hasher.update(&buf[(start - at) as usize..(end - at) as usize]);
+        }
+        at += n as u64;
+    }
+    Ok((
+        whole.finalize().into(),
+        of_part.map(|h| h.finalize().into()),
+    ))
+}
+
 /// SHA-256 of everything `reader` yields.
 pub fn hash_reader(mut reader: impl Read) -> io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
@@ -583,7 +639,8 @@ mod tests {
         ));
         let third = b"third\r\n";
         let frame = zstd::bulk::compress(third, 3).unwrap();
-        pack.append(MessageHash::of(third), &frame, None).unwrap();
+        pack.append(MessageHash::of(third), &frame, None, false)
+            .unwrap();
         let (id, entries) = pack.finish(&packs, Some(&HashMap::new())).unwrap();
         assert_eq!(entries.len(), 3);
         let path = packs.join(format!("{id}.tar"));
@@ -640,5 +697,41 @@ mod tests {
             .filter(|n| n.to_string_lossy().starts_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn frames_checked_when_made_must_be_exactly_what_the_file_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = dir.path().join("packs");
+        std::fs::create_dir(&packs).unwrap();
+        let messages: [&[u8]; 2] = [b"first\r\n", b"second message body\r\n"];
+        let checked_pack = || {
+            let mut pack = PackWriter::new(dir.path(), 3).unwrap();
+            for m in messages {
+                let frame = zstd::bulk::compress(m, 3).unwrap();
+                pack.append(MessageHash::of(m), &frame, None, true).unwrap();
+            }
+            pack
+        };
+        // Untouched: published.
+        let (id, entries) = checked_pack()
+            .finish(&packs, Some(&HashMap::new()))
+            .unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(packs.join(format!("{id}.tar")).is_file());
+        // A byte of a frame flipped in the file after it was appended: refused, although
+        // the flip is in a frame nobody decompresses here.
+        let mut pack = checked_pack();
+        let entry = pack.entries()[0];
+        let file = pack.temp.file();
+        file.seek(SeekFrom::Start(entry.offset + 1)).unwrap();
+        file.write_all(&[0xff]).unwrap();
+        let err = pack.finish(&packs, Some(&HashMap::new())).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("does not hold the frames written to it"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(&packs).unwrap().count(), 1);
     }
 }

@@ -195,6 +195,8 @@ mod tests {
             complete: true,
             tool: Tool::default(),
             server: ServerInfo::default(),
+            records: None,
+            listing: None,
             messages: vec![
                 record(1, "Mon, 5 Jan 2026 10:00:00 +0000", "Alice <a@x>", "Hello"),
                 record(2, "Sat, 31 Jan 2026 23:30:00 -0100", "Bob <b@x>", "Invoice"),

@@ -12,7 +12,7 @@ use std::io::{Read, Seek, SeekFrom};
 use serde::Serialize;
 
 use crate::repo::pack::{self, PackEntry};
-use crate::repo::{IndexedPack, MessageHash, PackId, RepoError, RepoWriter, Repository};
+use crate::repo::{IndexedPack, MessageHash, PackId, RecordsId, RepoError, RepoWriter, Repository};
 
 /// What happens to one pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,6 +50,8 @@ pub struct PrunePlan {
     pub freed_bytes: u64,
     /// Frame bytes copied into new packs.
     pub copied_bytes: u64,
+    /// Records files no snapshot names any more (their snapshots were forgotten).
+    pub unused_records: Vec<RecordsId>,
 }
 
 /// What `prune` did.
@@ -80,9 +82,17 @@ pub fn plan_prune(repo: &Repository, max_unused_percent: f64) -> Result<PrunePla
         )));
     }
     let mut referenced: HashSet<MessageHash> = HashSet::new();
+    let mut named_records: HashSet<RecordsId> = HashSet::new();
     for id in repo.snapshots()? {
-        referenced.extend(repo.manifest(&id)?.messages.iter().filter_map(|r| r.sha256));
+        let manifest = repo.manifest(&id)?;
+        referenced.extend(manifest.messages.iter().filter_map(|r| r.sha256));
+        named_records.extend(manifest.records);
     }
+    let unused_records: Vec<RecordsId> = repo
+        .records_files()?
+        .into_iter()
+        .filter(|r| !named_records.contains(r))
+        .collect();
     for checkpoint in repo.checkpoints()? {
         referenced.extend(checkpoint.messages.iter().filter_map(|r| r.sha256));
     }
@@ -134,6 +144,7 @@ pub fn plan_prune(repo: &Repository, max_unused_percent: f64) -> Result<PrunePla
             .sum(),
         copied_bytes: gone(PackAction::Repack).map(|p| p.used_bytes).sum(),
         packs,
+        unused_records,
     })
 }
 
@@ -182,6 +193,11 @@ pub fn prune(writer: &mut RepoWriter, plan: PrunePlan) -> Result<PruneReport, Re
     }
     if removed > 0 {
         writer.record_verified(&verified)?;
+    }
+    // 5. Message lists no snapshot names (no manifest can come to name them: a snapshot that
+    // writes the same list writes the file again, under this lock).
+    for r in &plan.unused_records {
+        writer.remove_records(r)?;
     }
     Ok(PruneReport {
         new_packs: new_packs.iter().map(|p| p.id).collect(),

@@ -7,8 +7,8 @@
 //! ever sent. One account failing never stops the others; its [`AccountReport`] says why.
 
 use std::io::{Read, Write};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -20,8 +20,8 @@ use crate::config::Account;
 use crate::mail::HeaderCapture;
 use crate::pop3::{self, Fetch, FetchError, Reply, Session};
 use crate::repo::{
-    Layout, Manifest, MessageRecord, RepoError, RepoWriter, ServerInfo, SnapshotId, StoreError,
-    Stored, Tool, manifest::MANIFEST_VERSION,
+    Layout, ListingDigest, Manifest, MessageRecord, RecordsId, RepoError, RepoWriter, ServerInfo,
+    SnapshotId, StoreError, Stored, Tool, manifest::MANIFEST_VERSION,
 };
 
 /// Checkpoints come at least every `checkpoint_size` bytes, but no closer than the bytes
@@ -214,7 +214,7 @@ pub fn snapshot_account(
         options,
         observer,
         report: &mut report,
-        starting_point: None,
+        prefetch: None,
     }
     .run();
     if let Err(error) = result {
@@ -238,7 +238,46 @@ struct AccountRun<'a> {
     report: &'a mut AccountReport,
     /// The account's latest snapshot and the checkpoints, being read while the session is
     /// set up (TLS, login, UIDL and LIST take about as long as reading a large manifest).
-    starting_point: Option<std::thread::JoinHandle<Result<StartingPoint, RepoError>>>,
+    prefetch: Option<Prefetch>,
+}
+
+/// The starting point, read on a thread. The thread reads the manifests' heads first and
+/// sends what they allow to skip; when a [`Shortcut`] is possible it waits to be told whether
+/// the records are needed after all (a run with nothing new does not read them).
+struct Prefetch {
+    shortcut: mpsc::Receiver<Option<Shortcut>>,
+    /// `true`: read the records; `false` (or dropped): stop.
+    go: mpsc::Sender<bool>,
+    thread: std::thread::JoinHandle<Result<Option<StartingPoint>, RepoError>>,
+}
+
+impl Prefetch {
+    fn start(layout: Layout, account: String) -> Prefetch {
+        let (tell, shortcut) = mpsc::channel();
+        let (go, told) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            StartingPoint::read_telling(&layout, &account, |found| {
+                let possible = found.is_some();
+                if tell.send(found).is_err() {
+                    return false;
+                }
+                !possible || told.recv().unwrap_or(false)
+            })
+        });
+        Prefetch {
+            shortcut,
+            go,
+            thread,
+        }
+    }
+}
+
+/// The latest snapshot of the account when it archived everything its server listed, and no
+/// run was interrupted since: a run that sees the same listing has nothing to download, and
+/// its manifest shares that snapshot's records file instead of reading and rewriting it.
+struct Shortcut {
+    listing: ListingDigest,
+    records: RecordsId,
 }
 
 /// What a run starts from: the account's latest committed snapshot and its checkpoints.
@@ -249,13 +288,42 @@ struct StartingPoint {
 
 impl StartingPoint {
     fn read(layout: &Layout, account: &str) -> Result<StartingPoint, RepoError> {
-        Ok(StartingPoint {
-            previous: crate::repo::latest_snapshot_in(layout, account)?,
-            checkpoints: crate::repo::checkpoints_in(layout)?
-                .into_iter()
+        StartingPoint::read_telling(layout, account, |_| true)?
+            .ok_or_else(|| RepoError::Invalid("the starting point was not read".into()))
+    }
+
+    /// Reads the starting point, telling `shortcut` what the heads of the manifests allow
+    /// before the (much larger) records are read; it answers whether to go on (`None` when
+    /// it says no).
+    fn read_telling(
+        layout: &Layout,
+        account: &str,
+        shortcut: impl FnOnce(Option<Shortcut>) -> bool,
+    ) -> Result<Option<StartingPoint>, RepoError> {
+        let head = crate::repo::latest_snapshot_head_in(layout, account);
+        let checkpoints = crate::repo::checkpoints_in(layout).map(|all| {
+            all.into_iter()
                 .filter(|c| c.account == account)
-                .collect(),
-        })
+                .collect::<Vec<_>>()
+        });
+        let found = match (&head, &checkpoints) {
+            (Ok(Some(head)), Ok(checkpoints)) if head.complete && checkpoints.is_empty() => head
+                .listing
+                .zip(head.records)
+                .map(|(listing, records)| Shortcut { listing, records }),
+            _ => None,
+        };
+        if !shortcut(found) {
+            return Ok(None);
+        }
+        let mut previous = head?;
+        if let Some(manifest) = &mut previous {
+            crate::repo::load_records(layout, manifest)?;
+        }
+        Ok(Some(StartingPoint {
+            previous,
+            checkpoints: checkpoints?,
+        }))
     }
 }
 
@@ -267,9 +335,7 @@ impl AccountRun<'_> {
         // so they can be read without the lock while other accounts store.
         let layout = lock(self.shared).repo().layout().clone();
         let account = self.account.name.clone();
-        self.starting_point = Some(std::thread::spawn(move || {
-            StartingPoint::read(&layout, &account)
-        }));
+        self.prefetch = Some(Prefetch::start(layout, account));
         let creds = self
             .account
             .credentials(&mut |w| self.report.warnings.push(w))?;
@@ -338,6 +404,28 @@ impl AccountRun<'_> {
         self.report
             .warnings
             .extend(listing.warnings.iter().cloned());
+        let digest = listing.digest();
+        if let Some(records) = self.unchanged_since_latest(digest) {
+            let manifest = Manifest {
+                version: MANIFEST_VERSION,
+                id: id.clone(),
+                time: time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                account: self.account.name.clone(),
+                complete: true,
+                tool: Tool::default(),
+                server: server_info,
+                records: Some(records),
+                listing: digest,
+                messages: Vec::new(),
+            };
+            lock(self.shared).commit(&manifest)?;
+            let n = listing.messages.len();
+            self.report.messages_on_server = n;
+            self.report.already_archived = n;
+            self.observer.planned(&self.account.name, n, 0, 0);
+            self.report.snapshot = Some(id);
+            return Ok(0);
+        }
         let (inventory, old_checkpoints) = self.inventory(&listing)?;
         if let Some(w) = inventory.shrink_warning() {
             self.report.warnings.push(w);
@@ -360,6 +448,8 @@ impl AccountRun<'_> {
             complete: false,
             tool: Tool::default(),
             server: server_info,
+            records: None,
+            listing: None,
             messages: Vec::new(),
         };
         manifest.messages = inventory
@@ -378,6 +468,10 @@ impl AccountRun<'_> {
         self.report
             .warnings
             .extend(content_warnings(&inventory, &manifest));
+        if manifest.messages.iter().all(|r| r.sha256.is_some()) {
+            // Everything listed is archived: a later run seeing this listing can skip.
+            manifest.listing = digest;
+        }
         let mut writer = lock(self.shared);
         writer.commit(&manifest)?;
         self.report.snapshot = Some(id.clone());
@@ -434,13 +528,31 @@ impl AccountRun<'_> {
         Ok(marked)
     }
 
+    /// The records file of the latest snapshot when this run's listing (`digest`) is the one
+    /// it archived completely; never with a retention rule, which needs the records.
+    fn unchanged_since_latest(&mut self, digest: Option<ListingDigest>) -> Option<RecordsId> {
+        let prefetch = self.prefetch.as_ref()?;
+        let found = prefetch.shortcut.recv().ok().flatten();
+        let records = found
+            .filter(|s| Some(s.listing) == digest && self.account.delete_after_days.is_none())
+            .map(|s| s.records);
+        let _ = prefetch.go.send(records.is_none());
+        records
+    }
+
     /// The inventory, and the ids of this account's checkpoints it resumed from.
     fn inventory(
         &mut self,
         listing: &Listing,
     ) -> Result<(Inventory, Vec<SnapshotId>), SnapshotError> {
-        let start = match self.starting_point.take().map(|t| t.join()) {
-            Some(Ok(read)) => read?,
+        let prefetched = self.prefetch.take().map(|p| {
+            let _ = p.go.send(true);
+            p.thread.join()
+        });
+        let start = match prefetched {
+            Some(Ok(read)) if !matches!(read, Ok(None)) => {
+                read?.ok_or_else(|| RepoError::Invalid("the starting point was not read".into()))?
+            }
             // Not started, or the reading thread panicked: read it here.
             _ => StartingPoint::read(lock(self.shared).repo().layout(), &self.account.name)?,
         };

@@ -8,13 +8,14 @@
 //! Identities are matched as multisets, so duplicate UIDLs are kept one for one.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 
 use sha2::{Digest as _, Sha256};
 
 use crate::mail::{self, HeaderSummary};
 use crate::pop3::{Fetch, Pop3Error, Reply, Session, Uidl};
-use crate::repo::{Manifest, MessageHash, MessageRecord, SnapshotId};
+use crate::repo::{ListingDigest, Manifest, MessageHash, MessageRecord, SnapshotId};
 
 /// One message as the server lists it in this session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +69,27 @@ pub struct Listing {
     /// False when the server refused UIDL and fingerprints were used instead.
     pub uidl_supported: bool,
     pub warnings: Vec<String>,
+}
+
+impl Listing {
+    /// What identifies this listing from one session to the next: every message's number,
+    /// UIDL and LIST size. The same digest in two runs means the same mailbox, message for
+    /// message. `None` without UIDLs (fingerprints are no proof of that).
+    pub fn digest(&self) -> Option<ListingDigest> {
+        if !self.uidl_supported {
+            return None;
+        }
+        let mut hasher = Sha256::new();
+        let mut line = String::with_capacity(96);
+        for m in &self.messages {
+            // A UIDL is printable ASCII without spaces (RFC 1939), so the lines are unambiguous.
+            let uidl = m.uidl.as_ref()?;
+            line.clear();
+            let _ = writeln!(line, "{} {} {}", m.msg, uidl.as_str(), m.size);
+            hasher.update(line.as_bytes());
+        }
+        Some(ListingDigest(hasher.finalize().into()))
+    }
 }
 
 /// Lists the mailbox: UIDL and LIST, and without UIDL a pipelined `TOP n 0` pass whose
@@ -357,6 +379,8 @@ mod tests {
             complete: true,
             tool: Tool::default(),
             server: ServerInfo::default(),
+            records: None,
+            listing: None,
             messages,
         }
     }

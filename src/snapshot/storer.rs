@@ -46,6 +46,10 @@ impl Storer {
         let (jobs, inbox) = sync_channel::<Job>(QUEUE);
         let (outbox, results) = sync_channel(QUEUE + MAX_WORKERS + 1);
         let inbox = Arc::new(Mutex::new(inbox));
+        let check = writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .verify_before_commit();
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, MAX_WORKERS);
@@ -53,7 +57,7 @@ impl Storer {
             let inbox = Arc::clone(&inbox);
             let outbox = outbox.clone();
             scope.spawn(move || {
-                let mut compressor = FrameCompressor::default();
+                let mut compressor = FrameCompressor::new(check);
                 loop {
                     let job = match inbox.lock().unwrap_or_else(|e| e.into_inner()).recv() {
                         Ok(job) => job,

@@ -28,6 +28,8 @@ pub fn manifest_for(repo: &Repository, account: &str, hashes: &[(MessageHash, u6
             tls: "implicit".into(),
             ..Default::default()
         },
+        records: None,
+        listing: None,
         messages: hashes
             .iter()
             .enumerate()
@@ -385,7 +387,10 @@ fn standard_tools_read_the_repository() {
 set -eu
 cd "$1"
 snap=$(ls snapshots | head -n1)
-field() { zstd -dc "snapshots/$snap" | python3 -c 'import json,sys; m=json.load(sys.stdin); print(m["messages"][0][sys.argv[1]])' "$1"; }
+# The manifest names its records file, which is named by its SHA-256.
+records=$(zstd -dc "snapshots/$snap" | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])')
+echo "$records  records/$records.json.zst" | sha256sum -c --quiet
+field() { zstd -dc "records/$records.json.zst" | python3 -c 'import json,sys; m=json.load(sys.stdin); print(m[0][sys.argv[1]])' "$1"; }
 hash=$(field sha256)
 pack=$(field pack); offset=$(field offset); length=$(field length)
 test "$(tar -tf "packs/$pack.tar" | tr '\n' ' ')" = "messages.zst messages.json.zst "
@@ -532,4 +537,110 @@ fn sigkill_at_random_moments_never_damages_committed_snapshots() {
         std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
         0
     );
+}
+
+/// Committed snapshots keep their message list in a records file named by its hash: equal
+/// lists share one file, a damaged or missing one makes the snapshot unreadable (never
+/// empty), and prune removes a list only when no snapshot names it any more.
+#[test]
+fn snapshots_share_records_files_and_prune_removes_unnamed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
+    let messages: Vec<Vec<u8>> = (0..20)
+        .map(|i| format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
+        .collect();
+    let stored: Vec<(MessageHash, u64)> = messages
+        .iter()
+        .map(|m| {
+            let s = writer.store_bytes(m).unwrap();
+            (s.hash(), s.raw_len())
+        })
+        .collect();
+    writer.flush().unwrap();
+    let mut first = manifest_for(writer.repo(), "a", &stored);
+    first.id = SnapshotId::new(chrono::Utc::now() - chrono::Duration::seconds(20));
+    let mut second = manifest_for(writer.repo(), "a", &stored);
+    second.id = SnapshotId::new(chrono::Utc::now() - chrono::Duration::seconds(10));
+    let third = manifest_for(writer.repo(), "a", &stored[..5]);
+    for m in [&first, &second, &third] {
+        writer.commit(m).unwrap();
+    }
+    let repo = writer.finish().unwrap();
+    let records_dir = dir.path().join("records");
+    let files = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(&records_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files().len(), 2, "two distinct lists, two files");
+    let heads: Vec<Manifest> = [&first, &second, &third]
+        .iter()
+        .map(|m| repo.manifest_head(&m.id).unwrap())
+        .collect();
+    assert!(heads.iter().all(|h| h.messages.is_empty()));
+    assert_eq!(heads[0].records, heads[1].records);
+    assert_ne!(heads[0].records, heads[2].records);
+    let shared = heads[0].records.unwrap();
+    // The file is named by its SHA-256, and holds the records (plain `zstd -d` and JSON).
+    let path = records_dir.join(format!("{shared}.json.zst"));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(popbackup::repo::RecordsId::of(&bytes), shared);
+    let json = zstd::decode_all(&bytes[..]).unwrap();
+    let list: Vec<MessageRecord> = serde_json::from_slice(&json).unwrap();
+    assert_eq!(list.len(), 20);
+    for m in [&first, &second] {
+        let back = repo.manifest(&m.id).unwrap();
+        assert_eq!(back.messages.len(), 20);
+        let hashes: Vec<_> = back.messages.iter().map(|r| r.sha256.unwrap()).collect();
+        let want: Vec<_> = stored.iter().map(|(h, _)| *h).collect();
+        assert_eq!(hashes, want);
+        assert!(back.messages.iter().all(|r| r.pack.is_some()));
+    }
+
+    // One flipped byte: both snapshots that share the list are damaged, not empty.
+    let mut damaged = bytes.clone();
+    let at = damaged.len() / 2;
+    damaged[at] ^= 0x40;
+    std::fs::write(&path, &damaged).unwrap();
+    let err = repo.manifest(&first.id).unwrap_err();
+    assert!(matches!(err, RepoError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("damaged"), "{err}");
+    let report = popbackup::verify::verify(
+        &repo,
+        popbackup::verify::VerifyOptions {
+            data: popbackup::verify::DataCheck::Quick,
+            threads: 0,
+        },
+    )
+    .unwrap();
+    assert!(!report.clean);
+    let damaged_ids: Vec<_> = report
+        .damaged_snapshots
+        .iter()
+        .map(|d| d.snapshot.clone())
+        .collect();
+    assert_eq!(damaged_ids, vec![first.id.clone(), second.id.clone()]);
+    std::fs::remove_file(&path).unwrap();
+    let err = repo.manifest(&second.id).unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+    std::fs::write(&path, &bytes).unwrap();
+
+    // Forget the first: its list stays (the second names it). Forget the second: prune
+    // removes the list, and the third's stays.
+    let mut writer = repo.lock("test").unwrap();
+    writer.remove_snapshot(&first.id).unwrap();
+    let plan = popbackup::retention::plan_prune(writer.repo(), 100.0).unwrap();
+    assert!(plan.unused_records.is_empty());
+    popbackup::retention::prune(&mut writer, plan).unwrap();
+    assert_eq!(files().len(), 2);
+    writer.remove_snapshot(&second.id).unwrap();
+    let plan = popbackup::retention::plan_prune(writer.repo(), 100.0).unwrap();
+    assert_eq!(plan.unused_records, vec![shared]);
+    popbackup::retention::prune(&mut writer, plan).unwrap();
+    let left = files();
+    assert_eq!(left.len(), 1);
+    assert_eq!(writer.repo().manifest(&third.id).unwrap().messages.len(), 5);
 }

@@ -266,3 +266,85 @@ fn a_busy_mailbox_is_temporary_and_a_vanished_message_is_recorded() {
     assert_eq!(manifest.messages[0].sha256, None);
     assert_eq!(manifest.messages[1].sha256, Some(MessageHash::of(&msgs[1])));
 }
+
+/// A run that sees exactly the listing the latest snapshot archived downloads nothing and
+/// commits a manifest naming the same records file; a new message takes the full path again,
+/// and a snapshot missing a message (RETR refused) never offers the shortcut.
+#[test]
+fn an_unchanged_mailbox_shares_the_latest_snapshots_records() {
+    let (dir, writer) = repo();
+    let msgs: Vec<Vec<u8>> = (1..=3).map(message).collect();
+    let sizes: Vec<usize> = msgs.iter().map(Vec::len).collect();
+    let uidls = ["u1", "u2", "u3"];
+    let session = |n: usize, retr: &[usize]| {
+        let mut s = login(&["UIDL", "PIPELINING"]);
+        s.extend(listing(&uidls[..n], &sizes[..n]));
+        for &i in retr {
+            s.extend([expect(&format!("RETR {i}")), retr_reply(&msgs[i - 1])]);
+        }
+        s.extend([expect("QUIT"), send("+OK")]);
+        s
+    };
+    let records_files = || {
+        std::fs::read_dir(dir.path().join("r/records"))
+            .unwrap()
+            .count()
+    };
+    let head =
+        |id: &popbackup::repo::SnapshotId| writer.lock().unwrap().repo().manifest_head(id).unwrap();
+
+    let (one, server) = run(&writer, session(2, &[1, 2]));
+    server.finish_ok();
+    assert_eq!((one.outcome, one.downloaded), (Outcome::Ok, 2), "{one:?}");
+    let one_head = head(one.snapshot.as_ref().unwrap());
+    assert!(one_head.listing.is_some() && one_head.records.is_some());
+
+    let (two, server) = run(&writer, session(2, &[]));
+    let transcript = server.finish_ok();
+    assert_eq!(two.outcome, Outcome::Ok, "{two:?}");
+    assert_eq!(
+        (two.downloaded, two.already_archived, two.messages_on_server),
+        (0, 2, 2)
+    );
+    assert!(!transcript.received_any("RETR") && !transcript.received_any("TOP"));
+    let two_id = two.snapshot.clone().unwrap();
+    let two_head = head(&two_id);
+    assert_ne!(two_id, one_head.id);
+    assert_eq!(two_head.records, one_head.records);
+    assert_eq!(two_head.listing, one_head.listing);
+    assert_eq!(records_files(), 1, "no second copy of the same list");
+    let full = writer.lock().unwrap().repo().manifest(&two_id).unwrap();
+    let hashes: Vec<MessageHash> = full.messages.iter().map(|m| m.sha256.unwrap()).collect();
+    assert_eq!(
+        hashes,
+        [MessageHash::of(&msgs[0]), MessageHash::of(&msgs[1])]
+    );
+
+    // A third message: downloaded alone, a new list.
+    let (three, server) = run(&writer, session(3, &[3]));
+    server.finish_ok();
+    assert_eq!(
+        (three.outcome, three.downloaded),
+        (Outcome::Ok, 1),
+        "{three:?}"
+    );
+    let three_head = head(three.snapshot.as_ref().unwrap());
+    assert_ne!(three_head.listing, one_head.listing);
+    assert_ne!(three_head.records, one_head.records);
+    assert_eq!(records_files(), 2);
+
+    // Message 2 refused (deleted meanwhile) under a new UIDL listing: the snapshot misses a
+    // message, so it has no listing digest and the next run looks at every message again.
+    let mut s = login(&["UIDL", "PIPELINING"]);
+    s.extend(listing(
+        &["u1", "u2", "u3", "u4"],
+        &[sizes[0], sizes[1], sizes[2], 10],
+    ));
+    s.extend([expect("RETR 4"), send("-ERR no such message")]);
+    s.extend([expect("QUIT"), send("+OK")]);
+    let (four, server) = run(&writer, s);
+    server.finish_ok();
+    assert_eq!(four.outcome, Outcome::Ok, "{four:?}");
+    assert_eq!(four.refused, 1);
+    assert_eq!(head(four.snapshot.as_ref().unwrap()).listing, None);
+}

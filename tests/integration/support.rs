@@ -64,6 +64,8 @@ pub fn manifest(
         complete: true,
         tool: popbackup::repo::Tool::default(),
         server: popbackup::repo::ServerInfo::default(),
+        records: None,
+        listing: None,
         messages,
     }
 }
