@@ -29,6 +29,7 @@ pub use layout::Layout;
 pub use lock::{LockInfo, RepoLock};
 pub use manifest::{Manifest, MessageRecord, ServerInfo, SnapshotSummary, Tool};
 pub use pack::{Dictionary, PackEntry, PackWriter, Stored};
+
 pub use verified::VerifiedState;
 
 use crate::durable;
@@ -553,6 +554,25 @@ impl FrameCheck {
     }
 }
 
+/// A [`RepoWriter`] being opened on a thread; the lock is held already.
+pub struct OpeningWriter {
+    layout: Layout,
+    thread: std::thread::JoinHandle<Result<RepoWriter, RepoError>>,
+}
+
+impl OpeningWriter {
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Waits until the writer is open.
+    pub fn wait(self) -> Result<RepoWriter, RepoError> {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(RepoError::Invalid("opening the repository failed".into())))
+    }
+}
+
 /// A repository opened for writing, holding the exclusive lock.
 pub struct RepoWriter {
     repo: Repository,
@@ -585,6 +605,34 @@ impl RepoWriter {
         // Refuse a missing or newer repository before creating a lock file in it.
         read_config(&layout)?;
         let lock = RepoLock::acquire(&layout.lock(), command)?;
+        RepoWriter::open_locked(layout, lock)
+    }
+
+    /// Like [`RepoWriter::open`], but only the checks and the lock happen now: the rest (the
+    /// index above all, tens of milliseconds for a large repository) is read on a thread,
+    /// while the caller does something else (a snapshot connects to its servers), and
+    /// `configure` is applied to the writer there.
+    pub fn open_in_background(
+        path: &Path,
+        command: &str,
+        configure: impl FnOnce(&mut RepoWriter) + Send + 'static,
+    ) -> Result<OpeningWriter, RepoError> {
+        let layout = Layout::new(path);
+        read_config(&layout)?;
+        let lock = RepoLock::acquire(&layout.lock(), command)?;
+        let opening = layout.clone();
+        let thread = std::thread::spawn(move || {
+            let mut writer = RepoWriter::open_locked(opening, lock)?;
+            configure(&mut writer);
+            Ok(writer)
+        });
+        Ok(OpeningWriter { layout, thread })
+    }
+
+    /// The rest of [`RepoWriter::open`], under the lock.
+    fn open_locked(layout: Layout, lock: RepoLock) -> Result<RepoWriter, RepoError> {
+        let path = layout.root().to_path_buf();
+        let path = path.as_path();
         // A directory lost by accident (say, `index/`) is recreated rather than failing writes.
         for dir in layout::DIRECTORIES {
             let d = layout.dir(dir);

@@ -28,11 +28,16 @@ pub fn run(
         let repo_path = super::repository_path(global, Some(&config), config_path)?;
         let accounts: Vec<crate::config::Account> =
             config.select(names)?.into_iter().cloned().collect();
-        let writer = RepoWriter::open(&repo_path, &format!("snapshot {}", names.join(" ")))?;
+        // The lock now; the index loads while the accounts connect.
+        let verify = config.verify_before_commit;
+        let writer = RepoWriter::open_in_background(
+            &repo_path,
+            &format!("snapshot {}", names.join(" ")),
+            move |w| w.set_verify_before_commit(verify),
+        )?;
         Ok((config, accounts, writer))
     })();
-    let (config, accounts, mut writer) = prepared.map_err(super::classify)?;
-    writer.set_verify_before_commit(config.verify_before_commit);
+    let (config, accounts, writer) = prepared.map_err(super::classify)?;
     let options = SnapshotOptions {
         parallel_accounts: config.parallel_accounts,
         compression_level: config.compression_level,
@@ -47,7 +52,9 @@ pub fn run(
         None => &snapshot::Silent,
     };
     let (reports, writer) = snapshot::run_snapshot(writer, &account_refs, &options, observer);
-    let finished = writer.close().map_err(|e| super::classify(e.into()));
+    let finished = writer
+        .and_then(|w| w.close())
+        .map_err(|e| super::classify(e.into()));
     let code = snapshot::exit_code(&reports);
 
     for r in &reports {

@@ -20,8 +20,8 @@ use crate::config::Account;
 use crate::mail::HeaderCapture;
 use crate::pop3::{self, Fetch, FetchError, Reply, Session};
 use crate::repo::{
-    Layout, ListingDigest, Manifest, MessageRecord, RecordsId, RepoError, RepoWriter, ServerInfo,
-    SnapshotId, StoreError, Stored, Tool, manifest::MANIFEST_VERSION,
+    Layout, ListingDigest, Manifest, MessageRecord, OpeningWriter, RecordsId, RepoError,
+    RepoWriter, ServerInfo, SnapshotId, StoreError, Stored, Tool, manifest::MANIFEST_VERSION,
 };
 
 /// Checkpoints come at least every `checkpoint_size` bytes, but no closer than the bytes
@@ -149,12 +149,12 @@ pub fn exit_code(reports: &[AccountReport]) -> u8 {
 /// Backs up `accounts` into the repository held by `writer`, up to
 /// `options.parallel_accounts` at a time. Returns one report per account, in the given order.
 pub fn run_snapshot(
-    writer: RepoWriter,
+    writer: OpeningWriter,
     accounts: &[&Account],
     options: &SnapshotOptions,
     observer: &dyn Observer,
-) -> (Vec<AccountReport>, RepoWriter) {
-    let shared = Mutex::new(writer);
+) -> (Vec<AccountReport>, Result<RepoWriter, RepoError>) {
+    let shared = Opening::new(writer);
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<AccountReport>>> = Mutex::new(vec![None; accounts.len()]);
     let workers = options.parallel_accounts.clamp(1, accounts.len().max(1));
@@ -189,10 +189,84 @@ pub fn run_snapshot(
             })
         })
         .collect();
-    (
-        reports,
-        shared.into_inner().unwrap_or_else(|e| e.into_inner()),
-    )
+    (reports, shared.into_writer())
+}
+
+/// Where an account's run finds the repository writer.
+pub trait WriterSource: Sync {
+    /// The repository's layout, known before the writer is ready.
+    fn layout(&self) -> Layout;
+    /// The writer; waits while it is being opened.
+    fn writer(&self) -> Result<&Mutex<RepoWriter>, RepoError>;
+}
+
+impl WriterSource for Mutex<RepoWriter> {
+    fn layout(&self) -> Layout {
+        lock(self).repo().layout().clone()
+    }
+
+    fn writer(&self) -> Result<&Mutex<RepoWriter>, RepoError> {
+        Ok(self)
+    }
+}
+
+/// A writer still being opened when the accounts start connecting: the index loads while
+/// TLS, login and the listing go on, and is waited for when the first account needs it.
+struct Opening {
+    layout: Layout,
+    opening: Mutex<Option<OpeningWriter>>,
+    ready: std::sync::OnceLock<Mutex<RepoWriter>>,
+    /// Why opening failed, for the accounts that ask after the first.
+    failed: std::sync::OnceLock<String>,
+}
+
+impl Opening {
+    fn new(writer: OpeningWriter) -> Opening {
+        Opening {
+            layout: writer.layout().clone(),
+            opening: Mutex::new(Some(writer)),
+            ready: std::sync::OnceLock::new(),
+            failed: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn into_writer(self) -> Result<RepoWriter, RepoError> {
+        if let Some(writer) = self.ready.into_inner() {
+            return Ok(writer.into_inner().unwrap_or_else(|e| e.into_inner()));
+        }
+        match self.opening.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(opening) => opening.wait(),
+            None => Err(RepoError::Invalid(format!(
+                "the repository could not be opened: {}",
+                self.failed.get().map_or("", String::as_str)
+            ))),
+        }
+    }
+}
+
+impl WriterSource for Opening {
+    fn layout(&self) -> Layout {
+        self.layout.clone()
+    }
+
+    fn writer(&self) -> Result<&Mutex<RepoWriter>, RepoError> {
+        // Held while waiting, so that one account waits and the others wait for it.
+        let mut opening = lock(&self.opening);
+        if let Some(writer) = self.ready.get() {
+            return Ok(writer);
+        }
+        match opening.take().map(OpeningWriter::wait) {
+            Some(Ok(writer)) => Ok(self.ready.get_or_init(|| Mutex::new(writer))),
+            Some(Err(e)) => {
+                let _ = self.failed.set(e.to_string());
+                Err(e)
+            }
+            None => Err(RepoError::Invalid(format!(
+                "the repository could not be opened: {}",
+                self.failed.get().map_or("", String::as_str)
+            ))),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -201,7 +275,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Backs up one account and reports how it went; never panics on bad input.
 pub fn snapshot_account(
-    shared: &Mutex<RepoWriter>,
+    shared: &dyn WriterSource,
     account: &Account,
     options: &SnapshotOptions,
     observer: &dyn Observer,
@@ -231,7 +305,7 @@ pub fn snapshot_account(
 }
 
 struct AccountRun<'a> {
-    shared: &'a Mutex<RepoWriter>,
+    shared: &'a dyn WriterSource,
     account: &'a Account,
     options: &'a SnapshotOptions,
     observer: &'a dyn Observer,
@@ -333,7 +407,7 @@ impl AccountRun<'_> {
         let id = SnapshotId::new(time);
         // Only this run writes this account's manifests, and files are replaced by rename,
         // so they can be read without the lock while other accounts store.
-        let layout = lock(self.shared).repo().layout().clone();
+        let layout = self.shared.layout();
         let account = self.account.name.clone();
         self.prefetch = Some(Prefetch::start(layout, account));
         let creds = self
@@ -418,7 +492,7 @@ impl AccountRun<'_> {
                 listing: digest,
                 messages: Vec::new(),
             };
-            lock(self.shared).commit(&manifest)?;
+            lock(self.shared.writer()?).commit(&manifest)?;
             let n = listing.messages.len();
             self.report.messages_on_server = n;
             self.report.already_archived = n;
@@ -460,8 +534,10 @@ impl AccountRun<'_> {
         let downloaded = self.download(session, &inventory, &mut manifest);
         if let Err(error) = downloaded {
             // Keep what arrived: the next run resumes from this checkpoint.
-            if self.report.downloaded > 0 {
-                let _ = lock(self.shared).checkpoint(&manifest);
+            if self.report.downloaded > 0
+                && let Ok(writer) = self.shared.writer()
+            {
+                let _ = lock(writer).checkpoint(&manifest);
             }
             return Err(error);
         }
@@ -472,7 +548,7 @@ impl AccountRun<'_> {
             // Everything listed is archived: a later run seeing this listing can skip.
             manifest.listing = digest;
         }
-        let mut writer = lock(self.shared);
+        let mut writer = lock(self.shared.writer()?);
         writer.commit(&manifest)?;
         self.report.snapshot = Some(id.clone());
         for old in old_checkpoints {
@@ -554,9 +630,9 @@ impl AccountRun<'_> {
                 read?.ok_or_else(|| RepoError::Invalid("the starting point was not read".into()))?
             }
             // Not started, or the reading thread panicked: read it here.
-            _ => StartingPoint::read(lock(self.shared).repo().layout(), &self.account.name)?,
+            _ => StartingPoint::read(&self.shared.layout(), &self.account.name)?,
         };
-        let writer = lock(self.shared);
+        let writer = lock(self.shared.writer()?);
         let inventory = Inventory::build(
             &self.account.name,
             listing,
@@ -596,7 +672,7 @@ impl AccountRun<'_> {
             .or(self.options.compression_level);
         let account = self.account.name.clone();
         let report = &mut *self.report;
-        let shared = self.shared;
+        let shared = self.shared.writer()?;
         let observer = self.observer;
         let options = self.options;
         std::thread::scope(|scope| {
