@@ -74,7 +74,7 @@ for box in small mixed huge; do
   n=$(ls "$state/gen/$box" | wc -l)
   # Warm Dovecot's index (its first session over a new mailbox builds it).
   POP3_PASSWORD=pw-$u "$floor" localhost "$port" implicit "$u" "$ca" >/dev/null
-  f=(); full=(); noop=(); more=(); rss_full=(); rss_noop=(); mp=(); fm=(); fmn=()
+  f=(); full=(); noop=(); more=(); rss_full=(); rss_noop=(); mp=(); mpn=(); fm=(); fmn=()
   for i in $(seq "$RUNS"); do
     t=$(POP3_PASSWORD=pw-$u timed "$floor" localhost "$port" implicit "$u" "$ca"); f+=("${t% *}")
     repo=$state/repo-$box; cfg=$state/cfg-$box.toml
@@ -84,7 +84,7 @@ for box in small mixed huge; do
     PW=pw-$u "$bin" --config "$cfg" init -q
     t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); full+=("${t% *}"); rss_full+=("${t#* }")
     # The archive of exactly these messages: one snapshot.
-    [ "$i" -gt 1 ] || repo_bytes=$(du -sb "$repo" | cut -f1)
+    [ "$i" -gt 1 ] || { repo_bytes=$(du -sb "$repo" | cut -f1); pack_bytes=$(du -sb "$repo/packs" | cut -f1); }
     t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); noop+=("${t% *}"); rss_noop+=("${t#* }")
     if [ "${extra[$box]}" -gt 0 ]; then
       python3 scripts/bench_mail.py more "$state/more" "${extra[$box]}" "$i"
@@ -112,6 +112,8 @@ delivery maildir $md
 EOF
     chmod 600 "$state/mpoprc"; rm -f "$state/mpop-uidls"
     t=$(timed mpop -q -C "$state/mpoprc" b); mp+=("${t% *}")
+    # Its no-op run: the UIDL list now names every message.
+    t=$(timed mpop -q -C "$state/mpoprc" b); mpn+=("${t% *}")
     # fetchmail: keep, uidl, one BSMTP file.
     cat > "$state/fetchmailrc" <<EOF
 poll localhost service $port protocol pop3 uidl
@@ -129,7 +131,7 @@ EOF
   F=$(median "${f[@]}"); P=$(median "${full[@]}")
   ratio=$(python3 -c "print(f'{$P/$F:.2f}')")
   row "$box ($n msgs, $((raw / 1000000)) MB)" "floor $F s" "popbackup full $P s (${ratio}x floor)" "mpop $(median "${mp[@]}") s, fetchmail $(median "${fm[@]}") s" >> "$results"
-  row "" "nothing new: popbackup $(median "${noop[@]}") s" "fetchmail $(median "${fmn[@]}") s" "1% new: popbackup ${more:+$(median "${more[@]}") s}" >> "$results"
+  row "" "nothing new: popbackup $(median "${noop[@]}") s" "fetchmail $(median "${fmn[@]}") s, mpop $(median "${mpn[@]}") s" "1% new: popbackup ${more:+$(median "${more[@]}") s}" >> "$results"
   row "" "peak RSS, full snapshot" "$(( $(median "${rss_full[@]}" | cut -d. -f1) / 1024 )) MiB" "nothing new: $(( $(median "${rss_noop[@]}" | cut -d. -f1) / 1024 )) MiB" >> "$results"
   # Sizes: the repository after one snapshot vs solid archives of the same messages, both as
   # the files were generated (LF) and in the wire form popbackup archives (CRLF, what Dovecot
@@ -144,7 +146,7 @@ for n in os.listdir(sys.argv[1]):
     open(os.path.join(sys.argv[2], n), "wb").write(data.replace(b"\n", b"\r\n"))
 PY
   tzw=$(tar -C "$state/crlf" -cf - . | zstd -3 -q -c | wc -c); rm -rf "$state/crlf"
-  row "$box" "raw $((raw / 1000)) kB" "popbackup repository after one snapshot $((repo_bytes / 1000)) kB ($(python3 -c "print(f'{$repo_bytes/$tzw:.2f}')")x tar\|zstd -3 of the wire form)" "tar\|zstd -3: wire form (CRLF) $((tzw / 1000)) kB, files (LF) $((tz3 / 1000)) kB; zstd -19 (LF) $((tz19 / 1000)) kB" >> "$sizes"
+  row "$box" "raw $((raw / 1000)) kB" "popbackup repository after one snapshot $((repo_bytes / 1000)) kB ($(python3 -c "print(f'{$repo_bytes/$tzw:.2f}')")x tar\|zstd -3 of the wire form); its packs alone $((pack_bytes / 1000)) kB ($(python3 -c "print(f'{$pack_bytes/$tzw:.2f}')")x)" "tar\|zstd -3: wire form (CRLF) $((tzw / 1000)) kB, files (LF) $((tz3 / 1000)) kB; zstd -19 (LF) $((tz19 / 1000)) kB" >> "$sizes"
 done
 
 # verify and restore on the small mailbox's repository.

@@ -422,7 +422,8 @@ pub struct FramePlan {
 /// commit", on the thread that compressed, while both are in the cache).
 pub struct FrameCompressor {
     cctx: Option<zstd::zstd_safe::CCtx<'static>>,
-    cdict: Option<(DictHash, i32, zstd::zstd_safe::CDict<'static>)>,
+    /// A second context with the dictionary of the current plan loaded, and its level.
+    with_dict: Option<(DictHash, i32, zstd::zstd_safe::CCtx<'static>)>,
     check: Option<FrameCheck>,
 }
 
@@ -430,7 +431,7 @@ impl Default for FrameCompressor {
     fn default() -> FrameCompressor {
         FrameCompressor {
             cctx: None,
-            cdict: None,
+            with_dict: None,
             check: Some(FrameCheck::default()),
         }
     }
@@ -475,11 +476,10 @@ impl FrameCompressor {
             ))
         };
         let FramePlan { level, dict } = plan;
-        let cctx = self.cctx.get_or_insert_with(zstd::zstd_safe::CCtx::create);
         let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(bytes.len()));
         match dict {
             Some(hash) => {
-                let ready = matches!(&self.cdict, Some((h, l, _)) if *h == hash && *l == level);
+                let ready = matches!(&self.with_dict, Some((h, l, _)) if *h == hash && *l == level);
                 let check_ready = self
                     .check
                     .as_ref()
@@ -488,18 +488,19 @@ impl FrameCompressor {
                     let bytes = dictionary(&hash).ok_or_else(|| {
                         RepoError::Invalid(format!("no zstd dictionary {hash} in the repository"))
                     })?;
-                    self.cdict = Some((hash, level, zstd::zstd_safe::CDict::create(&bytes, level)));
+                    let cctx = dictionary_context(&bytes, level).map_err(failed)?;
+                    self.with_dict = Some((hash, level, cctx));
                     if let Some(check) = &mut self.check {
                         check.ddict = Some((hash, zstd::zstd_safe::DDict::create(&bytes)));
                     }
                 }
-                let Some((_, _, cdict)) = &self.cdict else {
+                let Some((_, _, cctx)) = &mut self.with_dict else {
                     return Err(RepoError::Invalid("no zstd dictionary".into()));
                 };
-                cctx.compress_using_cdict(&mut frame, bytes, cdict)
-                    .map_err(failed)?;
+                cctx.compress2(&mut frame, bytes).map_err(failed)?;
             }
             None => {
+                let cctx = self.cctx.get_or_insert_with(zstd::zstd_safe::CCtx::create);
                 cctx.compress(&mut frame, bytes, level).map_err(failed)?;
             }
         }
@@ -515,6 +516,32 @@ impl FrameCompressor {
             checked,
         })
     }
+}
+
+/// A compression context with `dictionary` loaded (digested once, on the first frame) for
+/// frames at `level`. At the default level the match finder gets the tables zstd gives level
+/// 3 for large inputs: for a dictionary zstd otherwise sizes them for tiny inputs, and on the
+/// benchmark's small mail the larger tables compress 15-30 % faster and 0.8 % smaller.
+fn dictionary_context(
+    dictionary: &[u8],
+    level: i32,
+) -> Result<zstd::zstd_safe::CCtx<'static>, zstd::zstd_safe::ErrorCode> {
+    use zstd::zstd_safe::{CParameter, Strategy};
+    let mut cctx = zstd::zstd_safe::CCtx::create();
+    cctx.set_parameter(CParameter::CompressionLevel(level))?;
+    if level == format::DEFAULT_LEVEL {
+        for p in [
+            CParameter::Strategy(Strategy::ZSTD_dfast),
+            CParameter::HashLog(17),
+            CParameter::ChainLog(16),
+            CParameter::SearchLog(1),
+            CParameter::MinMatch(5),
+        ] {
+            cctx.set_parameter(p)?;
+        }
+    }
+    cctx.load_dictionary(dictionary)?;
+    Ok(cctx)
 }
 
 impl FrameCheck {
