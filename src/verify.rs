@@ -365,7 +365,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
             unreadable: Vec::new(),
             elsewhere: 0,
         };
-        let mut manifest = match repo.manifest_head(id) {
+        let manifest = match repo.manifest_head(id) {
             Ok(m) => m,
             Err(e) => {
                 check.problem = Some(e.to_string());
@@ -382,11 +382,15 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
                 ..done.clone()
             };
         }
-        if let Err(e) = crate::repo::load_records(repo_layout, &mut manifest) {
-            check.problem = Some(e.to_string());
-            check.all_intact = false;
-        }
-        for r in &manifest.messages {
+        let locations = match crate::repo::record_locations(repo_layout, &manifest) {
+            Ok(l) => l,
+            Err(e) => {
+                check.problem = Some(e.to_string());
+                check.all_intact = false;
+                Vec::new()
+            }
+        };
+        for r in &locations {
             let Some(hash) = r.sha256 else { continue };
             if !readable(&hash) {
                 check.unreadable.push(hash);
