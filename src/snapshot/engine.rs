@@ -384,6 +384,8 @@ impl StartingPoint {
             (Ok(Some(head)), Ok(checkpoints)) if head.complete && checkpoints.is_empty() => head
                 .listing
                 .zip(head.records)
+                // A lost records file is reported by the full path, with what to do.
+                .filter(|(_, records)| layout.records(records).is_file())
                 .map(|(listing, records)| Shortcut { listing, records }),
             _ => None,
         };

@@ -348,3 +348,35 @@ fn an_unchanged_mailbox_shares_the_latest_snapshots_records() {
     assert_eq!(four.refused, 1);
     assert_eq!(head(four.snapshot.as_ref().unwrap()).listing, None);
 }
+
+/// A lost records file is never taken on trust by the shortcut: the run reads the latest
+/// snapshot the full way and says what is wrong and what to do.
+#[test]
+fn a_lost_records_file_is_reported_not_shared() {
+    let (dir, writer) = repo();
+    let msgs: Vec<Vec<u8>> = (1..=2).map(message).collect();
+    let sizes: Vec<usize> = msgs.iter().map(Vec::len).collect();
+    let mut first = login(&["UIDL"]);
+    first.extend(listing(&["u1", "u2"], &sizes));
+    first.extend([expect("RETR 1"), retr_reply(&msgs[0])]);
+    first.extend([expect("RETR 2"), retr_reply(&msgs[1])]);
+    first.extend([expect("QUIT"), send("+OK")]);
+    let (one, server) = run(&writer, first);
+    server.finish_ok();
+    assert_eq!(one.outcome, Outcome::Ok, "{one:?}");
+    for entry in std::fs::read_dir(dir.path().join("r/records")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let mut again = login(&["UIDL"]);
+    again.extend(listing(&["u1", "u2"], &sizes));
+    let (two, server) = run(&writer, again);
+    drop(server);
+    assert_eq!(two.outcome, Outcome::Failed, "{two:?}");
+    assert_eq!(two.exit_code, 65);
+    let message = two.message.unwrap_or_default();
+    assert!(
+        message.contains("are missing") && message.contains("forget the snapshot"),
+        "{message}"
+    );
+    assert!(two.snapshot.is_none());
+}
