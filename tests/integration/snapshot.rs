@@ -284,6 +284,29 @@ fn corpus_snapshot_is_exact_incremental_and_never_deletes() {
     for line in &lines[logouts_before..] {
         assert_eq!(counter(line, "del"), 0, "never a deletion: {line}");
     }
+    // It saw the listing the second archived (same UIDLs and sizes from a new Dovecot
+    // session), so its manifest names the second's records file, and reads back the same.
+    let repo = Repository::open(&setup.repo).unwrap();
+    let ids = repo.snapshots().unwrap();
+    let (second_id, third_id) = (&ids[ids.len() - 2], &ids[ids.len() - 1]);
+    assert_eq!(report["snapshot"], third_id.as_str());
+    let (second_head, third_head) = (
+        repo.manifest_head(second_id).unwrap(),
+        repo.manifest_head(third_id).unwrap(),
+    );
+    assert!(second_head.listing.is_some());
+    assert_eq!(third_head.listing, second_head.listing);
+    assert_eq!(third_head.records, second_head.records);
+    assert_eq!(
+        repo.manifest(third_id).unwrap().messages,
+        repo.manifest(second_id).unwrap().messages
+    );
+    assert_eq!(
+        std::fs::read_dir(setup.repo.join("records"))
+            .unwrap()
+            .count(),
+        2
+    );
 
     // A message removed on the server stays archived and is reported as vanished.
     dovecot.remove(user, "added-5");
