@@ -628,10 +628,9 @@ impl AccountRun<'_> {
             p.thread.join()
         });
         let start = match prefetched {
-            Some(Ok(read)) if !matches!(read, Ok(None)) => {
-                read?.ok_or_else(|| RepoError::Invalid("the starting point was not read".into()))?
-            }
-            // Not started, or the reading thread panicked: read it here.
+            Some(Ok(Ok(Some(start)))) => start,
+            Some(Ok(Err(e))) => return Err(e.into()),
+            // Not started, told to stop, or the reading thread panicked: read it here.
             _ => StartingPoint::read(&self.shared.layout(), &self.account.name)?,
         };
         let writer = lock(self.shared.writer()?);
