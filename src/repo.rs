@@ -774,7 +774,7 @@ impl RepoWriter {
         let Some(pack) = &mut self.pack else {
             return Err(StoreError::Repo(RepoError::Invalid("no pack open".into())));
         };
-        let mut writer = pack.begin().map_err(io_err)?;
+        let mut writer = pack.begin(self.verify_before_commit).map_err(io_err)?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match source.read(&mut buf) {

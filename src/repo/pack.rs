@@ -130,12 +130,25 @@ impl PackWriter {
     }
 
     /// Starts a message streamed in (compressed without a dictionary: streaming is for large
-    /// messages); write its bytes into the returned writer, then call `finish`.
-    pub fn begin(&mut self) -> io::Result<MessageWriter<'_>> {
-        self.checked_frames = None;
+    /// messages); write its bytes into the returned writer, then call `finish`. With `check`,
+    /// a thread decompresses the frame as it is written and `finish` compares the result with
+    /// the message, so that the pack need not be read back for it.
+    pub fn begin(&mut self, check: bool) -> io::Result<MessageWriter<'_>> {
+        let before = self.checked_frames.clone();
+        // Worth checking only while every frame so far was checked.
+        let (frames, check) = match self.checked_frames.take() {
+            Some(frames) if check => (Some(frames), Some(StreamCheck::start())),
+            _ => (None, None),
+        };
         let file = self.temp.file();
         file.seek(SeekFrom::Start(self.end))?;
-        let sink = BufWriter::with_capacity(128 * 1024, CountingFile { file, written: 0 });
+        let counting = CountingFile {
+            file,
+            written: 0,
+            frames,
+            check,
+        };
+        let sink = BufWriter::with_capacity(128 * 1024, counting);
         let mut encoder = zstd::stream::write::Encoder::new(sink, self.level)?;
         encoder.include_checksum(false)?;
         Ok(MessageWriter {
@@ -146,6 +159,8 @@ impl PackWriter {
             end: &mut self.end,
             entries: &mut self.entries,
             hashes: &mut self.hashes,
+            checked_frames: &mut self.checked_frames,
+            before,
         })
     }
 
@@ -384,6 +399,10 @@ pub struct MessageWriter<'a> {
     end: &'a mut u64,
     entries: &'a mut Vec<PackEntry>,
     hashes: &'a mut HashSet<MessageHash>,
+    /// The pack's hash of checked frames: given back at `finish` (see `PackWriter::begin`).
+    checked_frames: &'a mut Option<Sha256>,
+    /// Its state before this frame, for a frame that is cut back out.
+    before: Option<Sha256>,
 }
 
 impl Write for MessageWriter<'_> {
@@ -430,12 +449,33 @@ impl MessageWriter<'_> {
     pub fn finish(self, is_stored: impl FnOnce(&MessageHash) -> bool) -> io::Result<Stored> {
         let hash = MessageHash(self.hasher.finalize().into());
         let sink = self.encoder.finish()?;
-        let counting = sink.into_inner().map_err(|e| e.into_error())?;
-        let length = counting.written;
-        let file = counting.file;
+        let CountingFile {
+            file,
+            written: length,
+            frames,
+            check,
+        } = sink.into_inner().map_err(|e| e.into_error())?;
         if self.hashes.contains(&hash) || is_stored(&hash) {
             file.set_len(self.start)?;
+            *self.checked_frames = self.before;
             return Ok(Stored::Duplicate(hash, self.raw_len));
+        }
+        if let Some(check) = check {
+            match check.result() {
+                Ok((back, len)) if back == hash && len == self.raw_len => {
+                    *self.checked_frames = frames;
+                }
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "verification before commit failed: message {hash} does not \
+                             decompress back from the frame just streamed; nothing was \
+                             committed (check the memory of this machine)"
+                        ),
+                    ));
+                }
+            }
         }
         let entry = PackEntry {
             hash,
@@ -450,21 +490,99 @@ impl MessageWriter<'_> {
     }
 }
 
-/// A file writer that counts what went through it.
+/// A file writer that counts what went through it, and with a check hashes it for the pack
+/// and feeds it to the [`StreamCheck`].
 struct CountingFile<'a> {
     file: &'a mut File,
     written: u64,
+    frames: Option<Sha256>,
+    check: Option<StreamCheck>,
 }
 
 impl Write for CountingFile<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
+        if let Some(frames) = &mut self.frames {
+            frames.update(&buf[..n]);
+        }
+        if let Some(check) = &self.check {
+            check.feed(&buf[..n]);
+        }
         self.written += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+}
+
+/// Decompresses a frame on a thread of its own as its bytes are written, and hashes what comes
+/// out: the check of a streamed frame, on the other core, while the message still arrives.
+struct StreamCheck {
+    chunks: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    thread: std::thread::JoinHandle<io::Result<(MessageHash, u64)>>,
+}
+
+impl StreamCheck {
+    fn start() -> StreamCheck {
+        // A few chunks of the writer's 128 KiB: memory stays bounded if the check lags.
+        let (chunks, incoming) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let thread = std::thread::spawn(move || {
+            let reader = ChunkReader {
+                incoming,
+                chunk: Vec::new(),
+                at: 0,
+            };
+            let mut decoder = zstd::stream::read::Decoder::new(reader)?.single_frame();
+            let mut hasher = Sha256::new();
+            let len = io::copy(&mut decoder, &mut HashSink(&mut hasher))?;
+            Ok((MessageHash(hasher.finalize().into()), len))
+        });
+        StreamCheck {
+            chunks: Some(chunks),
+            thread,
+        }
+    }
+
+    fn feed(&self, bytes: &[u8]) {
+        if let Some(chunks) = &self.chunks {
+            // A thread that stopped (a frame that does not decode) reports it at `result`.
+            let _ = chunks.send(bytes.to_vec());
+        }
+    }
+
+    /// What the frame decompressed to: its hash and length.
+    fn result(mut self) -> io::Result<(MessageHash, u64)> {
+        self.chunks = None;
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the frame check stopped")))
+    }
+}
+
+/// The chunks a [`StreamCheck`] receives, as one stream.
+struct ChunkReader {
+    incoming: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.incoming.recv() {
+                Ok(chunk) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 
@@ -617,7 +735,7 @@ mod tests {
     fn write_pack(dir: &Path, messages: &[&[u8]]) -> PackWriter {
         let mut pack = PackWriter::new(dir, 3).unwrap();
         for m in messages {
-            let mut w = pack.begin().unwrap();
+            let mut w = pack.begin(false).unwrap();
             w.write_all(m).unwrap();
             w.finish(|_| false).unwrap();
         }
@@ -631,7 +749,7 @@ mod tests {
         std::fs::create_dir(&packs).unwrap();
         let mut pack = write_pack(dir.path(), &[b"one message\r\n", b"another one\r\n"]);
         // A duplicate is cut back out; a frame compressed elsewhere is appended as it is.
-        let mut w = pack.begin().unwrap();
+        let mut w = pack.begin(false).unwrap();
         w.write_all(b"one message\r\n").unwrap();
         assert!(matches!(
             w.finish(|_| false).unwrap(),
@@ -733,5 +851,83 @@ mod tests {
             "{err}"
         );
         assert_eq!(std::fs::read_dir(&packs).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn streamed_frames_are_checked_as_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = dir.path().join("packs");
+        std::fs::create_dir(&packs).unwrap();
+        let big: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| format!("line {i} of a large message\r\n").into_bytes())
+            .collect();
+        let streamed_pack = || {
+            let mut pack = PackWriter::new(dir.path(), 3).unwrap();
+            for (m, cut) in [
+                (&big[..], false),
+                (&big[..], true),
+                (&b"small\r\n"[..], false),
+            ] {
+                let mut w = pack.begin(true).unwrap();
+                w.write_all(m).unwrap();
+                // The second copy is a duplicate, cut back out: the pack's check must not
+                // count its bytes.
+                let stored = w.finish(|_| false).unwrap();
+                assert_eq!(matches!(stored, Stored::Duplicate(..)), cut);
+            }
+            let frame = zstd::bulk::compress(b"in memory\r\n", 3).unwrap();
+            pack.append(MessageHash::of(b"in memory\r\n"), &frame, None, true)
+                .unwrap();
+            assert!(pack.checked_frames.is_some(), "every frame was checked");
+            pack
+        };
+        let (id, entries) = streamed_pack()
+            .finish(&packs, Some(&HashMap::new()))
+            .unwrap();
+        assert_eq!(entries.len(), 3);
+        let path = packs.join(format!("{id}.tar"));
+        let mut frames = FrameDecoder::default();
+        let mut file = File::open(&path).unwrap();
+        for e in &entries {
+            let mut frame = vec![0u8; e.length as usize];
+            file.seek(SeekFrom::Start(e.offset)).unwrap();
+            file.read_exact(&mut frame).unwrap();
+            assert_eq!(frames.hash(&frame, None).unwrap().0, e.hash);
+        }
+        // A byte flipped in the streamed frame after it was written: the pack is refused.
+        let mut pack = streamed_pack();
+        let entry = pack.entries()[0];
+        let file = pack.temp.file();
+        file.seek(SeekFrom::Start(entry.offset + entry.length / 2))
+            .unwrap();
+        file.write_all(&[0xa5]).unwrap();
+        let err = pack.finish(&packs, Some(&HashMap::new())).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("does not hold the frames written to it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_stream_check_reports_what_the_frame_decompresses_to() {
+        let message = b"Subject: checked\r\n\r\nbody\r\n".repeat(1000);
+        let frame = zstd::bulk::compress(&message, 3).unwrap();
+        let check = StreamCheck::start();
+        for piece in frame.chunks(777) {
+            check.feed(piece);
+        }
+        let (hash, len) = check.result().unwrap();
+        assert_eq!(
+            (hash, len),
+            (MessageHash::of(&message), message.len() as u64)
+        );
+        // A frame cut short, or bytes that are no frame at all: an error, not a hash.
+        let check = StreamCheck::start();
+        check.feed(&frame[..frame.len() / 2]);
+        assert!(check.result().is_err());
+        let check = StreamCheck::start();
+        check.feed(b"not a zstd frame at all");
+        assert!(check.result().is_err());
     }
 }
