@@ -161,7 +161,7 @@ mkdir -p "$state/untar"; t=$(timed tar -C "$state/untar" -xf "$state/small.tar")
 t=$(timed "$bin" --repo "$state/repo-huge" restore -q --to "maildir:$state/restored-huge"); hugerss=${t#* }
 {
   row "verify (small)" "popbackup $vt s ($(python3 -c "print(f'{$rawsmall/$vt/1e6:.0f}')") MB/s), peak RSS $((vrss / 1024)) MiB" "zstd -d \| sha256sum $rt s" "ratio $(python3 -c "print(f'{$vt/$rt:.2f}')")x"
-  row "restore (small, 20,000 msgs)" "Maildir $md s ($(python3 -c "print(f'{20000/$md:.0f}')") msgs/s), mbox $mb s" "tar -x $ut s" "peak RSS $((mdrss / 1024)) MiB; huge message restore $((hugerss / 1024)) MiB"
+  row "restore (small, 20,000 msgs)" "Maildir $md s ($(python3 -c "print(f'{20000/$md:.0f}')") msgs/s), mbox $mb s ($(python3 -c "print(f'{20000/$mb:.0f}')") msgs/s)" "tar -x $ut s" "peak RSS $((mdrss / 1024)) MiB; huge message restore $((hugerss / 1024)) MiB"
 } >> "$results"
 
 table=$state/table.md

@@ -710,9 +710,10 @@ impl RepoWriter {
 
     /// Whether every new frame is checked before its pack is published (default: yes; it
     /// costs one decompression of what was just written): a frame made from memory is
-    /// decompressed and compared with the message as soon as it is made, and the pack file
-    /// is then read back and must hold exactly the frames appended; a frame that was not
-    /// checked that way (streamed, or copied) is decompressed from the file and re-hashed.
+    /// decompressed and compared with the message as soon as it is made (a streamed one by a
+    /// thread, as it is written), and the pack file is then read back and must hold exactly
+    /// the frames appended; a frame that was not checked that way (copied from another pack)
+    /// is decompressed from the file and re-hashed.
     pub fn set_verify_before_commit(&mut self, on: bool) {
         self.verify_before_commit = on;
         self.compressor = FrameCompressor::new(on);
