@@ -187,6 +187,45 @@ impl Repository {
         read_manifest(&self.layout, &path)
     }
 
+    /// Every committed snapshot's summary, oldest first (`popbackup snapshots`). A records
+    /// file is read once however many snapshots share it (a long nightly history of an
+    /// unchanged mailbox shares one), and only for the sizes.
+    pub fn summaries(&self) -> Result<Vec<SnapshotSummary>, RepoError> {
+        #[derive(serde::Deserialize)]
+        struct Size {
+            size: Option<u64>,
+        }
+        let mut counted: HashMap<RecordsId, (usize, u64)> = HashMap::new();
+        let mut out = Vec::new();
+        for id in self.snapshots()? {
+            let head = self.manifest_head(&id)?;
+            let (messages, bytes) = match head.records {
+                Some(records) if head.messages.is_empty() => match counted.get(&records) {
+                    Some(known) => *known,
+                    None => {
+                        let sizes: Vec<Size> =
+                            read_records(&self.layout, &head)?.unwrap_or_default();
+                        let known = (sizes.len(), sizes.iter().filter_map(|s| s.size).sum());
+                        counted.insert(records, known);
+                        known
+                    }
+                },
+                _ => {
+                    let summary = head.summary();
+                    (summary.messages, summary.bytes)
+                }
+            };
+            out.push(SnapshotSummary {
+                id: head.id,
+                time: head.time,
+                account: head.account,
+                messages,
+                bytes,
+            });
+        }
+        Ok(out)
+    }
+
     /// A committed snapshot's manifest as its file has it: without the records when they are
     /// in a records file (`records` names it; [`load_records`] reads it).
     pub fn manifest_head(&self, id: &SnapshotId) -> Result<Manifest, RepoError> {

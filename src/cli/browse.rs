@@ -10,10 +10,7 @@ pub fn snapshots(
     json: bool,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<()> {
-    let mut summaries = Vec::new();
-    for id in repo.snapshots()? {
-        summaries.push(repo.manifest(&id)?.summary());
-    }
+    let summaries = repo.summaries()?;
     if json {
         serde_json::to_writer_pretty(&mut *out, &summaries)?;
         writeln!(out)?;

@@ -576,6 +576,14 @@ fn snapshots_share_records_files_and_prune_removes_unnamed_ones() {
         v
     };
     assert_eq!(files().len(), 2, "two distinct lists, two files");
+    // `popbackup snapshots` counts each list (read once for both snapshots sharing it).
+    let summaries = repo.summaries().unwrap();
+    let counts: Vec<(usize, u64)> = summaries.iter().map(|s| (s.messages, s.bytes)).collect();
+    let bytes = |n: usize| stored[..n].iter().map(|(_, len)| len).sum::<u64>();
+    assert_eq!(
+        counts,
+        vec![(20, bytes(20)), (20, bytes(20)), (5, bytes(5))]
+    );
     let heads: Vec<Manifest> = [&first, &second, &third]
         .iter()
         .map(|m| repo.manifest_head(&m.id).unwrap())
