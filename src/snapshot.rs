@@ -11,7 +11,9 @@
 
 pub mod engine;
 pub mod inventory;
+mod starting_point;
 mod storer;
+mod writer;
 
 pub use engine::{
     AccountReport, Observer, Outcome, Silent, SnapshotOptions, exit_code, run_snapshot,
@@ -21,6 +23,7 @@ pub use inventory::{
     Inventory, InventoryEntry, InventoryReport, Listing, NewMessage, ServerMessage,
     VanishedMessage, fetch_headers, inspect, take_listing,
 };
+pub use writer::WriterSource;
 
 use crate::config::ConfigError;
 use crate::pop3::Pop3Error;

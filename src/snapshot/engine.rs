@@ -7,21 +7,23 @@
 //! ever sent. One account failing never stops the others; its [`AccountReport`] says why.
 
 use std::io::{Read, Write};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::SnapshotError;
 use super::inventory::{Inventory, InventoryEntry, Listing, take_listing};
+use super::starting_point::{Prefetch, StartingPoint};
 use super::storer::{Done, Storer};
+use super::writer::{Opening, WriterSource};
 use crate::config::Account;
 use crate::mail::HeaderCapture;
 use crate::pop3::{self, Fetch, FetchError, Reply, Session};
 use crate::repo::{
-    Layout, ListingDigest, Manifest, MessageRecord, OpeningWriter, RecordsId, RepoError,
-    RepoWriter, ServerInfo, SnapshotId, StoreError, Stored, Tool, manifest::MANIFEST_VERSION,
+    ListingDigest, Manifest, MessageRecord, OpeningWriter, RecordsId, RepoError, RepoWriter,
+    ServerInfo, SnapshotId, StoreError, Stored, Tool, manifest::MANIFEST_VERSION,
 };
 
 /// Checkpoints come at least every `checkpoint_size` bytes, but no closer than the bytes
@@ -192,83 +194,6 @@ pub fn run_snapshot(
     (reports, shared.into_writer())
 }
 
-/// Where an account's run finds the repository writer.
-pub trait WriterSource: Sync {
-    /// The repository's layout, known before the writer is ready.
-    fn layout(&self) -> Layout;
-    /// The writer; waits while it is being opened.
-    fn writer(&self) -> Result<&Mutex<RepoWriter>, RepoError>;
-}
-
-impl WriterSource for Mutex<RepoWriter> {
-    fn layout(&self) -> Layout {
-        lock(self).repo().layout().clone()
-    }
-
-    fn writer(&self) -> Result<&Mutex<RepoWriter>, RepoError> {
-        Ok(self)
-    }
-}
-
-/// A writer still being opened when the accounts start connecting: the index loads while
-/// TLS, login and the listing go on, and is waited for when the first account needs it.
-struct Opening {
-    layout: Layout,
-    opening: Mutex<Option<OpeningWriter>>,
-    ready: std::sync::OnceLock<Mutex<RepoWriter>>,
-    /// Why opening failed, for the accounts that ask after the first.
-    failed: std::sync::OnceLock<String>,
-}
-
-impl Opening {
-    fn new(writer: OpeningWriter) -> Opening {
-        Opening {
-            layout: writer.layout().clone(),
-            opening: Mutex::new(Some(writer)),
-            ready: std::sync::OnceLock::new(),
-            failed: std::sync::OnceLock::new(),
-        }
-    }
-
-    fn into_writer(self) -> Result<RepoWriter, RepoError> {
-        if let Some(writer) = self.ready.into_inner() {
-            return Ok(writer.into_inner().unwrap_or_else(|e| e.into_inner()));
-        }
-        match self.opening.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(opening) => opening.wait(),
-            None => Err(RepoError::Invalid(format!(
-                "the repository could not be opened: {}",
-                self.failed.get().map_or("", String::as_str)
-            ))),
-        }
-    }
-}
-
-impl WriterSource for Opening {
-    fn layout(&self) -> Layout {
-        self.layout.clone()
-    }
-
-    fn writer(&self) -> Result<&Mutex<RepoWriter>, RepoError> {
-        // Held while waiting, so that one account waits and the others wait for it.
-        let mut opening = lock(&self.opening);
-        if let Some(writer) = self.ready.get() {
-            return Ok(writer);
-        }
-        match opening.take().map(OpeningWriter::wait) {
-            Some(Ok(writer)) => Ok(self.ready.get_or_init(|| Mutex::new(writer))),
-            Some(Err(e)) => {
-                let _ = self.failed.set(e.to_string());
-                Err(e)
-            }
-            None => Err(RepoError::Invalid(format!(
-                "the repository could not be opened: {}",
-                self.failed.get().map_or("", String::as_str)
-            ))),
-        }
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -313,94 +238,6 @@ struct AccountRun<'a> {
     /// The account's latest snapshot and the checkpoints, being read while the session is
     /// set up (TLS, login, UIDL and LIST take about as long as reading a large manifest).
     prefetch: Option<Prefetch>,
-}
-
-/// The starting point, read on a thread. The thread reads the manifests' heads first and
-/// sends what they allow to skip; when a [`Shortcut`] is possible it waits to be told whether
-/// the records are needed after all (a run with nothing new does not read them).
-struct Prefetch {
-    shortcut: mpsc::Receiver<Option<Shortcut>>,
-    /// `true`: read the records; `false` (or dropped): stop.
-    go: mpsc::Sender<bool>,
-    thread: std::thread::JoinHandle<Result<Option<StartingPoint>, RepoError>>,
-}
-
-impl Prefetch {
-    fn start(layout: Layout, account: String) -> Prefetch {
-        let (tell, shortcut) = mpsc::channel();
-        let (go, told) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            StartingPoint::read_telling(&layout, &account, |found| {
-                let possible = found.is_some();
-                if tell.send(found).is_err() {
-                    return false;
-                }
-                !possible || told.recv().unwrap_or(false)
-            })
-        });
-        Prefetch {
-            shortcut,
-            go,
-            thread,
-        }
-    }
-}
-
-/// The latest snapshot of the account when it archived everything its server listed, and no
-/// run was interrupted since: a run that sees the same listing has nothing to download, and
-/// its manifest shares that snapshot's records file instead of reading and rewriting it.
-struct Shortcut {
-    listing: ListingDigest,
-    records: RecordsId,
-}
-
-/// What a run starts from: the account's latest committed snapshot and its checkpoints.
-struct StartingPoint {
-    previous: Option<Manifest>,
-    checkpoints: Vec<Manifest>,
-}
-
-impl StartingPoint {
-    fn read(layout: &Layout, account: &str) -> Result<StartingPoint, RepoError> {
-        StartingPoint::read_telling(layout, account, |_| true)?
-            .ok_or_else(|| RepoError::Invalid("the starting point was not read".into()))
-    }
-
-    /// Reads the starting point, telling `shortcut` what the heads of the manifests allow
-    /// before the (much larger) records are read; it answers whether to go on (`None` when
-    /// it says no).
-    fn read_telling(
-        layout: &Layout,
-        account: &str,
-        shortcut: impl FnOnce(Option<Shortcut>) -> bool,
-    ) -> Result<Option<StartingPoint>, RepoError> {
-        let head = crate::repo::latest_snapshot_head_in(layout, account);
-        let checkpoints = crate::repo::checkpoints_in(layout).map(|all| {
-            all.into_iter()
-                .filter(|c| c.account == account)
-                .collect::<Vec<_>>()
-        });
-        let found = match (&head, &checkpoints) {
-            (Ok(Some(head)), Ok(checkpoints)) if head.complete && checkpoints.is_empty() => head
-                .listing
-                .zip(head.records)
-                // A lost records file is reported by the full path, with what to do.
-                .filter(|(_, records)| layout.records(records).is_file())
-                .map(|(listing, records)| Shortcut { listing, records }),
-            _ => None,
-        };
-        if !shortcut(found) {
-            return Ok(None);
-        }
-        let mut previous = head?;
-        if let Some(manifest) = &mut previous {
-            crate::repo::load_records(layout, manifest)?;
-        }
-        Ok(Some(StartingPoint {
-            previous,
-            checkpoints: checkpoints?,
-        }))
-    }
 }
 
 impl AccountRun<'_> {

@@ -1,0 +1,87 @@
+//! Where an account's run finds the repository writer: a plain `Mutex<RepoWriter>` (tests,
+//! tools), or one still being opened while the accounts connect ([`Opening`]).
+
+use std::sync::{Mutex, OnceLock};
+
+use crate::repo::{Layout, OpeningWriter, RepoError, RepoWriter};
+
+/// Where an account's run finds the repository writer.
+pub trait WriterSource: Sync {
+    /// The repository's layout, known before the writer is ready.
+    fn layout(&self) -> Layout;
+    /// The writer; waits while it is being opened.
+    fn writer(&self) -> Result<&Mutex<RepoWriter>, RepoError>;
+}
+
+impl WriterSource for Mutex<RepoWriter> {
+    fn layout(&self) -> Layout {
+        lock(self).repo().layout().clone()
+    }
+
+    fn writer(&self) -> Result<&Mutex<RepoWriter>, RepoError> {
+        Ok(self)
+    }
+}
+
+/// A writer still being opened when the accounts start connecting: the index loads while
+/// TLS, login and the listing go on, and is waited for when the first account needs it.
+pub(super) struct Opening {
+    layout: Layout,
+    opening: Mutex<Option<OpeningWriter>>,
+    ready: OnceLock<Mutex<RepoWriter>>,
+    /// Why opening failed, for the accounts that ask after the first.
+    failed: OnceLock<String>,
+}
+
+impl Opening {
+    pub(super) fn new(writer: OpeningWriter) -> Opening {
+        Opening {
+            layout: writer.layout().clone(),
+            opening: Mutex::new(Some(writer)),
+            ready: OnceLock::new(),
+            failed: OnceLock::new(),
+        }
+    }
+
+    pub(super) fn into_writer(self) -> Result<RepoWriter, RepoError> {
+        if let Some(writer) = self.ready.into_inner() {
+            return Ok(writer.into_inner().unwrap_or_else(|e| e.into_inner()));
+        }
+        match self.opening.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(opening) => opening.wait(),
+            None => Err(RepoError::Invalid(format!(
+                "the repository could not be opened: {}",
+                self.failed.get().map_or("", String::as_str)
+            ))),
+        }
+    }
+}
+
+impl WriterSource for Opening {
+    fn layout(&self) -> Layout {
+        self.layout.clone()
+    }
+
+    fn writer(&self) -> Result<&Mutex<RepoWriter>, RepoError> {
+        // Held while waiting, so that one account waits and the others wait for it.
+        let mut opening = lock(&self.opening);
+        if let Some(writer) = self.ready.get() {
+            return Ok(writer);
+        }
+        match opening.take().map(OpeningWriter::wait) {
+            Some(Ok(writer)) => Ok(self.ready.get_or_init(|| Mutex::new(writer))),
+            Some(Err(e)) => {
+                let _ = self.failed.set(e.to_string());
+                Err(e)
+            }
+            None => Err(RepoError::Invalid(format!(
+                "the repository could not be opened: {}",
+                self.failed.get().map_or("", String::as_str)
+            ))),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
