@@ -66,6 +66,42 @@ impl RepoError {
         }
     }
 
+    /// The same error again, for a second party it concerns (an `io::Error` cannot be
+    /// cloned: its kind and text are kept, which is all that is shown and classified).
+    pub fn duplicate(&self) -> RepoError {
+        match self {
+            RepoError::Io { op, path, source } => RepoError::Io {
+                op,
+                path: path.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            RepoError::NotARepository { path } => RepoError::NotARepository { path: path.clone() },
+            RepoError::AlreadyExists { path } => RepoError::AlreadyExists { path: path.clone() },
+            RepoError::UnsupportedVersion {
+                path,
+                found,
+                supported,
+            } => RepoError::UnsupportedVersion {
+                path: path.clone(),
+                found: *found,
+                supported: *supported,
+            },
+            RepoError::Corrupt { path, detail } => RepoError::Corrupt {
+                path: path.clone(),
+                detail: detail.clone(),
+            },
+            RepoError::Locked { path, holder } => RepoError::Locked {
+                path: path.clone(),
+                holder: holder.clone(),
+            },
+            RepoError::NotFound { what, id } => RepoError::NotFound {
+                what,
+                id: id.clone(),
+            },
+            RepoError::Invalid(text) => RepoError::Invalid(text.clone()),
+        }
+    }
+
     /// The sysexits code for this error.
     pub fn exit_code(&self) -> u8 {
         use crate::exit;

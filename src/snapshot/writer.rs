@@ -30,7 +30,7 @@ pub(super) struct Opening {
     opening: Mutex<Option<OpeningWriter>>,
     ready: OnceLock<Mutex<RepoWriter>>,
     /// Why opening failed, for the accounts that ask after the first.
-    failed: OnceLock<String>,
+    failed: OnceLock<RepoError>,
 }
 
 impl Opening {
@@ -44,16 +44,22 @@ impl Opening {
     }
 
     pub(super) fn into_writer(self) -> Result<RepoWriter, RepoError> {
+        let failure = self.failure();
         if let Some(writer) = self.ready.into_inner() {
             return Ok(writer.into_inner().unwrap_or_else(|e| e.into_inner()));
         }
         match self.opening.into_inner().unwrap_or_else(|e| e.into_inner()) {
             Some(opening) => opening.wait(),
-            None => Err(RepoError::Invalid(format!(
-                "the repository could not be opened: {}",
-                self.failed.get().map_or("", String::as_str)
-            ))),
+            None => Err(failure),
         }
+    }
+
+    /// Why opening failed, again.
+    fn failure(&self) -> RepoError {
+        self.failed.get().map_or_else(
+            || RepoError::Invalid("the repository could not be opened".into()),
+            RepoError::duplicate,
+        )
     }
 }
 
@@ -71,17 +77,52 @@ impl WriterSource for Opening {
         match opening.take().map(OpeningWriter::wait) {
             Some(Ok(writer)) => Ok(self.ready.get_or_init(|| Mutex::new(writer))),
             Some(Err(e)) => {
-                let _ = self.failed.set(e.to_string());
-                Err(e)
+                let again = e.duplicate();
+                let _ = self.failed.set(e);
+                Err(again)
             }
-            None => Err(RepoError::Invalid(format!(
-                "the repository could not be opened: {}",
-                self.failed.get().map_or("", String::as_str)
-            ))),
+            None => Err(self.failure()),
         }
     }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+// Tests write throwaway files directly.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+
+    /// Every account is told why the repository could not be opened, with the same exit
+    /// code, and so is the caller that closes the run.
+    #[test]
+    fn a_failed_open_is_reported_alike_to_every_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        crate::repo::Repository::init(&path).unwrap();
+        let index = path.join("index");
+        std::fs::remove_dir_all(&index).unwrap();
+        // A file where the index directory belongs: opening fails in the background.
+        std::fs::write(&index, b"not a directory").unwrap();
+        let opening = RepoWriter::open_in_background(&path, "test", |_| {}).unwrap();
+        let shared = Opening::new(opening);
+        let first = shared
+            .writer()
+            .err()
+            .map(|e| (e.to_string(), e.exit_code()));
+        let second = shared
+            .writer()
+            .err()
+            .map(|e| (e.to_string(), e.exit_code()));
+        assert!(first.is_some());
+        assert_eq!(first, second);
+        let last = shared
+            .into_writer()
+            .err()
+            .map(|e| (e.to_string(), e.exit_code()));
+        assert_eq!(last, first);
+    }
 }
