@@ -629,16 +629,8 @@ fn hash_file(
 }
 
 /// SHA-256 of everything `reader` yields.
-pub fn hash_reader(mut reader: impl Read) -> io::Result<[u8; 32]> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hasher.finalize().into());
-        }
-        hasher.update(&buf[..n]);
-    }
+pub fn hash_reader(reader: impl Read) -> io::Result<[u8; 32]> {
+    hash_file(reader, None).map(|(whole, _)| whole)
 }
 
 /// The tar structure of a pack, read from its headers alone (data is skipped by seeking).
