@@ -634,6 +634,15 @@ fn snapshots_share_records_files_and_prune_removes_unnamed_ones() {
     std::fs::remove_file(&path).unwrap();
     let err = repo.manifest(&second.id).unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
+    // The advice ("forget the snapshot") can be followed: forget needs only the heads.
+    let policy = popbackup::retention::KeepPolicy {
+        last: 1,
+        ..Default::default()
+    };
+    let plan = popbackup::retention::plan_forget(&repo, &policy, None, &chrono::Utc).unwrap();
+    let mut gone: Vec<_> = plan.removed().map(|d| d.snapshot.clone()).collect();
+    gone.sort();
+    assert_eq!(gone, vec![first.id.clone(), second.id.clone()]);
     std::fs::write(&path, &bytes).unwrap();
 
     // Forget the first: its list stays (the second names it). Forget the second: prune
