@@ -1298,9 +1298,7 @@ impl RepoWriter {
                 ))),
             }
         };
-        for record in &manifest.messages {
-            location(record)?;
-        }
+        // An unstored record stops the write midway; nothing is on disk yet (`out` is memory).
         let invalid =
             |e: &dyn std::fmt::Display| RepoError::Invalid(format!("cannot write records: {e}"));
         out.write_all(b"[\n").map_err(|e| invalid(&e))?;
