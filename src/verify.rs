@@ -155,6 +155,9 @@ pub struct VerifyReport {
     pub damaged_messages: Vec<DamagedMessage>,
     pub damaged_packs: Vec<DamagedPack>,
     pub damaged_snapshots: Vec<DamagedSnapshot>,
+    /// Dictionary files that are damaged, and how (the frames that need them are reported
+    /// among the damaged messages).
+    pub damaged_dictionaries: Vec<String>,
     /// The index disagrees with the packs (it is rebuilt from them when its files are removed).
     pub index_problems: Vec<String>,
     /// Not damage: index files that cannot be read (the packs are scanned instead), stray
@@ -614,8 +617,23 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
         .map(|e| e.hash)
         .collect::<BTreeSet<_>>()
         .len();
+    let damaged_dictionaries: Vec<String> = repo
+        .damaged_dictionaries()
+        .iter()
+        .map(|(hash, problem)| {
+            format!(
+                "{}: {problem}",
+                repo_layout
+                    .dict(hash)
+                    .strip_prefix(repo.root())
+                    .unwrap_or(&repo_layout.dict(hash))
+                    .display()
+            )
+        })
+        .collect();
     let clean = damaged_messages.is_empty()
         && damaged_packs.is_empty()
+        && damaged_dictionaries.is_empty()
         && damaged_snapshots.is_empty()
         && index_problems.is_empty();
     Ok(VerifyReport {
@@ -633,6 +651,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
         damaged_messages,
         damaged_packs,
         damaged_snapshots,
+        damaged_dictionaries,
         index_problems,
         notes,
         verified_snapshots,

@@ -98,6 +98,9 @@ fn print_human(
     for s in &report.damaged_snapshots {
         writeln!(out, "DAMAGED snapshot {}: {}", s.snapshot, s.problem)?;
     }
+    for d in &report.damaged_dictionaries {
+        writeln!(out, "DAMAGED dictionary {d}")?;
+    }
     for p in &report.index_problems {
         writeln!(out, "INDEX: {p}")?;
     }
@@ -136,10 +139,12 @@ fn print_human(
     } else {
         writeln!(
             out,
-            "DAMAGE FOUND: {} message(s), {} pack(s), {} snapshot(s), {} index problem(s)",
+            "DAMAGE FOUND: {} message(s), {} pack(s), {} snapshot(s), {} dictionar(y/ies), {} \
+             index problem(s)",
             report.damaged_messages.len(),
             report.damaged_packs.len(),
             report.damaged_snapshots.len(),
+            report.damaged_dictionaries.len(),
             report.index_problems.len()
         )?;
     }

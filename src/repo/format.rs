@@ -6,7 +6,7 @@ use super::id::{DictHash, RepoId};
 
 /// The format this code writes and reads. Bump it (and document the change in
 /// `docs/FORMAT.md`) whenever an older popbackup could misread a repository.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The marker in `config.json` that says "this is a popbackup repository".
 pub const FORMAT_NAME: &str = "popbackup-repository";

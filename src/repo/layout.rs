@@ -10,7 +10,7 @@
 //!   records/<records-id>.json.zst   committed snapshots' message lists, shared by snapshots
 //!                                   that saw the same mailbox, named by their SHA-256
 //!   checkpoints/<snapshot>.json.zst the manifest of a snapshot still in progress
-//!   dicts/<dict-hash>.zdict     zstd dictionaries, named by their SHA-256
+//!   dicts/<dict-hash>.zdict.zst zstd dictionaries (zstd-compressed), named by their SHA-256
 //!   tmp/                        files being written; anything here is garbage after a crash
 //! ```
 
@@ -38,7 +38,7 @@ pub const PACK_SUFFIX: &str = ".tar";
 pub const MANIFEST_SUFFIX: &str = ".json.zst";
 pub const INDEX_SUFFIX: &str = ".json.zst";
 pub const RECORDS_SUFFIX: &str = ".json.zst";
-pub const DICT_SUFFIX: &str = ".zdict";
+pub const DICT_SUFFIX: &str = ".zdict.zst";
 /// Suffix of a message's entry name inside a pack: `<message-hash>.zst`.
 pub const ENTRY_SUFFIX: &str = ".zst";
 

@@ -186,7 +186,7 @@ fn check_listed(
                 None => None,
             };
             if e.dict.is_some() && dict.is_none() {
-                EntryState::Damaged("it needs a dictionary that is not in the repository".into())
+                EntryState::Damaged("it needs a dictionary that is missing or damaged".into())
             } else {
                 let result = if e.length <= WHOLE_FRAME_BYTES {
                     whole.clear();

@@ -372,6 +372,127 @@ fn the_dictionary_is_retrained_only_when_that_pays_off() {
     );
 }
 
+/// A mailing-list thread: every message adds a paragraph of its own and quotes the one before,
+/// as replies do; message `n` of `thread`.
+fn thread_mail(thread: &[Vec<u8>]) -> Vec<u8> {
+    let n = thread.len() as u64;
+    let mut x = n.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
+    let mut text = format!(
+        "From: member{}@lists.example.org\r\nSubject: Re: the plan, part {n}\r\n\r\n",
+        n % 11
+    );
+    for i in 0..200 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Words no vocabulary predicts: only the quoting repeats them.
+        text.push_str(&format!("w{:x}", x % 100_000));
+        text.push_str(if i % 12 == 11 { "\r\n" } else { " " });
+    }
+    if let Some(previous) = thread.last() {
+        let body = previous.split(|&b| b == b'\n').skip(3).take(17);
+        for line in body {
+            text.push_str("> ");
+            text.push_str(std::str::from_utf8(line).unwrap().trim_end());
+            text.push_str("\r\n");
+        }
+    }
+    text.into_bytes()
+}
+
+#[test]
+fn mail_that_quotes_earlier_mail_gets_a_dictionary_of_that_mail_which_zstd_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_path = dir.path().join("r");
+    let mut writer = Repository::init(&repo_path).unwrap().lock("test").unwrap();
+    let mut thread: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..400 {
+        let m = thread_mail(&thread);
+        writer.store_bytes(&m).unwrap();
+        thread.push(m);
+    }
+    writer.finish().unwrap();
+
+    // The dictionary of recent mail won: it holds the sampled messages themselves, the last
+    // sampled one at its end — something zstd's trainer, which keeps only recurring pieces of
+    // at most 256 KiB, would not make.
+    let repo = Repository::open(&repo_path).unwrap();
+    let dict = repo.config().compression.dictionary.unwrap();
+    let bytes = &repo.dictionary(&dict).unwrap().bytes;
+    assert!(
+        bytes.len() > 256 * 1024,
+        "{} bytes: the trained dictionary was kept",
+        bytes.len()
+    );
+    let sampled = popbackup::repo::TRAIN_AFTER_MESSAGES;
+    assert!(bytes.ends_with(&thread[sampled - 1]));
+    for m in &thread {
+        assert_eq!(&repo.read_message(&MessageHash::of(m)).unwrap(), m);
+    }
+    let late = repo.location(&MessageHash::of(&thread[350])).unwrap();
+    assert_eq!(late.entry.dict, Some(dict));
+
+    // docs/FORMAT.md's recipe: the file decompresses to the dictionary its name is the SHA-256
+    // of, and zstd decodes a frame with it.
+    let script = r#"
+set -eu
+cd "$1"
+zstd -dq "dicts/$2.zdict.zst" -o "$5/d.zdict"
+echo "$2  $5/d.zdict" | sha256sum -c --quiet
+tail -c +$(($4 + 1)) "packs/$3.tar" | head -c "$6" | zstd -dq -D "$5/d.zdict" > "$5/out.eml"
+"#;
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg("script")
+        .arg(&repo_path)
+        .arg(dict.to_string())
+        .arg(late.pack.to_string())
+        .arg(late.entry.offset.to_string())
+        .arg(dir.path())
+        .arg(late.entry.length.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "zstd could not read the dictionary");
+    assert_eq!(
+        std::fs::read(dir.path().join("out.eml")).unwrap(),
+        thread[350]
+    );
+
+    // A damaged dictionary file is set aside, not used: the repository still opens, the
+    // messages that need it say so, and verify reports the file.
+    let file = repo_path.join(format!("dicts/{dict}.zdict.zst"));
+    let mut damaged = std::fs::read(&file).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x55;
+    std::fs::write(&file, &damaged).unwrap();
+    let repo = Repository::open(&repo_path).unwrap();
+    assert_eq!(repo.damaged_dictionaries().len(), 1);
+    let err = repo
+        .read_message(&MessageHash::of(&thread[350]))
+        .unwrap_err();
+    assert!(err.to_string().contains("missing or damaged"), "{err}");
+    let report = popbackup::verify::verify(
+        &repo,
+        popbackup::verify::VerifyOptions {
+            data: popbackup::verify::DataCheck::Full,
+            threads: 1,
+        },
+    )
+    .unwrap();
+    assert!(!report.clean);
+    assert_eq!(report.damaged_dictionaries.len(), 1, "{report:?}");
+    assert!(report.damaged_dictionaries[0].starts_with(&format!("dicts/{dict}.zdict.zst: ")));
+    // No snapshot refers to the messages here: the pack reports them as lost.
+    assert!(
+        report
+            .damaged_packs
+            .iter()
+            .any(|p| p.lost.contains(&MessageHash::of(&thread[350]))),
+        "{report:?}"
+    );
+}
+
 #[test]
 fn standard_tools_read_the_repository() {
     // docs/FORMAT.md's promise: tar, zstd and a JSON reader are enough.
