@@ -760,9 +760,13 @@ impl RepoWriter {
         let mut repo = Repository::open(path)?;
         let unindexed = std::mem::take(&mut repo.unindexed);
         let compression = &repo.config.compression;
-        let samples = (compression.dictionary.is_none()
-            || retrain_due(repo.index.len() as u64, compression.dictionary_messages))
-        .then(Samples::default);
+        // Without a dictionary, `dictionary_messages` is where training last found too little
+        // to work with (0: never tried).
+        let due = match compression.dictionary {
+            None if compression.dictionary_messages == 0 => true,
+            _ => retrain_due(repo.index.len() as u64, compression.dictionary_messages),
+        };
+        let samples = due.then(Samples::default);
         let mut writer = RepoWriter {
             repo,
             _lock: lock,
@@ -940,7 +944,8 @@ impl RepoWriter {
         }
         let size = DICTIONARY_SIZE.min(training.len() / DICTIONARY_SAMPLE_RATIO);
         let Some(trained) = dictionary::train(&training, &sizes, size) else {
-            return Ok(());
+            // Nothing zstd can use (too uniform): look again once the repository has grown.
+            return self.dictionary_checked(messages);
         };
         let recent = dictionary::with_content(&trained, &training, RECENT_DICTIONARY_SIZE);
         drop(training);
@@ -977,11 +982,7 @@ impl RepoWriter {
             }
             if new_size * 100 > old_size * (100 - RETRAIN_MIN_GAIN_PERCENT) {
                 // Not worth a new dictionary: look again once the repository has grown.
-                let mut config = self.repo.config.clone();
-                config.compression.dictionary_messages = messages;
-                write_json(&self.repo.layout, &self.repo.layout.config(), &config)?;
-                self.repo.config = config;
-                return Ok(());
+                return self.dictionary_checked(messages);
             }
         }
         drop(judged);
@@ -1022,6 +1023,93 @@ impl RepoWriter {
         }
         self.pack = Some(new);
         Ok(())
+    }
+
+    /// Records that the dictionary was looked at with `messages` stored, so that the next look
+    /// waits until the repository has grown `RETRAIN_GROWTH` times.
+    fn dictionary_checked(&mut self, messages: u64) -> Result<(), RepoError> {
+        let mut config = self.repo.config.clone();
+        config.compression.dictionary_messages = messages;
+        write_json(&self.repo.layout, &self.repo.layout.config(), &config)?;
+        self.repo.config = config;
+        Ok(())
+    }
+
+    /// A run that stored too little mail to make a dictionary from (most nightly runs) tops
+    /// its samples up with the repository's most recently stored small messages, read back
+    /// from the newest packs, and makes one from those: otherwise a mailbox that never brings
+    /// 300 small messages in one run would never get a dictionary, nor a newer one.
+    fn train_with_stored_samples(&mut self) -> Result<(), RepoError> {
+        let Some(run) = self.samples.take() else {
+            return Ok(());
+        };
+        let wanted_bytes = TRAIN_AFTER_BYTES.saturating_sub(run.bytes.len());
+        let wanted_messages = TRAIN_AFTER_MESSAGES.saturating_sub(run.sizes.len());
+        // Newest first: packs by modification time, messages from the end of each.
+        let mut by_pack: HashMap<PackId, Vec<(u64, MessageHash)>> = HashMap::new();
+        for (hash, location) in self.repo.index.messages() {
+            if location.entry.length <= DICTIONARY_MAX_MESSAGE as u64 && !run.at.contains_key(hash)
+            {
+                by_pack
+                    .entry(location.pack)
+                    .or_default()
+                    .push((location.entry.offset, *hash));
+            }
+        }
+        let mut packs: Vec<(std::time::SystemTime, PackId)> = by_pack
+            .keys()
+            .map(|id| {
+                let modified = std::fs::metadata(self.repo.layout.pack(id))
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (modified, *id)
+            })
+            .collect();
+        packs.sort_unstable_by(|a, b| b.cmp(a));
+        let mut stored: Vec<Vec<u8>> = Vec::new();
+        let mut stored_bytes = 0;
+        // Bounded work: a repository of mostly large messages is not read whole.
+        let mut looked_at = 0;
+        'packs: for (_, id) in packs {
+            let mut messages = by_pack.remove(&id).unwrap_or_default();
+            messages.sort_unstable_by(|a, b| b.cmp(a));
+            for (_, hash) in messages {
+                if stored_bytes >= wanted_bytes
+                    || stored.len() >= wanted_messages
+                    || looked_at >= 4 * TRAIN_AFTER_MESSAGES
+                {
+                    break 'packs;
+                }
+                looked_at += 1;
+                // A message that does not read back is verify's business, not a sample.
+                let Ok(bytes) = self.repo.read_message(&hash) else {
+                    continue;
+                };
+                if bytes.len() <= DICTIONARY_MAX_MESSAGE {
+                    stored_bytes += bytes.len();
+                    stored.push(bytes);
+                }
+            }
+        }
+        if stored_bytes + run.bytes.len() < TRAIN_MIN_BYTES {
+            return Ok(());
+        }
+        // Oldest first, the run's own messages last: the most recent mail ends a dictionary.
+        let mut samples = Samples::default();
+        for bytes in stored.iter().rev() {
+            samples.bytes.extend_from_slice(bytes);
+            samples.sizes.push(bytes.len());
+        }
+        let shift = samples.bytes.len();
+        samples.bytes.extend_from_slice(&run.bytes);
+        samples.sizes.extend_from_slice(&run.sizes);
+        samples.at = run
+            .at
+            .iter()
+            .map(|(hash, &(start, len))| (*hash, (start + shift, len)))
+            .collect();
+        self.samples = Some(samples);
+        self.train_dictionary()
     }
 
     /// Stores `bytes` as a content-addressed dictionary and makes it the one new small frames
@@ -1254,6 +1342,7 @@ impl RepoWriter {
 
     /// Commits a snapshot: packs, index, then its manifest; its checkpoint goes last.
     pub fn commit(&mut self, manifest: &Manifest) -> Result<(), RepoError> {
+        self.train_with_stored_samples()?;
         self.flush()?;
         let path = self.repo.layout.snapshot(&manifest.id);
         self.write_manifest(&path, manifest, true)?;

@@ -372,6 +372,50 @@ fn the_dictionary_is_retrained_only_when_that_pays_off() {
     );
 }
 
+#[test]
+fn runs_that_each_bring_little_mail_get_a_dictionary_made_from_stored_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_path = dir.path().join("r");
+    Repository::init(&repo_path).unwrap();
+    // One nightly run: 60 small messages (about 250 kB), far from the 300 a run samples.
+    let night = |range: std::ops::Range<u64>| -> Vec<Vec<u8>> {
+        let mut writer = Repository::open(&repo_path).unwrap().lock("test").unwrap();
+        let messages: Vec<Vec<u8>> = range.map(|n| mail_of_kind(KIND_A, n)).collect();
+        let stored: Vec<(MessageHash, u64)> = messages
+            .iter()
+            .map(|m| {
+                let s = writer.store_bytes(m).unwrap();
+                (s.hash(), s.raw_len())
+            })
+            .collect();
+        let manifest = manifest_for(writer.repo(), "nightly", &stored);
+        writer.commit(&manifest).unwrap();
+        messages
+    };
+    let dictionary = || {
+        Repository::open(&repo_path)
+            .unwrap()
+            .config()
+            .compression
+            .dictionary
+    };
+    let mut all = night(0..60);
+    assert_eq!(dictionary(), None, "too little mail for a dictionary yet");
+    all.extend(night(60..120));
+    all.extend(night(120..180));
+    // By now the stored mail is enough: a commit made a dictionary from it.
+    let made = dictionary().expect("no dictionary from three nights of mail");
+    let next = night(180..240);
+    let repo = Repository::open(&repo_path).unwrap();
+    for m in &next {
+        let location = repo.location(&MessageHash::of(m)).unwrap();
+        assert_eq!(location.entry.dict, Some(made));
+    }
+    for m in all.iter().chain(&next) {
+        assert_eq!(&repo.read_message(&MessageHash::of(m)).unwrap(), m);
+    }
+}
+
 /// A mailing-list thread: every message adds a paragraph of its own and quotes the one before,
 /// as replies do; message `n` of `thread`.
 fn thread_mail(thread: &[Vec<u8>]) -> Vec<u8> {
