@@ -696,6 +696,8 @@ pub struct RepoWriter {
     compressor: FrameCompressor,
     /// Samples for training a dictionary; `None` once trained (or when there is one).
     samples: Option<Samples>,
+    /// A dictionary was made in this session from this session's mail (see `commit`).
+    adopted_dictionary: bool,
     /// Packs finished since the last index file was written.
     unindexed: Vec<IndexedPack>,
 }
@@ -775,6 +777,7 @@ impl RepoWriter {
             verify_before_commit: true,
             compressor: FrameCompressor::default(),
             samples,
+            adopted_dictionary: false,
             unindexed,
         };
         writer.write_index()?;
@@ -1116,6 +1119,7 @@ impl RepoWriter {
     /// use, without finishing the pack being written: no frame refers to it yet, and the file
     /// is durable before any will.
     fn adopt_dictionary(&mut self, bytes: Vec<u8>, messages: u64) -> Result<DictHash, RepoError> {
+        self.adopted_dictionary = true;
         let hash = DictHash::of(&bytes);
         let dictionary = Dictionary { hash, bytes };
         if dictionary.zstd_id().is_none() {
@@ -1343,6 +1347,12 @@ impl RepoWriter {
     /// Commits a snapshot: packs, index, then its manifest; its checkpoint goes last.
     pub fn commit(&mut self, manifest: &Manifest) -> Result<(), RepoError> {
         self.train_with_stored_samples()?;
+        if std::mem::take(&mut self.adopted_dictionary) {
+            // Made from mail as recent as anything the repository holds: the next look at
+            // it waits until the repository has grown from here, not from where the sample
+            // was taken (a first run of 20,000 messages samples its first 300).
+            self.dictionary_checked(self.message_count())?;
+        }
         self.flush()?;
         let path = self.repo.layout.snapshot(&manifest.id);
         self.write_manifest(&path, manifest, true)?;
