@@ -263,19 +263,27 @@ fn dictionary_frames_round_trip_and_name_their_dictionary() {
 /// Mail of one "kind": text drawn from its own vocabulary, so a dictionary trained on one kind
 /// knows the words of that kind only.
 fn mail_of_kind(words: &[&str], n: u64) -> Vec<u8> {
-    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut text = format!(
         "From: sender{}@example.org\r\nSubject: note {n}\r\n\r\n",
         n % 7
     );
-    for i in 0..600 {
+    add_words(&mut text, n.wrapping_mul(0x9E37_79B9_7F4A_7C15), 600, |x| {
+        words[(x % words.len() as u64) as usize].to_string()
+    });
+    text.into_bytes()
+}
+
+/// Appends `count` words, twelve to a line, each made by `word` from the next number of a
+/// xorshift sequence started at `seed`.
+fn add_words(text: &mut String, seed: u64, count: usize, word: impl Fn(u64) -> String) {
+    let mut x = seed | 1;
+    for i in 0..count {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        text.push_str(words[(x % words.len() as u64) as usize]);
+        text.push_str(&word(x));
         text.push_str(if i % 12 == 11 { "\r\n" } else { " " });
     }
-    text.into_bytes()
 }
 
 const KIND_A: &[&str] = &[
@@ -381,13 +389,7 @@ fn runs_that_each_bring_little_mail_get_a_dictionary_made_from_stored_mail() {
     let night = |range: std::ops::Range<u64>| -> Vec<Vec<u8>> {
         let mut writer = Repository::open(&repo_path).unwrap().lock("test").unwrap();
         let messages: Vec<Vec<u8>> = range.map(|n| mail_of_kind(KIND_A, n)).collect();
-        let stored: Vec<(MessageHash, u64)> = messages
-            .iter()
-            .map(|m| {
-                let s = writer.store_bytes(m).unwrap();
-                (s.hash(), s.raw_len())
-            })
-            .collect();
+        let stored = store_all(&mut writer, &messages);
         let manifest = manifest_for(writer.repo(), "nightly", &stored);
         writer.commit(&manifest).unwrap();
         messages
@@ -420,19 +422,14 @@ fn runs_that_each_bring_little_mail_get_a_dictionary_made_from_stored_mail() {
 /// as replies do; message `n` of `thread`.
 fn thread_mail(thread: &[Vec<u8>]) -> Vec<u8> {
     let n = thread.len() as u64;
-    let mut x = n.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
     let mut text = format!(
         "From: member{}@lists.example.org\r\nSubject: Re: the plan, part {n}\r\n\r\n",
         n % 11
     );
-    for i in 0..200 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        // Words no vocabulary predicts: only the quoting repeats them.
-        text.push_str(&format!("w{:x}", x % 100_000));
-        text.push_str(if i % 12 == 11 { "\r\n" } else { " " });
-    }
+    // Words no vocabulary predicts: only the quoting repeats them.
+    add_words(&mut text, n.wrapping_mul(0x2545_F491_4F6C_DD1D), 200, |x| {
+        format!("w{:x}", x % 100_000)
+    });
     if let Some(previous) = thread.last() {
         let body = previous.split(|&b| b == b'\n').skip(3).take(17);
         for line in body {
@@ -505,25 +502,14 @@ tail -c +$(($4 + 1)) "packs/$3.tar" | head -c "$6" | zstd -dq -D "$5/d.zdict" > 
 
     // A damaged dictionary file is set aside, not used: the repository still opens, the
     // messages that need it say so, and verify reports the file.
-    let file = repo_path.join(format!("dicts/{dict}.zdict.zst"));
-    let mut damaged = std::fs::read(&file).unwrap();
-    let middle = damaged.len() / 2;
-    damaged[middle] ^= 0x55;
-    std::fs::write(&file, &damaged).unwrap();
+    flip_middle_byte(&repo_path.join(format!("dicts/{dict}.zdict.zst")));
     let repo = Repository::open(&repo_path).unwrap();
     assert_eq!(repo.damaged_dictionaries().len(), 1);
     let err = repo
         .read_message(&MessageHash::of(&thread[350]))
         .unwrap_err();
     assert!(err.to_string().contains("missing or damaged"), "{err}");
-    let report = popbackup::verify::verify(
-        &repo,
-        popbackup::verify::VerifyOptions {
-            data: popbackup::verify::DataCheck::Full,
-            threads: 1,
-        },
-    )
-    .unwrap();
+    let report = verify(&repo, popbackup::verify::DataCheck::Full);
     assert!(!report.clean);
     assert_eq!(report.damaged_dictionaries.len(), 1, "{report:?}");
     assert!(report.damaged_dictionaries[0].starts_with(&format!("dicts/{dict}.zdict.zst: ")));
@@ -714,13 +700,7 @@ fn snapshots_share_records_files_and_prune_removes_unnamed_ones() {
     let messages: Vec<Vec<u8>> = (0..20)
         .map(|i| format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
         .collect();
-    let stored: Vec<(MessageHash, u64)> = messages
-        .iter()
-        .map(|m| {
-            let s = writer.store_bytes(m).unwrap();
-            (s.hash(), s.raw_len())
-        })
-        .collect();
+    let stored = store_all(&mut writer, &messages);
     writer.flush().unwrap();
     let mut first = manifest_for(writer.repo(), "a", &stored);
     first.id = SnapshotId::new(chrono::Utc::now() - chrono::Duration::seconds(20));
@@ -774,21 +754,11 @@ fn snapshots_share_records_files_and_prune_removes_unnamed_ones() {
     }
 
     // One flipped byte: both snapshots that share the list are damaged, not empty.
-    let mut damaged = bytes.clone();
-    let at = damaged.len() / 2;
-    damaged[at] ^= 0x40;
-    std::fs::write(&path, &damaged).unwrap();
+    flip_middle_byte(&path);
     let err = repo.manifest(&first.id).unwrap_err();
     assert!(matches!(err, RepoError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("damaged"), "{err}");
-    let report = popbackup::verify::verify(
-        &repo,
-        popbackup::verify::VerifyOptions {
-            data: popbackup::verify::DataCheck::Quick,
-            threads: 0,
-        },
-    )
-    .unwrap();
+    let report = verify(&repo, popbackup::verify::DataCheck::Quick);
     assert!(!report.clean);
     let damaged_ids: Vec<_> = report
         .damaged_snapshots
@@ -825,4 +795,33 @@ fn snapshots_share_records_files_and_prune_removes_unnamed_ones() {
     let left = files();
     assert_eq!(left.len(), 1);
     assert_eq!(writer.repo().manifest(&third.id).unwrap().messages.len(), 5);
+}
+
+/// Damages a file the way a bad sector would: one byte in its middle changed.
+fn flip_middle_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(path, &bytes).unwrap();
+}
+
+fn verify(
+    repo: &Repository,
+    data: popbackup::verify::DataCheck,
+) -> popbackup::verify::VerifyReport {
+    popbackup::verify::verify(repo, popbackup::verify::VerifyOptions { data, threads: 0 }).unwrap()
+}
+
+/// Stores every message; their hashes and sizes, for a manifest.
+fn store_all(
+    writer: &mut popbackup::repo::RepoWriter,
+    messages: &[Vec<u8>],
+) -> Vec<(MessageHash, u64)> {
+    messages
+        .iter()
+        .map(|m| {
+            let s = writer.store_bytes(m).unwrap();
+            (s.hash(), s.raw_len())
+        })
+        .collect()
 }
