@@ -283,6 +283,15 @@ pub fn repo_files(data: &[u8]) {
             if let Ok(tarred) = builder.into_inner() {
                 let _ = repo::pack::read_layout_from(std::io::Cursor::new(tarred));
             }
+            // The bytes as a zstd dictionary whose header is spliced onto recent mail: its
+            // tables are read to an end inside it, or it is refused.
+            if let Some(header) = repo::dictionary::header_len(bytes) {
+                assert!(header >= 8 + 1 + 12 && header <= bytes.len());
+                let spliced =
+                    repo::dictionary::with_content(bytes, b"recent mail content", 1 << 20)
+                        .expect("a dictionary whose header reads takes content");
+                assert_eq!(&spliced[..header], &bytes[..header]);
+            }
         }
         4 => {
             if let Ok(state) = serde_json::from_slice::<repo::VerifiedState>(bytes) {
