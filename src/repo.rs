@@ -16,6 +16,7 @@ pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod pack;
+pub mod records;
 pub mod verified;
 
 use std::collections::HashMap;
@@ -28,8 +29,9 @@ pub use id::{DictHash, ListingDigest, MessageHash, PackId, RecordsId, RepoId, Sn
 pub use index::{Index, IndexFile, IndexedPack, Location};
 pub use layout::Layout;
 pub use lock::{LockInfo, RepoLock};
-pub use manifest::{Manifest, MessageRecord, ServerInfo, SnapshotSummary, Tool};
+pub use manifest::{Manifest, MessageRecord, RecordsList, ServerInfo, SnapshotSummary, Tool};
 pub use pack::{Dictionary, PackEntry, PackWriter, Stored};
+pub use records::parse_records;
 
 pub use verified::VerifiedState;
 
@@ -197,8 +199,8 @@ impl Repository {
     }
 
     /// Every committed snapshot's summary, oldest first (`popbackup snapshots`). A records
-    /// file is read once however many snapshots share it (a long nightly history of an
-    /// unchanged mailbox shares one), and only for the sizes.
+    /// file is read once however many snapshots name it (a long nightly history shares most
+    /// of its files), and only for the sizes.
     pub fn summaries(&self) -> Result<Vec<SnapshotSummary>, RepoError> {
         #[derive(serde::Deserialize)]
         struct Size {
@@ -208,22 +210,30 @@ impl Repository {
         let mut out = Vec::new();
         for id in self.snapshots()? {
             let head = self.manifest_head(&id)?;
-            let (messages, bytes) = match head.records {
-                Some(records) if head.messages.is_empty() => match counted.get(&records) {
-                    Some(known) => *known,
-                    None => {
-                        let sizes: Vec<Size> =
-                            read_records(&self.layout, &head)?.unwrap_or_default();
-                        let known = (sizes.len(), sizes.iter().filter_map(|s| s.size).sum());
-                        counted.insert(records, known);
-                        known
+            let (mut messages, mut bytes) = (0, 0);
+            match &head.records {
+                Some(list) if head.messages.is_empty() => {
+                    for file in &list.0 {
+                        let known = match counted.get(file) {
+                            Some(known) => *known,
+                            None => {
+                                let sizes: Vec<Size> =
+                                    records::read_file(&self.layout, &head.id, file)?;
+                                let known =
+                                    (sizes.len(), sizes.iter().filter_map(|s| s.size).sum());
+                                counted.insert(*file, known);
+                                known
+                            }
+                        };
+                        messages += known.0;
+                        bytes += known.1;
                     }
-                },
+                }
                 _ => {
                     let summary = head.summary();
-                    (summary.messages, summary.bytes)
+                    (messages, bytes) = (summary.messages, summary.bytes);
                 }
-            };
+            }
             out.push(SnapshotSummary {
                 id: head.id,
                 time: head.time,
@@ -760,6 +770,14 @@ impl RepoWriter {
                 .map_err(RepoError::io("cannot remove", entry.path()))?;
         }
         let mut repo = Repository::open(path)?;
+        if repo.config.version < format::FORMAT_VERSION {
+            // Before anything of the new format is written: an older popbackup must refuse the
+            // repository from then on, not misread it.
+            let mut config = repo.config.clone();
+            config.version = format::FORMAT_VERSION;
+            write_json(&layout, &layout.config(), &config)?;
+            repo.config = config;
+        }
         let unindexed = std::mem::take(&mut repo.unindexed);
         let compression = &repo.config.compression;
         // Without a dictionary, `dictionary_messages` is where training last found too little
@@ -1384,11 +1402,15 @@ impl RepoWriter {
         head.complete = complete;
         let shared = complete && manifest.messages.is_empty() && manifest.records.is_some();
         if shared {
-            let Some(records) = &manifest.records else {
+            let Some(list) = &manifest.records else {
                 return Err(RepoError::Invalid("no records file named".into()));
             };
-            let file = self.repo.layout.records(records);
-            if !file.is_file() {
+            if let Some(file) = list
+                .0
+                .iter()
+                .map(|id| self.repo.layout.records(id))
+                .find(|file| !file.is_file())
+            {
                 return Err(RepoError::Invalid(format!(
                     "manifest {} shares records file {}, which does not exist",
                     manifest.id,
@@ -1396,14 +1418,15 @@ impl RepoWriter {
                 )));
             }
         } else if complete {
-            let bytes = self.records_file(manifest, true)?;
-            let id = RecordsId::of(&bytes);
-            let file = self.repo.layout.records(&id);
-            if !file.is_file() {
-                durable::write_file(&self.repo.layout.tmp(), &file, &bytes)
-                    .map_err(RepoError::io("cannot write", &file))?;
+            let mut files = records::RecordsWriter::new(&self.repo.layout);
+            let mut line = Vec::with_capacity(1024);
+            for (position, record) in manifest.messages.iter().enumerate() {
+                let location = self.location_of(manifest, record)?;
+                line.clear();
+                record_json(record, location, Some(position), &mut line)?;
+                files.push(&line)?;
             }
-            head.records = Some(id);
+            head.records = Some(files.finish()?);
         } else {
             head.records = None;
             head.listing = None;
@@ -1420,7 +1443,7 @@ impl RepoWriter {
                 compressed::Writer::new(manifest.messages.len() * 100).map_err(|e| invalid(&e))?;
             out.write_all(stem).map_err(|e| invalid(&e))?;
             out.write_all(b",\"messages\":").map_err(|e| invalid(&e))?;
-            self.write_records(&mut out, manifest, false)?;
+            self.write_records(&mut out, manifest)?;
             out.write_all(b"}\n").map_err(|e| invalid(&e))?;
             out.finish().map_err(|e| invalid(&e))?
         };
@@ -1428,36 +1451,32 @@ impl RepoWriter {
             .map_err(RepoError::io("cannot write", path))
     }
 
-    /// A records file's bytes: [`RepoWriter::write_records`] into a compressor of its own.
-    fn records_file(&self, manifest: &Manifest, complete: bool) -> Result<Vec<u8>, RepoError> {
-        let invalid =
-            |e: &dyn std::fmt::Display| RepoError::Invalid(format!("cannot write records: {e}"));
-        let mut out =
-            compressed::Writer::new(manifest.messages.len() * 100).map_err(|e| invalid(&e))?;
-        self.write_records(&mut out, manifest, complete)?;
-        out.finish().map_err(|e| invalid(&e))
+    /// Where `record`'s message is stored, from the index: `None` for a record with no
+    /// content (never retrieved); an error naming `manifest` when its message is not stored.
+    fn location_of(
+        &self,
+        manifest: &Manifest,
+        record: &MessageRecord,
+    ) -> Result<Option<Location>, RepoError> {
+        let Some(hash) = &record.sha256 else {
+            return Ok(None);
+        };
+        match self.repo.index.get(hash) {
+            Some(l) => Ok(Some(*l)),
+            None => Err(RepoError::Invalid(format!(
+                "manifest {} refers to message {hash}, which is not stored",
+                manifest.id
+            ))),
+        }
     }
 
-    /// Streams `manifest`'s records into `out` as a JSON list, one per line, located through
-    /// the index; only the stored ones unless `complete` (then an unstored one is an error).
+    /// Streams a checkpoint's records into `out` as a JSON list, one per line: those whose
+    /// messages are stored so far, located through the index.
     fn write_records(
         &self,
         out: &mut compressed::Writer,
         manifest: &Manifest,
-        complete: bool,
     ) -> Result<(), RepoError> {
-        let location = |record: &MessageRecord| -> Result<Option<Location>, RepoError> {
-            let Some(hash) = &record.sha256 else {
-                return Ok(None);
-            };
-            match self.repo.index.get(hash) {
-                Some(l) => Ok(Some(*l)),
-                None => Err(RepoError::Invalid(format!(
-                    "manifest {} refers to message {hash}, which is not stored",
-                    manifest.id
-                ))),
-            }
-        };
         // An unstored record stops the write midway; nothing is on disk yet (`out` is memory).
         let invalid =
             |e: &dyn std::fmt::Display| RepoError::Invalid(format!("cannot write records: {e}"));
@@ -1465,26 +1484,15 @@ impl RepoWriter {
         let mut first = true;
         let mut line = Vec::with_capacity(1024);
         for record in &manifest.messages {
-            let found = location(record)?;
-            if !complete && found.is_none() {
+            let Some(location) = self.location_of(manifest, record)? else {
                 continue;
-            }
+            };
             line.clear();
             if !first {
                 line.extend_from_slice(b",\n");
             }
             first = false;
-            match found {
-                Some(l) => {
-                    let mut located = record.clone();
-                    located.pack = Some(l.pack);
-                    located.offset = Some(l.entry.offset);
-                    located.length = Some(l.entry.length);
-                    serde_json::to_writer(&mut line, &located)
-                }
-                None => serde_json::to_writer(&mut line, record),
-            }
-            .map_err(|e| invalid(&e))?;
+            record_json(record, Some(location), None, &mut line)?;
             out.write_all(&line).map_err(|e| invalid(&e))?;
         }
         out.write_all(b"\n]").map_err(|e| invalid(&e))
@@ -1521,6 +1529,29 @@ impl RepoWriter {
     pub fn close(mut self) -> Result<(), RepoError> {
         self.flush()
     }
+}
+
+/// Appends `record` to `line` as one line of JSON, with its message's `location`. At
+/// `position` in a records file its number is left out when it is `position + 1` (the
+/// reader puts it back), so that the record's line does not change when messages before it
+/// leave the server.
+fn record_json(
+    record: &MessageRecord,
+    location: Option<Location>,
+    position: Option<usize>,
+    line: &mut Vec<u8>,
+) -> Result<(), RepoError> {
+    let mut located = record.clone();
+    if let Some(l) = location {
+        located.pack = Some(l.pack);
+        located.offset = Some(l.entry.offset);
+        located.length = Some(l.entry.length);
+    }
+    if position.is_some_and(|p| p as u64 + 1 == u64::from(record.msg)) {
+        located.msg = 0;
+    }
+    serde_json::to_writer(line, &located)
+        .map_err(|e| RepoError::Invalid(format!("cannot write records: {e}")))
 }
 
 /// Why storing a message failed: the source (e.g. the POP3 connection) or the repository.
@@ -1608,7 +1639,7 @@ pub fn parse_config(path: &Path, bytes: &[u8]) -> Result<RepoConfig, RepoError> 
             ),
         ));
     }
-    if probe.version < format::FORMAT_VERSION {
+    if probe.version < format::OLDEST_READ_VERSION {
         return Err(RepoError::corrupt(
             &path,
             format!(
@@ -1704,9 +1735,14 @@ fn read_manifest(layout: &Layout, path: &Path) -> Result<Manifest, RepoError> {
 /// to its name: a damaged list is an error, never a shorter snapshot.
 pub fn load_records(layout: &Layout, manifest: &mut Manifest) -> Result<(), RepoError> {
     if manifest.messages.is_empty()
-        && let Some(records) = read_records(layout, manifest)?
+        && let Some(records) = read_records::<MessageRecord>(layout, manifest)?
     {
         manifest.messages = records;
+        for (position, record) in manifest.messages.iter_mut().enumerate() {
+            if record.msg == 0 {
+                record.msg = u32::try_from(position + 1).unwrap_or(u32::MAX);
+            }
+        }
     }
     Ok(())
 }
@@ -1743,48 +1779,16 @@ pub fn record_locations(
         .collect())
 }
 
-/// The records file `manifest` names, parsed as a list of `T`; `None` when it names none.
+/// The records `manifest`'s records files hold, parsed as a list of `T`; `None` when it
+/// names none.
 fn read_records<T: serde::de::DeserializeOwned>(
     layout: &Layout,
     manifest: &Manifest,
 ) -> Result<Option<Vec<T>>, RepoError> {
-    let Some(id) = manifest.records else {
-        return Ok(None);
-    };
-    let path = layout.records(&id);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(RepoError::corrupt(
-                &path,
-                format!(
-                    "the records of snapshot {} are missing; restore the file from a copy of \
-                     the repository, or forget the snapshot",
-                    manifest.id
-                ),
-            ));
-        }
-        Err(e) => return Err(RepoError::io("cannot read", &path)(e)),
-    };
-    parse_records(&path, &id, bytes).map(Some)
-}
-
-/// Parses a records file read from `path`, which must be the file named `id`.
-pub fn parse_records<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    id: &RecordsId,
-    bytes: Vec<u8>,
-) -> Result<Vec<T>, RepoError> {
-    if RecordsId::of(&bytes) != *id {
-        return Err(RepoError::corrupt(
-            path,
-            "the file's SHA-256 is not its name: it was damaged after it was written",
-        ));
+    match &manifest.records {
+        Some(list) => records::read_list(layout, &manifest.id, list).map(Some),
+        None => Ok(None),
     }
-    let json = compressed::decompress(&bytes)
-        .map_err(|e| RepoError::corrupt(path, format!("cannot decompress: {e}")))?;
-    drop(bytes);
-    serde_json::from_slice(&json).map_err(|e| RepoError::corrupt(path, e.to_string()))
 }
 
 /// Parses a manifest read from `path` (compressed JSON, or plain). A committed manifest's

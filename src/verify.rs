@@ -349,7 +349,6 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
     // once): which messages they need that are not readable, which snapshots are wholly
     // intact, and locations that differ from where the message is (copies of the index's; the
     // index wins, so that is a note; it appears after prune repacks, for instance).
-    #[derive(Clone)]
     struct ManifestCheck {
         id: SnapshotId,
         problem: Option<String>,
@@ -357,9 +356,51 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
         unreadable: Vec<MessageHash>,
         elsewhere: usize,
     }
-    // Snapshots that saw the same mailbox share one records file: it is checked once.
-    let by_records: Mutex<HashMap<crate::repo::RecordsId, ManifestCheck>> =
-        Mutex::new(HashMap::new());
+    // What one run of records needs. Snapshots of one mailbox share most of their records
+    // files, so each file is checked once (a file that cannot be read is not remembered: each
+    // snapshot naming it reports it).
+    #[derive(Clone)]
+    struct RunCheck {
+        all_intact: bool,
+        unreadable: Vec<MessageHash>,
+        elsewhere: usize,
+    }
+    let by_file: Mutex<HashMap<crate::repo::RecordsId, RunCheck>> = Mutex::new(HashMap::new());
+    let check_run = |locations: &[crate::repo::RecordLocation]| -> RunCheck {
+        let mut check = RunCheck {
+            all_intact: true,
+            unreadable: Vec::new(),
+            elsewhere: 0,
+        };
+        for r in locations {
+            let Some(hash) = r.sha256 else { continue };
+            if !readable(&hash) {
+                check.unreadable.push(hash);
+            }
+            check.all_intact &= intact_in_verified.get(&hash).copied().unwrap_or(false);
+            if let (Some(pack), Some(offset), Some(length)) = (r.pack, r.offset, r.length)
+                && places
+                    .get(&hash)
+                    .is_some_and(|p| !p.contains(&(pack, offset, length)))
+            {
+                check.elsewhere += 1;
+            }
+        }
+        check
+    };
+    let check_file = |id: &SnapshotId, file: &crate::repo::RecordsId| -> Result<RunCheck, String> {
+        if let Some(done) = by_file.lock().unwrap_or_else(|e| e.into_inner()).get(file) {
+            return Ok(done.clone());
+        }
+        let locations =
+            crate::repo::records::read_file(repo_layout, id, file).map_err(|e| e.to_string())?;
+        let check = check_run(&locations);
+        by_file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(*file, check.clone());
+        Ok(check)
+    };
     let check_manifest = |id: &SnapshotId| -> ManifestCheck {
         let mut check = ManifestCheck {
             id: id.clone(),
@@ -376,42 +417,28 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
                 return check;
             }
         };
-        let shared = manifest.records;
-        if let Some(r) = &shared
-            && let Some(done) = by_records.lock().unwrap_or_else(|e| e.into_inner()).get(r)
-        {
-            return ManifestCheck {
-                id: id.clone(),
-                ..done.clone()
-            };
-        }
-        let locations = match crate::repo::record_locations(repo_layout, &manifest) {
-            Ok(l) => l,
-            Err(e) => {
-                check.problem = Some(e.to_string());
-                check.all_intact = false;
-                Vec::new()
+        let runs: Vec<Result<RunCheck, String>> = match &manifest.records {
+            Some(list) if manifest.messages.is_empty() => {
+                list.0.iter().map(|file| check_file(id, file)).collect()
             }
+            _ => vec![
+                crate::repo::record_locations(repo_layout, &manifest)
+                    .map(|l| check_run(&l))
+                    .map_err(|e| e.to_string()),
+            ],
         };
-        for r in &locations {
-            let Some(hash) = r.sha256 else { continue };
-            if !readable(&hash) {
-                check.unreadable.push(hash);
+        for run in runs {
+            match run {
+                Ok(run) => {
+                    check.all_intact &= run.all_intact;
+                    check.unreadable.extend(run.unreadable);
+                    check.elsewhere += run.elsewhere;
+                }
+                Err(problem) => {
+                    check.problem.get_or_insert(problem);
+                    check.all_intact = false;
+                }
             }
-            check.all_intact &= intact_in_verified.get(&hash).copied().unwrap_or(false);
-            if let (Some(pack), Some(offset), Some(length)) = (r.pack, r.offset, r.length)
-                && places
-                    .get(&hash)
-                    .is_some_and(|p| !p.contains(&(pack, offset, length)))
-            {
-                check.elsewhere += 1;
-            }
-        }
-        if let Some(r) = shared {
-            by_records
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(r, check.clone());
         }
         check
     };

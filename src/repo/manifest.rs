@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::id::{ListingDigest, MessageHash, PackId, RecordsId, SnapshotId};
 
-/// Version of the manifest schema (2: a committed manifest's records live in a records file).
-pub const MANIFEST_VERSION: u32 = 2;
+/// Version of the manifest schema (2: a committed manifest's records live in a records file;
+/// 3: in a list of records files, each a run of the list, see [`RecordsList`]).
+pub const MANIFEST_VERSION: u32 = 3;
 
 /// One snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,11 +25,12 @@ pub struct Manifest {
     pub complete: bool,
     pub tool: Tool,
     pub server: ServerInfo,
-    /// The records file holding this snapshot's message list, for a committed manifest: the
-    /// list is written once and shared by every snapshot that saw the same mailbox. Reading a
-    /// manifest through the repository fills `messages` from it.
+    /// The records files holding this snapshot's message list, in order, for a committed
+    /// manifest. Each file is written once and shared by every snapshot whose list has the
+    /// same run of records. Reading a manifest through the repository fills `messages` from
+    /// them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub records: Option<RecordsId>,
+    pub records: Option<RecordsList>,
     /// The digest of the server listing (message numbers, UIDLs, sizes) when every message on
     /// it was archived: a later run that sees the same listing has nothing to download and
     /// shares this snapshot's records.
@@ -67,10 +69,41 @@ pub struct ServerInfo {
     pub capabilities: Vec<String>,
 }
 
+/// A committed snapshot's message list as the records files that hold it, in order.
+///
+/// The list is cut into runs of records at points that depend only on the records themselves
+/// (see `docs/FORMAT.md`), so the next snapshot of a mailbox that gained or lost a few
+/// messages names the same files for every run that did not change: a nightly snapshot adds
+/// the runs around what changed, not the whole list again.
+///
+/// Format 4 named one records file, as a string; it is read as a list of one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RecordsList(pub Vec<RecordsId>);
+
+impl<'de> Deserialize<'de> for RecordsList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RecordsList, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Named {
+            One(RecordsId),
+            Many(Vec<RecordsId>),
+        }
+        Ok(match Named::deserialize(d)? {
+            Named::One(id) => RecordsList(vec![id]),
+            Named::Many(ids) => RecordsList(ids),
+        })
+    }
+}
+
 /// One message of the server's inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRecord {
-    /// The message number in that session.
+    /// The message number in that session. A records file leaves it out (0 here, which no
+    /// message number is) when it is the record's position in the whole list, counting from
+    /// 1, as it is for every server that numbers its messages as RFC 1939 says; reading the
+    /// list puts it back.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub msg: u32,
     /// The server's unique id; `None` when the server has no UIDL.
     pub uidl: Option<String>,
@@ -95,6 +128,10 @@ pub struct MessageRecord {
     /// UIDL and hash); how long it has been on the server, for `delete_after_days`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_seen: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl MessageRecord {
@@ -140,7 +177,7 @@ impl Manifest {
             complete: self.complete,
             tool: self.tool.clone(),
             server: self.server.clone(),
-            records: self.records,
+            records: self.records.clone(),
             listing: self.listing,
             messages: Vec::new(),
         }

@@ -86,7 +86,7 @@ pub fn plan_prune(repo: &Repository, max_unused_percent: f64) -> Result<PrunePla
     for id in repo.snapshots()? {
         let manifest = repo.manifest(&id)?;
         referenced.extend(manifest.messages.iter().filter_map(|r| r.sha256));
-        named_records.extend(manifest.records);
+        named_records.extend(manifest.records.into_iter().flat_map(|list| list.0));
     }
     let unused_records: Vec<RecordsId> = repo
         .records_files()?

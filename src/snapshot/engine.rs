@@ -22,7 +22,7 @@ use crate::config::Account;
 use crate::mail::HeaderCapture;
 use crate::pop3::{self, Fetch, FetchError, Reply, Session};
 use crate::repo::{
-    ListingDigest, Manifest, MessageRecord, OpeningWriter, RecordsId, RepoError, RepoWriter,
+    ListingDigest, Manifest, MessageRecord, OpeningWriter, RecordsList, RepoError, RepoWriter,
     ServerInfo, SnapshotId, StoreError, Stored, Tool, manifest::MANIFEST_VERSION,
 };
 
@@ -445,7 +445,7 @@ impl AccountRun<'_> {
 
     /// The records file of the latest snapshot when this run's listing (`digest`) is the one
     /// it archived completely; never with a retention rule, which needs the records.
-    fn unchanged_since_latest(&mut self, digest: Option<ListingDigest>) -> Option<RecordsId> {
+    fn unchanged_since_latest(&mut self, digest: Option<ListingDigest>) -> Option<RecordsList> {
         let prefetch = self.prefetch.as_ref()?;
         let found = prefetch.shortcut.recv().ok().flatten();
         let records = found

@@ -4,7 +4,7 @@
 
 use std::sync::mpsc;
 
-use crate::repo::{Layout, ListingDigest, Manifest, RecordsId, RepoError};
+use crate::repo::{Layout, ListingDigest, Manifest, RecordsList, RepoError};
 
 /// The starting point, read on a thread. The thread reads the manifests' heads first and
 /// sends what they allow to skip; when a [`Shortcut`] is possible it waits to be told whether
@@ -42,7 +42,7 @@ impl Prefetch {
 /// its manifest shares that snapshot's records file instead of reading and rewriting it.
 pub(super) struct Shortcut {
     pub(super) listing: ListingDigest,
-    pub(super) records: RecordsId,
+    pub(super) records: RecordsList,
 }
 
 /// What a run starts from: the account's latest committed snapshot and its checkpoints.
@@ -74,9 +74,9 @@ impl StartingPoint {
         let found = match (&head, &checkpoints) {
             (Ok(Some(head)), Ok(checkpoints)) if head.complete && checkpoints.is_empty() => head
                 .listing
-                .zip(head.records)
+                .zip(head.records.clone())
                 // A lost records file is reported by the full path, with what to do.
-                .filter(|(_, records)| layout.records(records).is_file())
+                .filter(|(_, list)| list.0.iter().all(|r| layout.records(r).is_file()))
                 .map(|(listing, records)| Shortcut { listing, records }),
             _ => None,
         };

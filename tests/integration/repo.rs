@@ -538,9 +538,12 @@ fn standard_tools_read_the_repository() {
 set -eu
 cd "$1"
 snap=$(ls snapshots | head -n1)
-# The manifest names its records file, which is named by its SHA-256.
-records=$(zstd -dc "snapshots/$snap" | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])')
-echo "$records  records/$records.json.zst" | sha256sum -c --quiet
+# The manifest names its records files, each named by its SHA-256; the first holds the first
+# record.
+for r in $(zstd -dc "snapshots/$snap" | python3 -c 'import json,sys; print(*json.load(sys.stdin)["records"])'); do
+  echo "$r  records/$r.json.zst" | sha256sum -c --quiet
+done
+records=$(zstd -dc "snapshots/$snap" | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"][0])')
 field() { zstd -dc "records/$records.json.zst" | python3 -c 'import json,sys; m=json.load(sys.stdin); print(m[0][sys.argv[1]])' "$1"; }
 hash=$(field sha256)
 pack=$(field pack); offset=$(field offset); length=$(field length)
@@ -736,7 +739,9 @@ fn snapshots_share_records_files_and_prune_removes_unnamed_ones() {
     assert!(heads.iter().all(|h| h.messages.is_empty()));
     assert_eq!(heads[0].records, heads[1].records);
     assert_ne!(heads[0].records, heads[2].records);
-    let shared = heads[0].records.unwrap();
+    let shared = heads[0].records.clone().unwrap();
+    assert_eq!(shared.0.len(), 1, "a list of 20 records is one run here");
+    let shared = shared.0[0];
     // The file is named by its SHA-256, and holds the records (plain `zstd -d` and JSON).
     let path = records_dir.join(format!("{shared}.json.zst"));
     let bytes = std::fs::read(&path).unwrap();
@@ -824,4 +829,136 @@ fn store_all(
             (s.hash(), s.raw_len())
         })
         .collect()
+}
+
+/// The bytes in `records/`: how many files, how many bytes.
+fn records_usage(repo: &Path) -> (usize, u64) {
+    let files: Vec<_> = std::fs::read_dir(repo.join("records"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    (files.len(), files.iter().sum())
+}
+
+/// A snapshot's records are cut into runs where the records say, so a nightly snapshot names
+/// the files of the runs that did not change. Here the server deleted its 30 oldest messages
+/// (every later message number moved) and 20 arrived: the new snapshot adds the runs at both
+/// ends, not its whole list. Both lists read back exactly, message numbers included, and so
+/// does a list whose numbers are not positions (a server that skips numbers).
+#[test]
+fn a_nightly_snapshot_adds_only_the_runs_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
+    let messages: Vec<Vec<u8>> = (0..3020)
+        .map(|i| format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
+        .collect();
+    let stored = store_all(&mut writer, &messages);
+    writer.flush().unwrap();
+    let start = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let snapshot = |writer: &popbackup::repo::RepoWriter, range: std::ops::Range<usize>, n| {
+        let mut m = manifest_for(writer.repo(), "a", &stored[range.clone()]);
+        for (record, k) in m.messages.iter_mut().zip(range) {
+            record.uidl = Some(format!("uid-{k}"));
+        }
+        m.id = SnapshotId::new(start + chrono::Duration::seconds(n));
+        m
+    };
+    let first = snapshot(&writer, 0..3000, 1);
+    writer.commit(&first).unwrap();
+    let (files_first, bytes_first) = records_usage(dir.path());
+    assert!(files_first > 5, "3,000 records make several runs");
+
+    let second = snapshot(&writer, 30..3020, 2);
+    assert_eq!(second.messages[0].msg, 1, "the server renumbered");
+    writer.commit(&second).unwrap();
+    let (files_second, bytes_second) = records_usage(dir.path());
+    assert!(
+        files_second - files_first <= 3,
+        "{files_first} files, then {files_second}"
+    );
+    assert!(
+        (bytes_second - bytes_first) * 4 < bytes_first,
+        "{bytes_first} bytes, then {bytes_second}"
+    );
+
+    let mut third = snapshot(&writer, 0..40, 3);
+    for (i, record) in third.messages.iter_mut().enumerate() {
+        record.msg = 2 * i as u32 + 1;
+    }
+    writer.commit(&third).unwrap();
+    let repo = writer.finish().unwrap();
+    for m in [&first, &second, &third] {
+        let back = repo.manifest(&m.id).unwrap();
+        assert_eq!(back.messages, m.messages);
+    }
+    assert!(verify(&repo, popbackup::verify::DataCheck::Quick).clean);
+    // `popbackup snapshots` counts every run of each list.
+    let counts: Vec<usize> = repo
+        .summaries()
+        .unwrap()
+        .iter()
+        .map(|s| s.messages)
+        .collect();
+    assert_eq!(counts, vec![3000, 2990, 40]);
+}
+
+/// A format-4 repository (its manifests name one records file, as a string, whose records
+/// carry their numbers) reads back as it was, and a writer marks it format 5 before it
+/// writes, so that a popbackup of format 4 then refuses it instead of misreading it.
+#[test]
+fn a_format_4_repository_is_read_and_upgraded() {
+    use popbackup::repo::format::FORMAT_VERSION;
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
+    let messages: Vec<Vec<u8>> = (0..600)
+        .map(|i| format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
+        .collect();
+    let stored = store_all(&mut writer, &messages);
+    writer.flush().unwrap();
+    let mut old = manifest_for(writer.repo(), "a", &stored);
+    old.id = SnapshotId::new(chrono::Utc::now() - chrono::Duration::seconds(10));
+    writer.commit(&old).unwrap();
+    drop(writer);
+
+    // Rewrite it as format 4 wrote it.
+    let root = dir.path();
+    let head_path = root.join(format!("snapshots/{}.json.zst", old.id));
+    let mut head: serde_json::Value =
+        serde_json::from_slice(&zstd::decode_all(&std::fs::read(&head_path).unwrap()[..]).unwrap())
+            .unwrap();
+    let mut lines = Vec::new();
+    for name in head["records"].as_array().unwrap() {
+        let path = root.join(format!("records/{}.json.zst", name.as_str().unwrap()));
+        let file = zstd::decode_all(&std::fs::read(&path).unwrap()[..]).unwrap();
+        for mut record in serde_json::from_slice::<Vec<serde_json::Value>>(&file).unwrap() {
+            record["msg"] = (lines.len() + 1).into();
+            lines.push(serde_json::to_string(&record).unwrap());
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+    assert_eq!(lines.len(), 600);
+    let whole = zstd::encode_all(format!("[\n{}\n]", lines.join(",\n")).as_bytes(), 1).unwrap();
+    let id = popbackup::repo::RecordsId::of(&whole);
+    std::fs::write(root.join(format!("records/{id}.json.zst")), &whole).unwrap();
+    head["records"] = id.to_string().into();
+    head["version"] = 2.into();
+    let head_bytes = zstd::encode_all(&serde_json::to_vec(&head).unwrap()[..], 1).unwrap();
+    std::fs::write(&head_path, head_bytes).unwrap();
+    let config_path = root.join("config.json");
+    let v = |n: u32| format!("\"version\": {n}");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    assert!(config.contains(&v(FORMAT_VERSION)), "{config}");
+    std::fs::write(&config_path, config.replace(&v(FORMAT_VERSION), &v(4))).unwrap();
+
+    let repo = Repository::open(root).unwrap();
+    assert_eq!(repo.manifest(&old.id).unwrap().messages, old.messages);
+    assert!(verify(&repo, popbackup::verify::DataCheck::Quick).clean);
+    let mut writer = repo.lock("test").unwrap();
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    assert!(config.contains(&v(FORMAT_VERSION)), "{config}");
+    let new = manifest_for(writer.repo(), "a", &stored[..10]);
+    writer.commit(&new).unwrap();
+    let repo = writer.finish().unwrap();
+    assert_eq!(repo.manifest(&old.id).unwrap().messages, old.messages);
+    assert_eq!(repo.manifest(&new.id).unwrap().messages, new.messages);
 }

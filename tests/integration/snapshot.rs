@@ -301,11 +301,26 @@ fn corpus_snapshot_is_exact_incremental_and_never_deletes() {
         repo.manifest(third_id).unwrap().messages,
         repo.manifest(second_id).unwrap().messages
     );
+    // The second snapshot's list is the first's plus ten records at its end: it names the
+    // first's records files for every run but the last, and the repository holds each run once.
+    assert_eq!(ids.len(), 3);
+    let first_list = repo.manifest_head(&ids[0]).unwrap().records.unwrap().0;
+    let second_list = second_head.records.clone().unwrap().0;
+    assert!(first_list.len() > 1, "1,259 records make several runs");
+    let shared = second_list
+        .iter()
+        .filter(|r| first_list.contains(r))
+        .count();
+    assert!(
+        shared + 1 >= first_list.len(),
+        "ten new messages change only the last run: {shared} of {} shared",
+        first_list.len()
+    );
     assert_eq!(
         std::fs::read_dir(setup.repo.join("records"))
             .unwrap()
             .count(),
-        2
+        first_list.len() + second_list.len() - shared
     );
 
     // A message removed on the server stays archived and is reported as vanished.
