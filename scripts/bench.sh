@@ -74,7 +74,7 @@ for box in small mixed huge; do
   n=$(ls "$state/gen/$box" | wc -l)
   # Warm Dovecot's index (its first session over a new mailbox builds it).
   POP3_PASSWORD=pw-$u "$floor" localhost "$port" implicit "$u" "$ca" >/dev/null
-  f=(); full=(); noop=(); more=(); rss_full=(); rss_noop=(); mp=(); mpn=(); fm=(); fmn=()
+  f=(); full=(); noop=(); more=(); grew=0; newraw=0; rss_full=(); rss_noop=(); mp=(); mpn=(); fm=(); fmn=()
   for i in $(seq "$RUNS"); do
     t=$(POP3_PASSWORD=pw-$u timed "$floor" localhost "$port" implicit "$u" "$ca"); f+=("${t% *}")
     repo=$state/repo-$box; cfg=$state/cfg-$box.toml
@@ -89,7 +89,10 @@ for box in small mixed huge; do
     if [ "${extra[$box]}" -gt 0 ]; then
       python3 scripts/bench_mail.py more "$state/more" "${extra[$box]}" "$i"
       cp "$state/more"/* "$mail/$u/Maildir/new/"; chown -R vmail:vmail "$mail/$u"
+      before=$(du -sb "$repo" | cut -f1)
       t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); more+=("${t% *}")
+      # What a night with new mail adds to the repository, against the new mail itself.
+      [ "$i" -gt 1 ] || { grew=$(( $(du -sb "$repo" | cut -f1) - before )); newraw=$(cat "$state/more"/* | wc -c); }
       for x in "$state/more"/*; do rm -f "$mail/$u/Maildir/new/$(basename "$x")" "$mail/$u/Maildir/cur/$(basename "$x")"*; done
       rm -rf "$state/more"
     fi
@@ -131,7 +134,7 @@ EOF
   F=$(median "${f[@]}"); P=$(median "${full[@]}")
   ratio=$(python3 -c "print(f'{$P/$F:.2f}')")
   row "$box ($n msgs, $((raw / 1000000)) MB)" "floor $F s" "popbackup full $P s (${ratio}x floor)" "mpop $(median "${mp[@]}") s, fetchmail $(median "${fm[@]}") s" >> "$results"
-  row "" "nothing new: popbackup $(median "${noop[@]}") s" "fetchmail $(median "${fmn[@]}") s, mpop $(median "${mpn[@]}") s" "1% new: popbackup ${more:+$(median "${more[@]}") s}" >> "$results"
+  row "" "nothing new: popbackup $(median "${noop[@]}") s" "fetchmail $(median "${fmn[@]}") s, mpop $(median "${mpn[@]}") s" "1% new: popbackup ${more:+$(median "${more[@]}") s; the repository grew $((grew / 1000)) kB for $((newraw / 1000)) kB of new mail}" >> "$results"
   row "" "peak RSS, full snapshot" "$(( $(median "${rss_full[@]}" | cut -d. -f1) / 1024 )) MiB" "nothing new: $(( $(median "${rss_noop[@]}" | cut -d. -f1) / 1024 )) MiB" >> "$results"
   # Sizes: the repository after one snapshot vs solid archives of the same messages, both as
   # the files were generated (LF) and in the wire form popbackup archives (CRLF, what Dovecot
