@@ -900,6 +900,33 @@ fn a_nightly_snapshot_adds_only_the_runs_that_changed() {
         .map(|s| s.messages)
         .collect();
     assert_eq!(counts, vec![3000, 2990, 40]);
+
+    // A damaged run damages exactly the snapshots that name it: here one only the second
+    // names, then one both name (each is checked once, but reported for every snapshot).
+    let head = |m: &Manifest| repo.manifest_head(&m.id).unwrap().records.unwrap().0;
+    let (first_runs, second_runs) = (head(&first), head(&second));
+    let damaged = |ids: &[&SnapshotId]| {
+        let report = verify(&repo, popbackup::verify::DataCheck::Quick);
+        assert!(!report.clean);
+        let found: Vec<&SnapshotId> = report
+            .damaged_snapshots
+            .iter()
+            .map(|d| &d.snapshot)
+            .collect();
+        assert_eq!(found, ids);
+    };
+    let only_second = second_runs
+        .iter()
+        .find(|r| !first_runs.contains(r))
+        .unwrap();
+    let path = |r: &popbackup::repo::RecordsId| dir.path().join(format!("records/{r}.json.zst"));
+    let saved = std::fs::read(path(only_second)).unwrap();
+    flip_middle_byte(&path(only_second));
+    damaged(&[&second.id]);
+    std::fs::write(path(only_second), saved).unwrap();
+    let both = second_runs.iter().find(|r| first_runs.contains(r)).unwrap();
+    flip_middle_byte(&path(both));
+    damaged(&[&first.id, &second.id]);
 }
 
 /// A format-4 repository (its manifests name one records file, as a string, whose records
