@@ -250,21 +250,24 @@ mod tests {
     #[test]
     fn a_run_never_exceeds_the_maximum() {
         let (_dir, layout) = layout();
-        let mut w = RecordsWriter::new(&layout);
-        let mut n = 0;
-        // Lines that never end a run by their hash.
-        while w.names.len() < 2 {
-            let line = format!("{{\"uidl\":\"x{n}\",\"list_size\":0}}").into_bytes();
-            n += 1;
-            if !ends_run(&line) {
-                w.push(&line).unwrap();
-            }
-        }
-        assert_eq!(w.names.len(), 2);
-        let list = w.finish().unwrap();
+        // Lines that never end a run by their hash: two full runs and ten records.
+        let lines: Vec<Vec<u8>> = (0..)
+            .map(|n| format!("{{\"uidl\":\"x{n}\",\"list_size\":{n}}}").into_bytes())
+            .filter(|line| !ends_run(line))
+            .take(2 * MAX_RECORDS_PER_FILE + 10)
+            .collect();
+        let list = write(&layout, &lines);
+        assert_eq!(list.0.len(), 3);
         let snapshot = SnapshotId::new(chrono::Utc::now());
-        let first: Vec<Line> = read_file(&layout, &snapshot, &list.0[0]).unwrap();
-        assert_eq!(first.len(), MAX_RECORDS_PER_FILE);
+        let sizes: Vec<usize> = list
+            .0
+            .iter()
+            .map(|id| read_file::<Line>(&layout, &snapshot, id).unwrap().len())
+            .collect();
+        assert_eq!(sizes, [MAX_RECORDS_PER_FILE, MAX_RECORDS_PER_FILE, 10]);
+        let back: Vec<Line> = read_list(&layout, &snapshot, &list).unwrap();
+        assert!(back.iter().zip(&lines).all(|(b, l)| l
+            == format!("{{\"uidl\":\"{}\",\"list_size\":{}}}", b.uidl, b.list_size).as_bytes()));
     }
 
     #[test]
