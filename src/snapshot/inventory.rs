@@ -28,15 +28,23 @@ pub struct ServerMessage {
     pub size: u64,
 }
 
-/// What identifies a message from one session to the next.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct MessageKey {
-    id: String,
+/// What identifies a message from one session to the next: its UIDL (or, without one, its
+/// `TOP n 0` fingerprint) and its LIST size. Borrowed from the listing or the record: a
+/// run matches tens of thousands of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct MessageKey<'a> {
+    id: Identity<'a>,
     size: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Identity<'a> {
+    Uidl(&'a str),
+    Top(&'a str),
+}
+
 impl ServerMessage {
-    fn key(&self) -> Option<MessageKey> {
+    fn key(&self) -> Option<MessageKey<'_>> {
         identity(
             self.uidl.as_ref().map(Uidl::as_str),
             self.fingerprint.as_deref(),
@@ -45,16 +53,20 @@ impl ServerMessage {
     }
 }
 
-fn identity(uidl: Option<&str>, fingerprint: Option<&str>, size: u64) -> Option<MessageKey> {
+fn identity<'a>(
+    uidl: Option<&'a str>,
+    fingerprint: Option<&'a str>,
+    size: u64,
+) -> Option<MessageKey<'a>> {
     let id = match (uidl, fingerprint) {
-        (Some(u), _) => format!("uidl:{u}"),
-        (None, Some(f)) => format!("top:{f}"),
+        (Some(u), _) => Identity::Uidl(u),
+        (None, Some(f)) => Identity::Top(f),
         (None, None) => return None,
     };
     Some(MessageKey { id, size })
 }
 
-fn record_key(record: &MessageRecord) -> Option<MessageKey> {
+fn record_key(record: &MessageRecord) -> Option<MessageKey<'_>> {
     identity(
         record.uidl.as_deref(),
         record.fingerprint.as_deref(),
