@@ -1179,11 +1179,14 @@ impl RepoWriter {
 
     /// How a message of `len` bytes is to be compressed now, at `level` (`None`: the
     /// repository's), so that a thread can compress it outside the writer's lock with a
-    /// [`FrameCompressor`] and hand the frame to [`RepoWriter::store_frame`]. `None` while the
-    /// writer is still sampling messages to train a dictionary: store those with
-    /// [`RepoWriter::store_bytes`], which sees their bytes.
+    /// [`FrameCompressor`] and hand the frame to [`RepoWriter::store_frame`]. `None` for a
+    /// message small enough to be sampled while the writer is still sampling messages to
+    /// train a dictionary: store those with [`RepoWriter::store_bytes`], which sees their
+    /// bytes.
     pub fn frame_plan(&self, len: usize, level: Option<i32>) -> Option<FramePlan> {
-        if self.samples.is_some() {
+        // A message that could be sampled is stored whole under the lock, where the sample
+        // is; a larger one never is, and is compressed outside it like any other.
+        if self.samples.is_some() && len <= DICTIONARY_MAX_MESSAGE {
             return None;
         }
         Some(FramePlan {

@@ -989,3 +989,54 @@ fn a_format_4_repository_is_read_and_upgraded() {
     assert_eq!(repo.manifest(&old.id).unwrap().messages, old.messages);
     assert_eq!(repo.manifest(&new.id).unwrap().messages, new.messages);
 }
+
+/// While a writer samples small messages for a dictionary, a message too large to be sampled
+/// still gets a plan, so the storing workers compress it outside the writer's lock (before,
+/// a repository that never got a dictionary compressed everything under it, one message at a
+/// time). The large frames stored that way come through the pack rewrite that training does.
+#[test]
+fn large_messages_are_compressed_outside_the_lock_while_sampling() {
+    use popbackup::repo::{DICTIONARY_MAX_MESSAGE, FrameCompressor, TRAIN_AFTER_MESSAGES};
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
+    assert!(
+        writer.frame_plan(2_000, None).is_none(),
+        "a small message is stored where the sample is"
+    );
+    let mut compressor = FrameCompressor::new(true);
+    let mut small = Vec::new();
+    let mut large = Vec::new();
+    for n in 0..TRAIN_AFTER_MESSAGES as u64 + 20 {
+        let message = mail_of_kind(KIND_A, n);
+        writer.store_bytes(&message).unwrap();
+        small.push(message);
+        if n % 60 == 0 {
+            let mut message = Vec::new();
+            while message.len() <= DICTIONARY_MAX_MESSAGE {
+                message.extend(mail_of_kind(KIND_B, 1000 + n + message.len() as u64));
+            }
+            let sampling = writer.repo().config().compression.dictionary.is_none();
+            let plan = writer.frame_plan(message.len(), None);
+            assert!(plan.is_some(), "message {n}: a large message has a plan");
+            let plan = plan.unwrap();
+            assert_eq!(plan.dict, None);
+            let frame = compressor.compress(&message, plan, |_| None).unwrap();
+            let hash = MessageHash::of(&message);
+            let stored = writer
+                .store_frame(hash, message.len() as u64, &frame, plan)
+                .unwrap();
+            assert!(matches!(stored, Stored::New(..)), "sampling: {sampling}");
+            large.push(message);
+        }
+    }
+    assert!(
+        writer.repo().config().compression.dictionary.is_some(),
+        "the sample was trained, and the pack rewritten"
+    );
+    assert_eq!(large.len(), 6);
+    let repo = writer.finish().unwrap();
+    for m in small.iter().chain(&large) {
+        assert_eq!(&repo.read_message(&MessageHash::of(m)).unwrap(), m);
+    }
+    assert!(verify(&repo, popbackup::verify::DataCheck::Full).clean);
+}
