@@ -693,16 +693,14 @@ fn sigkill_at_random_moments_never_damages_committed_snapshots() {
     );
 }
 
-/// Committed snapshots keep their message list in a records file named by its hash: equal
-/// lists share one file, a damaged or missing one makes the snapshot unreadable (never
-/// empty), and prune removes a list only when no snapshot names it any more.
+/// Committed snapshots keep their message list in records files named by their hashes: equal
+/// lists share their files, a damaged or missing one makes the snapshot unreadable (never
+/// empty), and prune removes a file only when no snapshot names it any more.
 #[test]
 fn snapshots_share_records_files_and_prune_removes_unnamed_ones() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
-    let messages: Vec<Vec<u8>> = (0..20)
-        .map(|i| format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
-        .collect();
+    let messages = numbered_messages(20);
     let stored = store_all(&mut writer, &messages);
     writer.flush().unwrap();
     let mut first = manifest_for(writer.repo(), "a", &stored);
@@ -817,6 +815,13 @@ fn verify(
     popbackup::verify::verify(repo, popbackup::verify::VerifyOptions { data, threads: 0 }).unwrap()
 }
 
+/// `count` tiny messages, each different ("Subject: N", "body N").
+fn numbered_messages(count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
+        .collect()
+}
+
 /// Stores every message; their hashes and sizes, for a manifest.
 fn store_all(
     writer: &mut popbackup::repo::RepoWriter,
@@ -849,9 +854,7 @@ fn records_usage(repo: &Path) -> (usize, u64) {
 fn a_nightly_snapshot_adds_only_the_runs_that_changed() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
-    let messages: Vec<Vec<u8>> = (0..3020)
-        .map(|i| format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
-        .collect();
+    let messages = numbered_messages(3020);
     let stored = store_all(&mut writer, &messages);
     writer.flush().unwrap();
     let start = chrono::Utc::now() - chrono::Duration::seconds(60);
@@ -937,9 +940,7 @@ fn a_format_4_repository_is_read_and_upgraded() {
     use popbackup::repo::format::FORMAT_VERSION;
     let dir = tempfile::tempdir().unwrap();
     let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
-    let messages: Vec<Vec<u8>> = (0..600)
-        .map(|i| format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
-        .collect();
+    let messages = numbered_messages(600);
     let stored = store_all(&mut writer, &messages);
     writer.flush().unwrap();
     let mut old = manifest_for(writer.repo(), "a", &stored);
