@@ -103,11 +103,13 @@ pub fn summarize(message: &[u8]) -> HeaderSummary {
         headers.get_first_header(name).and_then(|h| {
             let value = h.get_value();
             let value: String = value.split_whitespace().collect::<Vec<_>>().join(" ");
-            let value: String = value
+            let mut value: String = value
                 .chars()
                 .filter(|c| !c.is_control())
                 .take(MAX_FIELD_CHARS)
                 .collect();
+            // Kept for every message of the run: without the slack of a growing string.
+            value.shrink_to_fit();
             (!value.is_empty()).then_some(value)
         })
     };

@@ -309,7 +309,7 @@ impl Repository {
     }
 
     /// Where a message is stored.
-    pub fn location(&self, hash: &MessageHash) -> Option<&Location> {
+    pub fn location(&self, hash: &MessageHash) -> Option<Location> {
         self.index.get(hash)
     }
 
@@ -1236,7 +1236,7 @@ impl RepoWriter {
 
     /// Where a stored message is. Messages in the pack still being written are not there yet:
     /// their location is known after the next `flush`, `checkpoint` or `commit`.
-    pub fn location(&self, hash: &MessageHash) -> Option<&Location> {
+    pub fn location(&self, hash: &MessageHash) -> Option<Location> {
         self.repo.index.get(hash)
     }
 
@@ -1465,7 +1465,7 @@ impl RepoWriter {
             return Ok(None);
         };
         match self.repo.index.get(hash) {
-            Some(l) => Ok(Some(*l)),
+            Some(l) => Ok(Some(l)),
             None => Err(RepoError::Invalid(format!(
                 "manifest {} refers to message {hash}, which is not stored",
                 manifest.id

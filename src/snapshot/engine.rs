@@ -664,7 +664,7 @@ impl Read for Tee<'_, '_> {
 fn initial_record(entry: &InventoryEntry, time: &str) -> MessageRecord {
     let server = &entry.server;
     let mut record = match &entry.archived {
-        Some(archived) => archived.clone(),
+        Some(archived) => MessageRecord::clone(archived),
         None => MessageRecord::listed(server.msg, server.size),
     };
     record.msg = server.msg;

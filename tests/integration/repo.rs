@@ -108,14 +108,14 @@ fn deleting_the_index_rebuilds_it_identically() {
         writer.store_bytes(m).unwrap();
     }
     let before = writer.finish().unwrap();
-    let mut locations: Vec<_> = before.index().messages().map(|(h, l)| (*h, *l)).collect();
+    let mut locations: Vec<_> = before.index().messages().map(|(h, l)| (*h, l)).collect();
     locations.sort_by_key(|(h, _)| *h);
     for entry in std::fs::read_dir(dir.path().join("index")).unwrap() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
     }
     let reader = Repository::open(dir.path()).unwrap();
     assert_eq!(reader.unindexed_packs().len(), 1, "the pack is scanned");
-    let mut rebuilt: Vec<_> = reader.index().messages().map(|(h, l)| (*h, *l)).collect();
+    let mut rebuilt: Vec<_> = reader.index().messages().map(|(h, l)| (*h, l)).collect();
     rebuilt.sort_by_key(|(h, _)| *h);
     assert_eq!(rebuilt, locations);
     for m in &messages {

@@ -403,7 +403,7 @@ fn deletion_only_after_two_verified_snapshots_and_never_of_damaged_copies() {
         .manifest(&repo.find_snapshot("latest").unwrap())
         .unwrap();
     let victim = manifest.messages[2].sha256.unwrap();
-    let loc = *repo.location(&victim).unwrap();
+    let loc = repo.location(&victim).unwrap();
     let pack = repo.layout().pack(&loc.pack);
     let mut bytes = std::fs::read(&pack).unwrap();
     bytes[(loc.entry.offset + loc.entry.length / 2) as usize] ^= 0x20;
