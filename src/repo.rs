@@ -1435,22 +1435,32 @@ impl RepoWriter {
             head.listing = None;
         }
         let head_json = serde_json::to_vec(&head).map_err(|e| RepoError::Invalid(e.to_string()))?;
-        let bytes = if complete {
-            compressed::compress(&head_json).map_err(|e| invalid(&e))?
-        } else {
-            // `{...}` becomes `{...,"messages":[...]}` with one record per line.
-            let Some(stem) = head_json.strip_suffix(b"}") else {
-                return Err(RepoError::Invalid("unexpected manifest shape".into()));
-            };
-            let mut out =
-                compressed::Writer::new(manifest.messages.len() * 100).map_err(|e| invalid(&e))?;
-            out.write_all(stem).map_err(|e| invalid(&e))?;
-            out.write_all(b",\"messages\":").map_err(|e| invalid(&e))?;
-            self.write_records(&mut out, manifest)?;
-            out.write_all(b"}\n").map_err(|e| invalid(&e))?;
-            out.finish().map_err(|e| invalid(&e))?
+        let tmp = self.repo.layout.tmp();
+        if complete {
+            let bytes = compressed::compress(&head_json).map_err(|e| invalid(&e))?;
+            return durable::write_file(&tmp, path, &bytes)
+                .map_err(RepoError::io("cannot write", path));
+        }
+        // A checkpoint lists every record stored so far (about 100 bytes each compressed, 10 MB
+        // for 100,000 messages): it is compressed straight into its temporary file.
+        let mut temp = durable::TempFile::new(&tmp, "checkpoint")
+            .map_err(RepoError::io("cannot create a file in", &tmp))?;
+        let written = temp.path().to_path_buf();
+        let cannot_write = |e: std::io::Error| RepoError::io("cannot write", &written)(e);
+        let mut out =
+            compressed::Writer::into(io::BufWriter::new(temp.file())).map_err(|e| invalid(&e))?;
+        // `{...}` becomes `{...,"messages":[...]}` with one record per line.
+        let Some(stem) = head_json.strip_suffix(b"}") else {
+            return Err(RepoError::Invalid("unexpected manifest shape".into()));
         };
-        durable::write_file(&self.repo.layout.tmp(), path, &bytes)
+        out.write_all(stem).map_err(cannot_write)?;
+        out.write_all(b",\"messages\":").map_err(cannot_write)?;
+        self.write_records(&mut out, manifest)?;
+        out.write_all(b"}\n").map_err(cannot_write)?;
+        out.finish()
+            .and_then(|buffered| buffered.into_inner().map_err(|e| e.into_error()).map(drop))
+            .map_err(cannot_write)?;
+        temp.persist(path)
             .map_err(RepoError::io("cannot write", path))
     }
 
@@ -1475,12 +1485,12 @@ impl RepoWriter {
 
     /// Streams a checkpoint's records into `out` as a JSON list, one per line: those whose
     /// messages are stored so far, located through the index.
-    fn write_records(
+    fn write_records<W: io::Write>(
         &self,
-        out: &mut compressed::Writer,
+        out: &mut compressed::Writer<W>,
         manifest: &Manifest,
     ) -> Result<(), RepoError> {
-        // An unstored record stops the write midway; nothing is on disk yet (`out` is memory).
+        // An unstored record stops the write midway; the temporary file is then removed.
         let invalid =
             |e: &dyn std::fmt::Display| RepoError::Invalid(format!("cannot write records: {e}"));
         out.write_all(b"[\n").map_err(|e| invalid(&e))?;

@@ -21,20 +21,28 @@ pub fn compress(json: &[u8]) -> io::Result<Vec<u8>> {
     zstd::bulk::compress(json, LEVEL)
 }
 
-/// Compresses JSON as it is written, into memory (the caller writes the file crash-safely).
-pub struct Writer(zstd::stream::write::Encoder<'static, Vec<u8>>);
+/// Compresses JSON as it is written: into memory (the caller then writes the file
+/// crash-safely), or into an open temporary file for what is too large to hold.
+pub struct Writer<W: io::Write = Vec<u8>>(zstd::stream::write::Encoder<'static, W>);
 
 impl Writer {
     /// `expected` is a guess of the compressed size, to allocate once.
     pub fn new(expected: usize) -> io::Result<Writer> {
-        zstd::stream::write::Encoder::new(Vec::with_capacity(expected), LEVEL).map(Writer)
+        Writer::into(Vec::with_capacity(expected))
+    }
+}
+
+impl<W: io::Write> Writer<W> {
+    /// Compresses into `out`.
+    pub fn into(out: W) -> io::Result<Writer<W>> {
+        zstd::stream::write::Encoder::new(out, LEVEL).map(Writer)
     }
 
     pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         io::Write::write_all(&mut self.0, bytes)
     }
 
-    pub fn finish(self) -> io::Result<Vec<u8>> {
+    pub fn finish(self) -> io::Result<W> {
         self.0.finish()
     }
 }

@@ -340,6 +340,9 @@ impl AccountRun<'_> {
             return Ok(0);
         }
         let (inventory, old_checkpoints) = self.inventory(&listing)?;
+        // The inventory holds what the run needs of the listing.
+        let uidl_supported = listing.uidl_supported;
+        drop(listing);
         if let Some(w) = inventory.shrink_warning() {
             self.report.warnings.push(w);
         }
@@ -404,7 +407,7 @@ impl AccountRun<'_> {
             inventory.vanished.iter().filter_map(|r| r.sha256).collect();
         let reset = downloaded_records(&inventory, &manifest)
             .any(|r| r.sha256.is_some_and(|h| vanished.contains(&h)));
-        let problem = if !listing.uidl_supported {
+        let problem = if !uidl_supported {
             Some("the server has no UIDL, so messages cannot be told apart safely".to_string())
         } else if reset {
             Some("a message came back under a new UIDL (the server renumbered)".to_string())
@@ -491,12 +494,6 @@ impl AccountRun<'_> {
         inventory: &Inventory,
         manifest: &mut Manifest,
     ) -> Result<(), SnapshotError> {
-        let positions: std::collections::HashMap<u32, usize> = inventory
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.server.msg, i))
-            .collect();
         let requests: Vec<Fetch> = inventory
             .new_entries()
             .map(|e| Fetch::retr(e.server.msg, e.server.size))
@@ -529,7 +526,10 @@ impl AccountRun<'_> {
                 Ok(())
             };
             let result = session.fetch(&requests, |request, reply| {
-                let slot = positions[&request.msg];
+                let Some(slot) = inventory.position_of(request.msg) else {
+                    // Every request was made from an entry.
+                    return Ok(());
+                };
                 let body = match reply {
                     Reply::Refused(e) => {
                         report.refused += 1;

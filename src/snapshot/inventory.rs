@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use sha2::{Digest as _, Sha256};
 
 use crate::mail::{self, HeaderSummary};
-use crate::pop3::{Fetch, Pop3Error, Reply, Session, Uidl};
+use crate::pop3::{Fetch, ListEntry, Pop3Error, Reply, Session, Uidl, UidlEntry};
 use crate::repo::{ListingDigest, Manifest, MessageHash, MessageRecord, SnapshotId};
 
 /// One message as the server lists it in this session.
@@ -122,23 +122,10 @@ pub fn take_listing<S: Read + Write>(session: &mut Session<S>) -> Result<Listing
         Err(e) => return Err(e),
     };
     let list = session.list()?;
-    let mut by_msg: HashMap<u32, Uidl> = uidls
-        .iter()
-        .flatten()
-        .map(|e| (e.msg, e.uidl.clone()))
-        .collect();
-    let mut messages: Vec<ServerMessage> = list
-        .iter()
-        .map(|entry| ServerMessage {
-            msg: entry.msg,
-            uidl: by_msg.remove(&entry.msg),
-            fingerprint: None,
-            size: entry.size,
-        })
-        .collect();
-    messages.sort_by_key(|m| m.msg);
+    let uidl_supported = uidls.is_some();
+    let mut messages = join_listing(uidls.unwrap_or_default(), list);
     let missing = messages.iter().filter(|m| m.uidl.is_none()).count();
-    if uidls.is_some() && missing > 0 {
+    if uidl_supported && missing > 0 {
         warnings.push(format!(
             "UIDL did not list {missing} message(s) that LIST did; they are fingerprinted"
         ));
@@ -148,9 +135,39 @@ pub fn take_listing<S: Read + Write>(session: &mut Session<S>) -> Result<Listing
     }
     Ok(Listing {
         messages,
-        uidl_supported: uidls.is_some(),
+        uidl_supported,
         warnings,
     })
+}
+
+/// The LIST entries with their UIDLs, in message-number order. A message number UIDL gives
+/// twice takes its last UIDL. The UIDLs are moved, and nothing is sorted that is in order
+/// already (as every server sends it): a listing of 100,000 messages is kept once.
+fn join_listing(mut uidls: Vec<UidlEntry>, mut list: Vec<ListEntry>) -> Vec<ServerMessage> {
+    if !uidls.is_sorted_by_key(|e| e.msg) {
+        uidls.sort_by_key(|e| e.msg);
+    }
+    if !list.is_sorted_by_key(|e| e.msg) {
+        list.sort_by_key(|e| e.msg);
+    }
+    let mut uidls = uidls.into_iter().peekable();
+    list.into_iter()
+        .map(|entry| {
+            // A second LIST entry of the same number finds its UIDL taken, as it should.
+            let mut uidl = None;
+            while let Some(next) = uidls.next_if(|e| e.msg <= entry.msg) {
+                if next.msg == entry.msg {
+                    uidl = Some(next.uidl);
+                }
+            }
+            ServerMessage {
+                msg: entry.msg,
+                uidl,
+                fingerprint: None,
+                size: entry.size,
+            }
+        })
+        .collect()
 }
 
 fn fingerprint<S: Read + Write>(
@@ -293,6 +310,15 @@ impl Inventory {
         }
     }
 
+    /// The position in `entries` of message `msg` (the last, if a hostile server numbered two
+    /// messages alike). Entries are in message-number order.
+    pub fn position_of(&self, msg: u32) -> Option<usize> {
+        let after = self.entries.partition_point(|e| e.server.msg <= msg);
+        after
+            .checked_sub(1)
+            .filter(|&i| self.entries[i].server.msg == msg)
+    }
+
     /// Messages to download.
     pub fn new_entries(&self) -> impl Iterator<Item = &InventoryEntry> {
         self.entries.iter().filter(|e| e.archived.is_none())
@@ -367,6 +393,49 @@ mod tests {
     use super::*;
     use crate::repo::{ServerInfo, Tool};
 
+    #[test]
+    fn listing_joins_uidl_and_list_by_number_in_any_order() {
+        let u = |msg, id: &str| UidlEntry {
+            msg,
+            uidl: Uidl::new(id),
+        };
+        let l = |msg, size| ListEntry { msg, size };
+        let as_tuples = |messages: Vec<ServerMessage>| -> Vec<(u32, Option<String>, u64)> {
+            messages
+                .into_iter()
+                .map(|m| (m.msg, m.uidl.map(|u| u.as_str().to_string()), m.size))
+                .collect()
+        };
+        let some = |s: &str| Some(s.to_string());
+
+        // In order, as servers send them; message 2 has no UIDL line.
+        let joined = join_listing(
+            vec![u(1, "a"), u(3, "c")],
+            vec![l(1, 10), l(2, 20), l(3, 30)],
+        );
+        assert_eq!(
+            as_tuples(joined),
+            [(1, some("a"), 10), (2, None, 20), (3, some("c"), 30)]
+        );
+
+        // Out of order; a UIDL line for a number LIST does not have; a number UIDL gives
+        // twice (the last wins) and LIST gives twice (the second gets none).
+        let joined = join_listing(
+            vec![u(3, "c"), u(9, "nine"), u(1, "a"), u(3, "c2")],
+            vec![l(3, 30), l(1, 10), l(3, 31)],
+        );
+        assert_eq!(
+            as_tuples(joined),
+            [(1, some("a"), 10), (3, some("c2"), 30), (3, None, 31)]
+        );
+
+        // No UIDL at all.
+        assert_eq!(
+            as_tuples(join_listing(Vec::new(), vec![l(2, 5), l(1, 4)])),
+            [(1, None, 4), (2, None, 5)]
+        );
+    }
+
     fn server(msg: u32, uidl: &str, size: u64) -> ServerMessage {
         ServerMessage {
             msg,
@@ -438,6 +507,20 @@ mod tests {
             Some("s1")
         );
         assert_eq!(inv.shrink_warning(), None);
+        let positions: Vec<_> = (0..=7).map(|msg| inv.position_of(msg)).collect();
+        assert_eq!(
+            positions,
+            [
+                None,
+                Some(0),
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(4),
+                Some(5),
+                None
+            ]
+        );
 
         // A message whose archive copy is missing is new again; another account's snapshot
         // does not count.
