@@ -37,18 +37,24 @@ pub fn ls(
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<()> {
     let id = repo.find_snapshot(snapshot)?;
-    let manifest = repo.manifest(&id)?;
     if json {
+        let manifest = repo.manifest(&id)?;
         serde_json::to_writer_pretty(&mut *out, &manifest)?;
         writeln!(out)?;
         return Ok(());
     }
-    for m in &manifest.messages {
+    // One records file in memory at a time; the first failed write ends the listing.
+    let mut manifest = repo.manifest_head(&id)?;
+    let mut written = Ok(());
+    repo.for_each_record(&mut manifest, |m| {
+        if written.is_err() {
+            return;
+        }
         let hash = m
             .sha256
             .map(|h| h.to_hex()[..16].to_string())
             .unwrap_or_else(|| "(not stored)".into());
-        writeln!(
+        written = writeln!(
             out,
             "{hash}  {:>9}  {:<31}  {:<30}  {}  [{}]",
             m.size.unwrap_or(m.list_size),
@@ -56,9 +62,9 @@ pub fn ls(
             m.from.as_deref().unwrap_or("-"),
             m.subject.as_deref().unwrap_or("-"),
             m.uidl.as_deref().unwrap_or("-"),
-        )?;
-    }
-    Ok(())
+        );
+    })?;
+    Ok(written?)
 }
 
 /// `popbackup cat MESSAGE`: the exact archived bytes, checked against the hash.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Item, Outcome, RestoreError};
 use crate::durable::{self, Batch, TempFile};
-use crate::repo::Repository;
+use crate::repo::{MessageHash, Repository};
 
 /// Messages written before their batch is published.
 const BATCH_FILES: usize = 256;
@@ -25,8 +25,8 @@ pub struct MaildirWriter {
     root: PathBuf,
     seen: bool,
     crlf: bool,
-    /// Unique parts (before `:`) of the names in `new/` and `cur/`.
-    existing: HashSet<String>,
+    /// The messages in `new/` and `cur/` under names we give.
+    existing: HashSet<OurName>,
     batch: Batch,
     batch_bytes: u64,
 }
@@ -69,21 +69,18 @@ impl MaildirWriter {
         })
     }
 
-    fn unique_name(item: &Item) -> String {
-        format!("{}.{}{SUFFIX}", item.time.timestamp().max(0), item.hash)
-    }
-
     /// True if the message is in the Maildir already.
     pub fn contains(&self, item: &Item) -> bool {
-        self.existing.contains(&MaildirWriter::unique_name(item))
+        self.existing.contains(&OurName::of(item))
     }
 
     /// Writes one message into `tmp/`; it is published with its batch.
     pub fn write(&mut self, repo: &Repository, item: &Item) -> Result<Outcome, RestoreError> {
-        let name = MaildirWriter::unique_name(item);
-        if self.existing.contains(&name) {
+        let ours = OurName::of(item);
+        if self.existing.contains(&ours) {
             return Ok(Outcome::Present);
         }
+        let name = ours.to_string();
         let temp_path = self.root.join("tmp").join(&name);
         let io = |what: &'static str, path: &Path| {
             let path = path.to_path_buf();
@@ -103,7 +100,7 @@ impl MaildirWriter {
             self.root.join("new").join(&name)
         };
         self.batch.add(temp, dest);
-        self.existing.insert(name);
+        self.existing.insert(ours);
         self.batch_bytes += converted.bytes;
         if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
             self.publish()?;
@@ -130,8 +127,42 @@ impl MaildirWriter {
     }
 }
 
-/// The unique parts of the names in `new/` and `cur/`.
-fn unique_names(root: &Path) -> Result<HashSet<String>, RestoreError> {
+/// A file name we give, `<date>.<sha256>.popbackup`, kept as what it is made of: 40 bytes
+/// instead of a string of 85 for every message of a large Maildir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct OurName {
+    time: i64,
+    hash: MessageHash,
+}
+
+impl OurName {
+    fn of(item: &Item) -> OurName {
+        OurName {
+            time: item.time.timestamp().max(0),
+            hash: item.hash,
+        }
+    }
+
+    /// The name's unique part (before any `:`), if it is one we give, spelled exactly as we
+    /// spell it.
+    fn parse(unique: &str) -> Option<OurName> {
+        let (time, hash) = unique.strip_suffix(SUFFIX)?.split_once('.')?;
+        let ours = OurName {
+            time: time.parse().ok()?,
+            hash: hash.parse().ok()?,
+        };
+        (ours.to_string() == unique).then_some(ours)
+    }
+}
+
+impl std::fmt::Display for OurName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}{SUFFIX}", self.time, self.hash)
+    }
+}
+
+/// The messages in `new/` and `cur/` under names we give (other names cannot be ours).
+fn unique_names(root: &Path) -> Result<HashSet<OurName>, RestoreError> {
     let mut names = HashSet::new();
     for sub in ["new", "cur"] {
         let dir = root.join(sub);
@@ -141,10 +172,41 @@ fn unique_names(root: &Path) -> Result<HashSet<String>, RestoreError> {
             source,
         })?;
         for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let unique = name.split(':').next().unwrap_or(&name).to_string();
-            names.insert(unique);
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(ours) = OurName::parse(name.split(':').next().unwrap_or(&name)) {
+                names.insert(ours);
+            }
         }
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_names_read_back_and_no_other_name_is_taken_for_one() {
+        let ours = OurName {
+            time: 1_767_225_600,
+            hash: MessageHash::of(b"m"),
+        };
+        let name = ours.to_string();
+        assert_eq!(
+            name,
+            format!("1767225600.{}.popbackup", MessageHash::of(b"m"))
+        );
+        assert_eq!(OurName::parse(&name), Some(ours));
+        let hex = MessageHash::of(b"m").to_hex();
+        for other in [
+            format!("01767225600.{hex}.popbackup"),
+            format!("1767225600.{hex}"),
+            format!("1767225600.{}.popbackup", &hex[..60]),
+            format!("x.{hex}.popbackup"),
+            "1767225600.M1P2.host".to_string(),
+        ] {
+            assert_eq!(OurName::parse(&other), None, "{other}");
+        }
+    }
 }

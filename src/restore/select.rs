@@ -2,11 +2,12 @@
 //! snapshot), narrowed by filters. Reads manifests only; no message data.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::RestoreError;
-use crate::repo::{Manifest, MessageHash, Repository, SnapshotId};
+use crate::repo::{Manifest, MessageHash, MessageRecord, Repository, SnapshotId};
 
 /// Filters on the messages of the selected snapshots; all given ones must match.
 #[derive(Debug, Clone, Default)]
@@ -40,15 +41,17 @@ pub struct Selection {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Item {
     pub hash: MessageHash,
-    pub account: String,
-    pub snapshot: SnapshotId,
-    pub uidl: Option<String>,
+    /// Shared by the items of one snapshot.
+    pub account: Arc<str>,
+    pub snapshot: Arc<SnapshotId>,
+    // Boxed strings: a restore holds an item for every message it writes.
+    pub uidl: Option<Box<str>>,
     /// Bytes as archived (wire form).
     pub size: u64,
-    pub date: Option<String>,
-    pub from: Option<String>,
-    pub subject: Option<String>,
-    pub message_id: Option<String>,
+    pub date: Option<Box<str>>,
+    pub from: Option<Box<str>>,
+    pub subject: Option<Box<str>>,
+    pub message_id: Option<Box<str>>,
     /// The Date header as a time, else the snapshot's time.
     pub time: DateTime<Utc>,
 }
@@ -93,7 +96,7 @@ pub fn select(repo: &Repository, selection: &Selection) -> Result<Vec<Item>, Res
     let mut seen = HashSet::new();
     let mut items = Vec::new();
     for id in ids {
-        let manifest = repo.manifest(&id)?;
+        let mut manifest = repo.manifest_head(&id)?;
         if let Some(account) = &selection.account
             && manifest.account != *account
         {
@@ -102,40 +105,65 @@ pub fn select(repo: &Repository, selection: &Selection) -> Result<Vec<Item>, Res
                 manifest.account
             )));
         }
-        collect(&manifest, &selection.filters, &mut seen, &mut items);
+        let mut collector = Collector::new(&manifest, &selection.filters, &mut seen, &mut items);
+        repo.for_each_record(&mut manifest, |record| collector.offer(record))?;
     }
     Ok(items)
 }
 
-fn collect(
-    manifest: &Manifest,
-    filters: &Filters,
-    seen: &mut HashSet<MessageHash>,
-    items: &mut Vec<Item>,
-) {
-    let archived = DateTime::parse_from_rfc3339(&manifest.time)
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default();
-    let contains = |field: &Option<String>, needle: &Option<String>| match needle {
-        None => true,
-        Some(n) => field
-            .as_deref()
-            .is_some_and(|f| f.to_lowercase().contains(&n.to_lowercase())),
-    };
-    let bare_id = |id: &str| {
-        id.trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>')
-            .to_string()
-    };
-    for record in &manifest.messages {
-        let Some(hash) = record.sha256 else { continue };
+/// Turns one snapshot's records into the items its filters keep, each hash once. Records
+/// come one at a time and their fields are moved, not copied: a restore of 100,000 messages
+/// holds its items and one records file, not every record besides.
+struct Collector<'a> {
+    filters: &'a Filters,
+    account: Arc<str>,
+    snapshot: Arc<SnapshotId>,
+    /// The snapshot's time: the date of a message without a Date header.
+    archived: DateTime<Utc>,
+    seen: &'a mut HashSet<MessageHash>,
+    items: &'a mut Vec<Item>,
+}
+
+impl<'a> Collector<'a> {
+    fn new(
+        manifest: &Manifest,
+        filters: &'a Filters,
+        seen: &'a mut HashSet<MessageHash>,
+        items: &'a mut Vec<Item>,
+    ) -> Collector<'a> {
+        Collector {
+            filters,
+            account: Arc::from(manifest.account.as_str()),
+            snapshot: Arc::new(manifest.id.clone()),
+            archived: DateTime::parse_from_rfc3339(&manifest.time)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default(),
+            seen,
+            items,
+        }
+    }
+
+    fn offer(&mut self, record: MessageRecord) {
+        let filters = self.filters;
+        let contains = |field: &Option<String>, needle: &Option<String>| match needle {
+            None => true,
+            Some(n) => field
+                .as_deref()
+                .is_some_and(|f| f.to_lowercase().contains(&n.to_lowercase())),
+        };
+        let bare_id = |id: &str| {
+            id.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        };
+        let Some(hash) = record.sha256 else { return };
         let time = record
             .date
             .as_deref()
             .and_then(|d| mailparse::dateparse(d).ok())
             .and_then(|secs| DateTime::from_timestamp(secs, 0))
-            .unwrap_or(archived);
+            .unwrap_or(self.archived);
         let keep = filters.since.is_none_or(|s| time >= s)
             && filters.until.is_none_or(|u| time < u)
             && contains(&record.from, &filters.from)
@@ -154,17 +182,17 @@ fn collect(
                 .hash
                 .as_ref()
                 .is_none_or(|h| hash.to_hex().starts_with(&h.to_ascii_lowercase()));
-        if keep && seen.insert(hash) {
-            items.push(Item {
+        if keep && self.seen.insert(hash) {
+            self.items.push(Item {
                 hash,
-                account: manifest.account.clone(),
-                snapshot: manifest.id.clone(),
-                uidl: record.uidl.clone(),
+                account: Arc::clone(&self.account),
+                snapshot: Arc::clone(&self.snapshot),
                 size: record.size.unwrap_or(record.list_size),
-                date: record.date.clone(),
-                from: record.from.clone(),
-                subject: record.subject.clone(),
-                message_id: record.message_id.clone(),
+                uidl: record.uidl.map(String::into_boxed_str),
+                date: record.date.map(String::into_boxed_str),
+                from: record.from.map(String::into_boxed_str),
+                subject: record.subject.map(String::into_boxed_str),
+                message_id: record.message_id.map(String::into_boxed_str),
                 time,
             });
         }
@@ -174,7 +202,7 @@ fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::{MessageRecord, ServerInfo, Tool};
+    use crate::repo::{ServerInfo, Tool};
 
     fn record(i: u8, date: &str, from: &str, subject: &str) -> MessageRecord {
         MessageRecord {
@@ -205,7 +233,12 @@ mod tests {
             ],
         };
         let mut out = Vec::new();
-        collect(&manifest, &filters, &mut HashSet::new(), &mut out);
+        let mut seen = HashSet::new();
+        let mut collector = Collector::new(&manifest, &filters, &mut seen, &mut out);
+        manifest
+            .messages
+            .into_iter()
+            .for_each(|r| collector.offer(r));
         out.iter().map(|i| i.hash.0[0]).collect()
     }
 
