@@ -661,9 +661,9 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
     let home_of = |hash: &MessageHash| {
         expected_in
             .iter()
-            .filter(|(_, hashes)| hashes.contains(hash))
+            .rev()
+            .find(|(_, hashes)| hashes.contains(hash))
             .map(|(id, _)| *id)
-            .last()
     };
     let mut damaged_messages: Vec<DamagedMessage> = unreadable_needed
         .iter()
