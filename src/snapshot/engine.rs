@@ -474,17 +474,15 @@ impl AccountRun<'_> {
             _ => StartingPoint::read(&self.shared.layout(), &self.account.name)?,
         };
         let writer = lock(self.shared.writer()?);
+        let resumed = start.checkpoints.iter().map(|c| c.id.clone()).collect();
         let inventory = Inventory::build(
             &self.account.name,
             listing,
-            start.previous.as_ref(),
-            &start.checkpoints,
+            start.previous,
+            start.checkpoints,
             |h| writer.contains(h),
         );
-        Ok((
-            inventory,
-            start.checkpoints.into_iter().map(|c| c.id).collect(),
-        ))
+        Ok((inventory, resumed))
     }
 
     /// Downloads every new message, storing each as it streams in, with checkpoints.

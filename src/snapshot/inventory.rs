@@ -7,7 +7,7 @@
 //! downloaded; a record of the latest snapshot that no server message matches has *vanished*.
 //! Identities are matched as multisets, so duplicate UIDLs are kept one for one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 
@@ -72,6 +72,76 @@ fn record_key(record: &MessageRecord) -> Option<MessageKey<'_>> {
         record.fingerprint.as_deref(),
         record.list_size,
     )
+}
+
+/// Where one record of the previous snapshot or a checkpoint goes.
+struct Placing {
+    /// The entry it archives.
+    entry: Option<usize>,
+    /// No message of its key is left on the server for it.
+    vanished: bool,
+}
+
+/// The listing's messages by key, and how far matching has got among the messages of each
+/// key: records are matched to messages of their key in order, first to last.
+struct Matcher<'a> {
+    by_key: HashMap<MessageKey<'a>, KeyCursor>,
+    /// For each message, the next one with the same key (`NO_MORE` if none): duplicate keys
+    /// are rare, and this costs 4 bytes a message instead of a list per key.
+    next_same: Vec<u32>,
+}
+
+struct KeyCursor {
+    /// The next message of this key to give an archived record.
+    to_archive: u32,
+    /// The next message of this key to account for a previous record.
+    to_count: u32,
+}
+
+const NO_MORE: u32 = u32::MAX;
+
+impl<'a> Matcher<'a> {
+    fn new(listing: &'a Listing) -> Matcher<'a> {
+        let mut by_key: HashMap<MessageKey<'a>, KeyCursor> = HashMap::new();
+        let mut next_same = vec![NO_MORE; listing.messages.len()];
+        // Backwards, so that each key's cursor ends at its first message.
+        for (i, server) in listing.messages.iter().enumerate().rev() {
+            let Some(key) = server.key() else { continue };
+            let i = i as u32;
+            let cursor = by_key.entry(key).or_insert(KeyCursor {
+                to_archive: NO_MORE,
+                to_count: NO_MORE,
+            });
+            next_same[i as usize] = cursor.to_archive;
+            cursor.to_archive = i;
+            cursor.to_count = i;
+        }
+        Matcher { by_key, next_same }
+    }
+
+    /// The next message of `key` without an archived record, now taken.
+    fn archive(&mut self, key: &MessageKey<'a>) -> Option<usize> {
+        let cursor = self.by_key.get_mut(key)?;
+        let i = cursor.to_archive;
+        if i == NO_MORE {
+            return None;
+        }
+        cursor.to_archive = self.next_same[i as usize];
+        Some(i as usize)
+    }
+
+    /// Whether a message of `key` is left to account for one more previous record.
+    fn count(&mut self, key: &MessageKey<'a>) -> bool {
+        let Some(cursor) = self.by_key.get_mut(key) else {
+            return false;
+        };
+        let i = cursor.to_count;
+        if i == NO_MORE {
+            return false;
+        }
+        cursor.to_count = self.next_same[i as usize];
+        true
+    }
 }
 
 /// The server's listing at the start of a session.
@@ -256,54 +326,72 @@ impl Inventory {
     pub fn build(
         account: &str,
         listing: &Listing,
-        previous: Option<&Manifest>,
-        checkpoints: &[Manifest],
+        previous: Option<Manifest>,
+        checkpoints: Vec<Manifest>,
         is_stored: impl Fn(&MessageHash) -> bool,
     ) -> Inventory {
-        let mut known: HashMap<MessageKey, VecDeque<&MessageRecord>> = HashMap::new();
-        let sources = previous.into_iter().chain(checkpoints.iter());
-        for manifest in sources.filter(|m| m.account == account) {
-            for record in &manifest.messages {
-                let stored = record.sha256.as_ref().is_some_and(&is_stored);
-                if let (true, Some(key)) = (stored, record_key(record)) {
-                    known.entry(key).or_default().push_back(record);
-                }
-            }
-        }
-        // Checkpoints repeat records of the previous snapshot; a key may then be queued twice,
-        // which only matters for duplicate UIDLs and is harmless: any stored copy will do.
-        let entries = listing
+        let mut entries: Vec<InventoryEntry> = listing
             .messages
             .iter()
             .map(|server| InventoryEntry {
-                archived: server
-                    .key()
-                    .and_then(|k| known.get_mut(&k))
-                    .and_then(VecDeque::pop_front)
-                    .map(|r| Box::new(r.clone())),
                 server: server.clone(),
+                archived: None,
             })
             .collect();
-
-        let mut on_server: HashMap<MessageKey, usize> = HashMap::new();
-        for key in listing.messages.iter().filter_map(ServerMessage::key) {
-            *on_server.entry(key).or_default() += 1;
-        }
+        // First where each record goes, then the records are moved there: a nightly run of
+        // 100,000 messages held a copy of every record besides the one it read.
+        let previous_id = previous.as_ref().map(|m| m.id.clone());
+        let previous_messages = previous.as_ref().map_or(0, |m| m.messages.len());
+        let has_previous = previous.is_some();
+        let sources: Vec<Manifest> = previous
+            .into_iter()
+            .chain(checkpoints.into_iter().filter(|m| m.account == account))
+            .collect();
+        let archivable = |record: &MessageRecord| record.sha256.as_ref().is_some_and(&is_stored);
+        let mut matcher = Matcher::new(listing);
+        // Checkpoints repeat records of the previous snapshot; a key may then be matched twice,
+        // which only matters for duplicate UIDLs and is harmless: any stored copy will do.
+        let placings: Vec<Vec<Placing>> = sources
+            .iter()
+            .enumerate()
+            .map(|(n, manifest)| {
+                let is_previous = has_previous && n == 0;
+                let ours = manifest.account == account;
+                manifest
+                    .messages
+                    .iter()
+                    .map(|record| {
+                        let key = record_key(record);
+                        Placing {
+                            entry: key
+                                .filter(|_| ours && archivable(record))
+                                .and_then(|k| matcher.archive(&k)),
+                            // Still on the server: a message of its key is left for it.
+                            vanished: is_previous && !key.is_some_and(|k| matcher.count(&k)),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        drop(matcher);
         let mut vanished = Vec::new();
-        for record in previous.map(|m| m.messages.as_slice()).unwrap_or_default() {
-            let still_there = record_key(record)
-                .and_then(|k| on_server.get_mut(&k))
-                .filter(|n| **n > 0)
-                .map(|n| *n -= 1)
-                .is_some();
-            if !still_there {
-                vanished.push(record.clone());
+        for (manifest, placings) in sources.into_iter().zip(placings) {
+            for (record, placing) in manifest.messages.into_iter().zip(placings) {
+                match (placing.entry, placing.vanished) {
+                    (Some(i), false) => entries[i].archived = Some(Box::new(record)),
+                    (Some(i), true) => {
+                        vanished.push(record.clone());
+                        entries[i].archived = Some(Box::new(record));
+                    }
+                    (None, true) => vanished.push(record),
+                    (None, false) => {}
+                }
             }
         }
         Inventory {
             account: account.to_string(),
-            previous: previous.map(|m| m.id.clone()),
-            previous_messages: previous.map_or(0, |m| m.messages.len()),
+            previous: previous_id,
+            previous_messages,
             entries,
             vanished,
             uidl_supported: listing.uidl_supported,
@@ -491,7 +579,9 @@ mod tests {
             uidl_supported: true,
             warnings: vec![],
         };
-        let inv = Inventory::build("work", &listing, Some(&previous), &[], |_| true);
+        let inv = Inventory::build("work", &listing, Some(previous.clone()), Vec::new(), |_| {
+            true
+        });
         let archived: Vec<bool> = inv.entries.iter().map(|e| e.archived.is_some()).collect();
         assert_eq!(archived, [true, true, true, false, false, false]);
         assert_eq!(inv.new_count(), 3);
@@ -524,10 +614,103 @@ mod tests {
 
         // A message whose archive copy is missing is new again; another account's snapshot
         // does not count.
-        let inv = Inventory::build("work", &listing, Some(&previous), &[], |h| h.0[0] != 1);
+        let inv = Inventory::build("work", &listing, Some(previous.clone()), Vec::new(), |h| {
+            h.0[0] != 1
+        });
         assert!(inv.entries[0].archived.is_none());
-        let inv = Inventory::build("home", &listing, Some(&previous), &[], |_| true);
+        let inv = Inventory::build("home", &listing, Some(previous.clone()), Vec::new(), |_| {
+            true
+        });
         assert_eq!(inv.new_count(), 6);
+    }
+
+    /// The matching as first written, records cloned from queues per key: what `build`
+    /// must still do.
+    fn reference(
+        listing: &Listing,
+        previous: &Manifest,
+        checkpoints: &[Manifest],
+        is_stored: impl Fn(&MessageHash) -> bool,
+    ) -> (Vec<Option<MessageRecord>>, Vec<MessageRecord>) {
+        use std::collections::VecDeque;
+        let mut known: HashMap<MessageKey, VecDeque<&MessageRecord>> = HashMap::new();
+        for manifest in std::iter::once(previous).chain(checkpoints) {
+            for record in &manifest.messages {
+                let stored = record.sha256.as_ref().is_some_and(&is_stored);
+                if let (true, Some(key)) = (stored, record_key(record)) {
+                    known.entry(key).or_default().push_back(record);
+                }
+            }
+        }
+        let archived = listing
+            .messages
+            .iter()
+            .map(|server| {
+                let queue = server.key().and_then(|k| known.get_mut(&k));
+                queue.and_then(VecDeque::pop_front).cloned()
+            })
+            .collect();
+        let mut on_server: HashMap<MessageKey, usize> = HashMap::new();
+        for key in listing.messages.iter().filter_map(ServerMessage::key) {
+            *on_server.entry(key).or_default() += 1;
+        }
+        let vanished = previous
+            .messages
+            .iter()
+            .filter(|record| {
+                record_key(record)
+                    .and_then(|k| on_server.get_mut(&k))
+                    .filter(|n| **n > 0)
+                    .map(|n| *n -= 1)
+                    .is_none()
+            })
+            .cloned()
+            .collect();
+        (archived, vanished)
+    }
+
+    #[test]
+    fn matching_moves_records_where_copying_them_put_them() {
+        // Few UIDLs and sizes, so that keys repeat; some records not stored.
+        let mut seed = 7u64;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for _ in 0..300 {
+            let mut records =
+                |count: u64, next: &mut dyn FnMut(u64) -> u64| -> Vec<MessageRecord> {
+                    (0..count)
+                        .map(|i| {
+                            let uidl = format!("u{}", next(6));
+                            record(i as u32 + 1, &uidl, 10 + next(2), next(4) as u8)
+                        })
+                        .collect()
+                };
+            let listing = Listing {
+                messages: (0..next(12))
+                    .map(|i| server(i as u32 + 1, &format!("u{}", next(6)), 10 + next(2)))
+                    .collect(),
+                uidl_supported: true,
+                warnings: vec![],
+            };
+            let count = next(10);
+            let previous = manifest("work", records(count, &mut next));
+            let count = next(4);
+            let checkpoints = vec![manifest("work", records(count, &mut next))];
+            let stored = |h: &MessageHash| h.0[0] != 0;
+            let (archived, vanished) = reference(&listing, &previous, &checkpoints, stored);
+            let inv = Inventory::build("work", &listing, Some(previous), checkpoints, stored);
+            let got: Vec<Option<MessageRecord>> = inv
+                .entries
+                .into_iter()
+                .map(|e| e.archived.map(|r| *r))
+                .collect();
+            assert_eq!(got, archived);
+            assert_eq!(inv.vanished, vanished);
+        }
     }
 
     #[test]
@@ -538,13 +721,15 @@ mod tests {
             uidl_supported: true,
             warnings: vec![],
         };
-        let inv = Inventory::build("work", &listing, None, &[checkpoint], |_| true);
+        let inv = Inventory::build("work", &listing, None, vec![checkpoint], |_| true);
         assert_eq!(inv.new_count(), 1);
         assert!(inv.vanished.is_empty());
 
         let many: Vec<MessageRecord> = (0..40).map(|i| record(i, &format!("u{i}"), 1, 9)).collect();
         let previous = manifest("work", many);
-        let inv = Inventory::build("work", &listing, Some(&previous), &[], |_| true);
+        let inv = Inventory::build("work", &listing, Some(previous.clone()), Vec::new(), |_| {
+            true
+        });
         assert_eq!(inv.vanished.len(), 40);
         assert!(inv.shrink_warning().unwrap().contains("40 of the 40"));
     }
@@ -606,13 +791,9 @@ pub fn inspect(
         .into_iter()
         .filter(|c| c.account == account.name)
         .collect();
-    let inventory = Inventory::build(
-        &account.name,
-        &listing,
-        previous.as_ref(),
-        &checkpoints,
-        |h| repo.index().contains(h),
-    );
+    let inventory = Inventory::build(&account.name, &listing, previous, checkpoints, |h| {
+        repo.index().contains(h)
+    });
     let new_msgs: Vec<u32> = inventory.new_entries().map(|e| e.server.msg).collect();
     let summaries = if headers && !new_msgs.is_empty() {
         fetch_headers(&mut session, &new_msgs)?
