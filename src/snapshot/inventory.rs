@@ -680,15 +680,14 @@ mod tests {
             (seed >> 33) % n
         };
         for _ in 0..300 {
-            let mut records =
-                |count: u64, next: &mut dyn FnMut(u64) -> u64| -> Vec<MessageRecord> {
-                    (0..count)
-                        .map(|i| {
-                            let uidl = format!("u{}", next(6));
-                            record(i as u32 + 1, &uidl, 10 + next(2), next(4) as u8)
-                        })
-                        .collect()
-                };
+            let records = |count: u64, next: &mut dyn FnMut(u64) -> u64| -> Vec<MessageRecord> {
+                (0..count)
+                    .map(|i| {
+                        let uidl = format!("u{}", next(6));
+                        record(i as u32 + 1, &uidl, 10 + next(2), next(4) as u8)
+                    })
+                    .collect()
+            };
             let listing = Listing {
                 messages: (0..next(12))
                     .map(|i| server(i as u32 + 1, &format!("u{}", next(6)), 10 + next(2)))
