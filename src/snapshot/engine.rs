@@ -339,7 +339,7 @@ impl AccountRun<'_> {
             self.report.snapshot = Some(id);
             return Ok(0);
         }
-        let (inventory, old_checkpoints) = self.inventory(&listing)?;
+        let (mut inventory, old_checkpoints) = self.inventory(&listing)?;
         // The inventory holds what the run needs of the listing.
         let uidl_supported = listing.uidl_supported;
         drop(listing);
@@ -368,10 +368,11 @@ impl AccountRun<'_> {
             listing: None,
             messages: Vec::new(),
         };
-        manifest.messages = inventory
-            .entries
-            .iter()
-            .map(|e| initial_record(e, &manifest.time))
+        manifest.messages = (0..inventory.entries.len())
+            .map(|i| {
+                let archived = inventory.take_record(i);
+                initial_record(&inventory.entries[i], archived, &manifest.time)
+            })
             .collect();
         let downloaded = self.download(session, &inventory, &mut manifest);
         if let Err(error) = downloaded {
@@ -659,12 +660,13 @@ impl Read for Tee<'_, '_> {
 
 /// The manifest record of a server message before any download: the archived copy's data
 /// when there is one, the server's listing otherwise.
-fn initial_record(entry: &InventoryEntry, time: &str) -> MessageRecord {
+fn initial_record(
+    entry: &InventoryEntry,
+    archived: Option<MessageRecord>,
+    time: &str,
+) -> MessageRecord {
     let server = &entry.server;
-    let mut record = match &entry.archived {
-        Some(archived) => MessageRecord::clone(archived),
-        None => MessageRecord::listed(server.msg, server.size),
-    };
+    let mut record = archived.unwrap_or_else(|| MessageRecord::listed(server.msg, server.size));
     record.msg = server.msg;
     record.uidl = server.uidl.as_ref().map(|u| u.as_str().to_string());
     record.fingerprint = server.fingerprint.clone();
@@ -739,7 +741,7 @@ fn downloaded_records<'a>(
         .entries
         .iter()
         .zip(&manifest.messages)
-        .filter(|(entry, _)| entry.archived.is_none())
+        .filter(|(entry, _)| !entry.archived)
         .map(|(_, record)| record)
 }
 
