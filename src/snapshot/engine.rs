@@ -374,6 +374,7 @@ impl AccountRun<'_> {
                 initial_record(&inventory.entries[i], archived, &manifest.time)
             })
             .collect();
+        inventory.release_records();
         let downloaded = self.download(session, &inventory, &mut manifest);
         if let Err(error) = downloaded {
             // Keep what arrived: the next run resumes from this checkpoint.

@@ -303,17 +303,8 @@ pub struct InventoryEntry {
     pub server: ServerMessage,
     /// The latest snapshot or a checkpoint archived this message; it is not downloaded.
     pub archived: bool,
-    /// The record that archived it, until [`Inventory::take_record`] moves it into the run's
-    /// manifest (boxed: most entries of a first run have none, and an inline record would
-    /// cost 300 bytes each).
-    record: Option<Box<MessageRecord>>,
-}
-
-impl InventoryEntry {
-    /// The record that archived this message, unless it was taken.
-    pub fn record(&self) -> Option<&MessageRecord> {
-        self.record.as_deref()
-    }
+    /// The record that archived it, by its place in `Inventory::records`.
+    record: Option<u32>,
 }
 
 /// The server's listing compared with the repository.
@@ -328,6 +319,10 @@ pub struct Inventory {
     pub entries: Vec<InventoryEntry>,
     /// Records of the previous snapshot no longer on the server.
     pub vanished: Vec<MessageRecord>,
+    /// The records of the previous snapshot (its list moved here whole, not record by record:
+    /// a nightly run of 100,000 messages held a copy of every record besides the one it read),
+    /// then those of the checkpoints; entries name the ones that archive them.
+    records: Vec<MessageRecord>,
     pub uidl_supported: bool,
 }
 
@@ -387,20 +382,25 @@ impl Inventory {
             .collect();
         drop(matcher);
         let mut vanished = Vec::new();
+        let mut records: Vec<MessageRecord> = Vec::new();
         for (manifest, placings) in sources.into_iter().zip(placings) {
-            for (record, placing) in manifest.messages.into_iter().zip(placings) {
+            let base = records.len();
+            if records.is_empty() {
+                records = manifest.messages;
+            } else {
+                records.extend(manifest.messages);
+            }
+            for (k, placing) in placings.into_iter().enumerate() {
+                let at = base + k;
                 if placing.vanished {
-                    match placing.entry {
-                        Some(_) => vanished.push(record.clone()),
-                        None => {
-                            vanished.push(record);
-                            continue;
-                        }
-                    }
+                    vanished.push(match placing.entry {
+                        Some(_) => records[at].clone(),
+                        None => std::mem::replace(&mut records[at], MessageRecord::listed(0, 0)),
+                    });
                 }
                 if let Some(i) = placing.entry {
                     entries[i].archived = true;
-                    entries[i].record = Some(Box::new(record));
+                    entries[i].record = Some(at as u32);
                 }
             }
         }
@@ -410,8 +410,15 @@ impl Inventory {
             previous_messages,
             entries,
             vanished,
+            records,
             uidl_supported: listing.uidl_supported,
         }
+    }
+
+    /// The record that archived entry `i`, unless it was taken.
+    pub fn record(&self, i: usize) -> Option<&MessageRecord> {
+        let at = self.entries[i].record?;
+        self.records.get(at as usize)
     }
 
     /// The position in `entries` of message `msg` (the last, if a hostile server numbered two
@@ -440,7 +447,16 @@ impl Inventory {
     /// Moves entry `i`'s archived record out (into the run's manifest: a second copy of every
     /// record would cost 45 MB on a mailbox of 100,000 messages). The entry stays archived.
     pub fn take_record(&mut self, i: usize) -> Option<MessageRecord> {
-        self.entries[i].record.take().map(|r| *r)
+        let at = self.entries[i].record.take()?;
+        Some(std::mem::replace(
+            &mut self.records[at as usize],
+            MessageRecord::listed(0, 0),
+        ))
+    }
+
+    /// Frees what is left of the records once the run's manifest has taken them.
+    pub fn release_records(&mut self) {
+        self.records = Vec::new();
     }
 
     pub fn archived_count(&self) -> usize {
@@ -614,10 +630,7 @@ mod tests {
             .map(|r| r.uidl.as_deref().unwrap())
             .collect();
         assert_eq!(vanished, ["gone", "resized"]);
-        assert_eq!(
-            inv.entries[0].record().unwrap().subject.as_deref(),
-            Some("s1")
-        );
+        assert_eq!(inv.record(0).unwrap().subject.as_deref(), Some("s1"));
         assert_eq!(inv.shrink_warning(), None);
         let positions: Vec<_> = (0..=7).map(|msg| inv.position_of(msg)).collect();
         assert_eq!(
@@ -724,10 +737,8 @@ mod tests {
             let stored = |h: &MessageHash| h.0[0] != 0;
             let (archived, vanished) = reference(&listing, &previous, &checkpoints, stored);
             let inv = Inventory::build("work", &listing, Some(previous), checkpoints, stored);
-            let got: Vec<Option<MessageRecord>> = inv
-                .entries
-                .into_iter()
-                .map(|e| e.record().cloned())
+            let got: Vec<Option<MessageRecord>> = (0..inv.entries.len())
+                .map(|i| inv.record(i).cloned())
                 .collect();
             assert_eq!(got, archived);
             assert_eq!(inv.vanished, vanished);
