@@ -6,7 +6,8 @@
 #   scripts/bench.sh            # RUNS=3 by default: each figure is the median of 3 runs
 #
 # Mailboxes (scripts/bench_mail.py, deterministic): "small" 20,000 messages (~77 MB),
-# "mixed" 3,000 messages (~90 MB, a tenth with attachments), "huge" one ~200 MB message.
+# "mixed" 3,000 messages (~90 MB, a tenth with attachments), "huge" one ~200 MB message; and,
+# for memory at scale only, "many": 100,000 small messages, one run of each operation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -165,6 +166,40 @@ t=$(timed "$bin" --repo "$state/repo-huge" restore -q --to "maildir:$state/resto
 {
   row "verify (small)" "popbackup $vt s ($(python3 -c "print(f'{$rawsmall/$vt/1e6:.0f}')") MB/s), peak RSS $((vrss / 1024)) MiB" "zstd -d \| sha256sum $rt s" "ratio $(python3 -c "print(f'{$vt/$rt:.2f}')")x"
   row "restore (small, 20,000 msgs)" "Maildir $md s ($(python3 -c "print(f'{20000/$md:.0f}')") msgs/s), mbox $mb s ($(python3 -c "print(f'{20000/$mb:.0f}')") msgs/s)" "tar -x $ut s" "peak RSS $((mdrss / 1024)) MiB; huge message restore $((hugerss / 1024)) MiB"
+} >> "$results"
+
+# Memory at scale: a mailbox of 100,000 small messages, one run of each operation (peak RSS
+# is what is measured here; the times are for orientation). The night removes the 1,000
+# oldest messages and adds 1,000.
+echo "bench: many (100,000 messages)" >&2
+u=u35; python3 scripts/bench_mail.py more "$state/gen/many" 100000 50
+# cp of 100,000 files does not fit an argument list.
+m=$mail/$u/Maildir; rm -rf "$m"; mkdir -p "$m/cur" "$m/tmp" "$m/new"
+cp -r "$state/gen/many/." "$m/new/"; chown -R vmail:vmail "$mail/$u"
+rawmany=$(cat "$state/gen/many"/* | wc -c); rm -rf "$state/gen/many"
+repo=$state/repo-many; cfg=$state/cfg-many.toml
+printf 'repository = "%s"\n[accounts.b]\nhost = "localhost"\nport = %s\nuser = "%s"\npassword_env = "PW"\nca_file = "%s"\n' \
+  "$repo" "$port" "$u" "$ca" > "$cfg"; chmod 600 "$cfg"
+POP3_PASSWORD=pw-$u "$floor" localhost "$port" implicit "$u" "$ca" >/dev/null
+PW=pw-$u "$bin" --config "$cfg" init -q
+t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); many_full=${t% *}; many_full_rss=${t#* }
+t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); many_noop_rss=${t#* }
+python3 - "$m" <<'PY'
+import os, sys
+names = sorted((n, d) for d in ("cur", "new") for n in os.listdir(os.path.join(sys.argv[1], d)))
+for n, d in names[:1000]:
+    os.remove(os.path.join(sys.argv[1], d, n))
+PY
+python3 scripts/bench_mail.py more "$state/more" 1000 60
+cp "$state/more"/* "$m/new/"; chown -R vmail:vmail "$mail/$u"; rm -rf "$state/more"
+t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); many_night=${t% *}; many_night_rss=${t#* }
+t=$(timed "$bin" --repo "$repo" verify -q); many_verify_rss=${t#* }
+t=$(timed "$bin" --repo "$repo" restore -q --to "mbox:$state/many.mbox"); many_mbox_rss=${t#* }; rm -f "$state/many.mbox"
+t=$(timed "$bin" --repo "$repo" restore -q --to "maildir:$state/many-md"); many_md_rss=${t#* }; rm -rf "$state/many-md"
+t=$(timed "$bin" --repo "$repo" ls latest); many_ls_rss=${t#* }
+mib() { echo "$(( $1 / 1024 )) MiB"; }
+{
+  row "many (100000 msgs, $((rawmany / 1000000)) MB), peak RSS" "full snapshot $(mib "$many_full_rss") (${many_full} s), nothing new $(mib "$many_noop_rss")" "a night (1,000 gone, 1,000 new) $(mib "$many_night_rss") (${many_night} s)" "verify $(mib "$many_verify_rss"), restore to mbox $(mib "$many_mbox_rss"), to Maildir $(mib "$many_md_rss"), ls $(mib "$many_ls_rss")"
 } >> "$results"
 
 table=$state/table.md
