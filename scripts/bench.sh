@@ -176,7 +176,7 @@ u=u35; python3 scripts/bench_mail.py more "$state/gen/many" 100000 50
 # cp of 100,000 files does not fit an argument list.
 m=$mail/$u/Maildir; rm -rf "$m"; mkdir -p "$m/cur" "$m/tmp" "$m/new"
 cp -r "$state/gen/many/." "$m/new/"; chown -R vmail:vmail "$mail/$u"
-rawmany=$(cat "$state/gen/many"/* | wc -c); rm -rf "$state/gen/many"
+rawmany=$(find "$state/gen/many" -type f -exec cat {} + | wc -c); rm -rf "$state/gen/many"
 repo=$state/repo-many; cfg=$state/cfg-many.toml
 printf 'repository = "%s"\n[accounts.b]\nhost = "localhost"\nport = %s\nuser = "%s"\npassword_env = "PW"\nca_file = "%s"\n' \
   "$repo" "$port" "$u" "$ca" > "$cfg"; chmod 600 "$cfg"

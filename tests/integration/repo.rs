@@ -893,6 +893,14 @@ fn a_nightly_snapshot_adds_only_the_runs_that_changed() {
     for m in [&first, &second, &third] {
         let back = repo.manifest(&m.id).unwrap();
         assert_eq!(back.messages, m.messages);
+        // And one records file at a time, as restore and ls read them.
+        let mut head = repo.manifest_head(&m.id).unwrap();
+        let files = head.records.as_ref().unwrap().0.len();
+        assert!(head.messages.is_empty() && (files > 1 || m.messages.len() < 100));
+        let mut streamed = Vec::new();
+        repo.for_each_record(&mut head, |r| streamed.push(r))
+            .unwrap();
+        assert_eq!(streamed, m.messages);
     }
     assert!(verify(&repo, popbackup::verify::DataCheck::Quick).clean);
     // `popbackup snapshots` counts every run of each list.
@@ -980,6 +988,11 @@ fn a_format_4_repository_is_read_and_upgraded() {
 
     let repo = Repository::open(root).unwrap();
     assert_eq!(repo.manifest(&old.id).unwrap().messages, old.messages);
+    let mut head = repo.manifest_head(&old.id).unwrap();
+    let mut streamed = Vec::new();
+    repo.for_each_record(&mut head, |r| streamed.push(r))
+        .unwrap();
+    assert_eq!(streamed, old.messages, "a format-4 list, one file");
     assert!(verify(&repo, popbackup::verify::DataCheck::Quick).clean);
     let mut writer = repo.lock("test").unwrap();
     let config = std::fs::read_to_string(&config_path).unwrap();
