@@ -85,8 +85,10 @@ pub struct Index {
     packs: BTreeMap<PackId, PackSlot>,
     /// Pack ids by number.
     pack_ids: Vec<PackId>,
-    /// Dictionary hashes by number.
+    /// Dictionary hashes by number, and numbers by hash (a damaged index file could name
+    /// any number of them).
     dicts: Vec<DictHash>,
+    dict_numbers: HashMap<DictHash, u32>,
     /// Index file names (stems) that were read.
     files: Vec<String>,
 }
@@ -164,13 +166,10 @@ impl Index {
         for entry in entries {
             let dict = match entry.dict {
                 None => NO_DICT,
-                Some(d) => match self.dicts.iter().position(|known| *known == d) {
-                    Some(n) => n as u32,
-                    None => {
-                        self.dicts.push(d);
-                        (self.dicts.len() - 1) as u32
-                    }
-                },
+                Some(d) => *self.dict_numbers.entry(d).or_insert_with(|| {
+                    self.dicts.push(d);
+                    (self.dicts.len() - 1) as u32
+                }),
             };
             self.messages.entry(entry.hash).or_insert(Slot {
                 pack: number,
