@@ -415,8 +415,9 @@ impl Inventory {
         }
     }
 
-    /// The record that archived entry `i`, unless it was taken.
-    pub fn record(&self, i: usize) -> Option<&MessageRecord> {
+    /// The record that archived entry `i`, unless it was taken (for tests: a run only takes).
+    #[cfg(test)]
+    fn record(&self, i: usize) -> Option<&MessageRecord> {
         let at = self.entries[i].record?;
         self.records.get(at as usize)
     }

@@ -894,13 +894,10 @@ fn a_nightly_snapshot_adds_only_the_runs_that_changed() {
         let back = repo.manifest(&m.id).unwrap();
         assert_eq!(back.messages, m.messages);
         // And one records file at a time, as restore and ls read them.
-        let mut head = repo.manifest_head(&m.id).unwrap();
+        let head = repo.manifest_head(&m.id).unwrap();
         let files = head.records.as_ref().unwrap().0.len();
         assert!(head.messages.is_empty() && (files > 1 || m.messages.len() < 100));
-        let mut streamed = Vec::new();
-        repo.for_each_record(&mut head, |r| streamed.push(r))
-            .unwrap();
-        assert_eq!(streamed, m.messages);
+        assert_eq!(streamed_records(&repo, &m.id), m.messages);
     }
     assert!(verify(&repo, popbackup::verify::DataCheck::Quick).clean);
     // `popbackup snapshots` counts every run of each list.
@@ -988,11 +985,11 @@ fn a_format_4_repository_is_read_and_upgraded() {
 
     let repo = Repository::open(root).unwrap();
     assert_eq!(repo.manifest(&old.id).unwrap().messages, old.messages);
-    let mut head = repo.manifest_head(&old.id).unwrap();
-    let mut streamed = Vec::new();
-    repo.for_each_record(&mut head, |r| streamed.push(r))
-        .unwrap();
-    assert_eq!(streamed, old.messages, "a format-4 list, one file");
+    assert_eq!(
+        streamed_records(&repo, &old.id),
+        old.messages,
+        "a format-4 list, one file"
+    );
     assert!(verify(&repo, popbackup::verify::DataCheck::Quick).clean);
     let mut writer = repo.lock("test").unwrap();
     let config = std::fs::read_to_string(&config_path).unwrap();
@@ -1053,4 +1050,13 @@ fn large_messages_are_compressed_outside_the_lock_while_sampling() {
         assert_eq!(&repo.read_message(&MessageHash::of(m)).unwrap(), m);
     }
     assert!(verify(&repo, popbackup::verify::DataCheck::Full).clean);
+}
+
+/// A snapshot's records as `Repository::for_each_record` hands them over, one file at a time.
+fn streamed_records(repo: &Repository, id: &SnapshotId) -> Vec<popbackup::repo::MessageRecord> {
+    let mut head = repo.manifest_head(id).unwrap();
+    let mut records = Vec::new();
+    repo.for_each_record(&mut head, |r| records.push(r))
+        .unwrap();
+    records
 }
