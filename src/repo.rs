@@ -1385,17 +1385,91 @@ impl RepoWriter {
         self.write_index()
     }
 
-    /// Records an unfinished snapshot so an interrupted run can resume: packs, index, then the
-    /// checkpoint manifest (with `complete = false`), listing only the records whose messages
-    /// are stored so far.
+    /// Records an unfinished snapshot so an interrupted run can resume: packs, index, records
+    /// files, then the checkpoint manifest (with `complete = false`), listing only the records
+    /// whose messages are stored so far.
     pub fn checkpoint(&mut self, manifest: &Manifest) -> Result<(), RepoError> {
-        self.flush()?;
-        let path = self.repo.layout.checkpoint(&manifest.id);
-        self.write_manifest(&path, manifest, false)
+        let mut list = records::RecordsWriter::new(&self.repo.layout);
+        let stored = manifest.messages.iter().filter(|r| r.sha256.is_some());
+        self.checkpoint_run(manifest, &mut list, stored.cloned())
     }
 
-    /// Commits a snapshot: packs, index, then its manifest; its checkpoint goes last.
+    /// A checkpoint of a run that writes its list as it goes: `records` (each stored, or never
+    /// retrieved) are appended to `list` after packs and index are flushed, and the checkpoint
+    /// names every file of `list` so far. `head` gives the manifest's other fields.
+    pub fn checkpoint_run(
+        &mut self,
+        head: &Manifest,
+        list: &mut records::RecordsWriter,
+        records: impl IntoIterator<Item = MessageRecord>,
+    ) -> Result<(), RepoError> {
+        self.flush()?;
+        self.append_records(&head.id, list, records)?;
+        let mut head = head.clone_without_messages();
+        head.complete = false;
+        head.listing = None;
+        head.records = Some(list.publish()?);
+        self.write_head(&self.repo.layout.checkpoint(&head.id), &head)
+    }
+
+    /// Commits a snapshot: packs, index, records files, then its manifest; its checkpoint goes
+    /// last. Every record is written, and one naming a message that is not stored is refused:
+    /// a committed manifest must never point at nothing. A manifest with no messages but
+    /// `records` set shares those (existing) files.
     pub fn commit(&mut self, manifest: &Manifest) -> Result<(), RepoError> {
+        if !(manifest.messages.is_empty() && manifest.records.is_some()) {
+            let list = records::RecordsWriter::new(&self.repo.layout);
+            return self.commit_run(manifest, list, manifest.messages.iter().cloned());
+        }
+        if let Some(file) = manifest
+            .records
+            .iter()
+            .flat_map(|list| &list.0)
+            .map(|id| self.repo.layout.records(id))
+            .find(|file| !file.is_file())
+        {
+            return Err(RepoError::Invalid(format!(
+                "manifest {} shares records file {}, which does not exist",
+                manifest.id,
+                file.display()
+            )));
+        }
+        self.prepare_commit()?;
+        let mut head = manifest.clone_without_messages();
+        head.complete = true;
+        self.publish_snapshot(&head)
+    }
+
+    /// Commits a run that wrote its list as it went: like [`RepoWriter::commit`], with the
+    /// records not yet in `list` given as `records`.
+    pub fn commit_run(
+        &mut self,
+        head: &Manifest,
+        mut list: records::RecordsWriter,
+        records: impl IntoIterator<Item = MessageRecord>,
+    ) -> Result<(), RepoError> {
+        self.prepare_commit()?;
+        self.append_records(&head.id, &mut list, records)?;
+        let mut head = head.clone_without_messages();
+        head.complete = true;
+        if list.lacks_content() {
+            // Not everything listed is archived: a later run seeing this listing must look.
+            head.listing = None;
+        }
+        let (names, stale) = list.finish()?;
+        head.records = Some(names);
+        self.publish_snapshot(&head)?;
+        // Named by the run's checkpoints only, which are gone now. The snapshot is committed
+        // whatever happens here: a file left behind is unused, and `prune` removes it.
+        for id in &stale {
+            let _ = self.remove_records(id);
+        }
+        Ok(())
+    }
+
+    /// What a commit does before the manifest's records: a dictionary if one is due, then
+    /// packs and index.
+    fn prepare_commit(&mut self) -> Result<(), RepoError> {
         self.train_with_stored_samples()?;
         if std::mem::take(&mut self.adopted_dictionary) {
             // Made from mail as recent as anything the repository holds: the next look at
@@ -1403,101 +1477,52 @@ impl RepoWriter {
             // was taken (a first run of 20,000 messages samples its first 300).
             self.dictionary_checked(self.message_count())?;
         }
-        self.flush()?;
-        let path = self.repo.layout.snapshot(&manifest.id);
-        self.write_manifest(&path, manifest, true)?;
-        let checkpoint = self.repo.layout.checkpoint(&manifest.id);
+        self.flush()
+    }
+
+    /// Writes a committed manifest (its records files are written) and removes its checkpoint.
+    fn publish_snapshot(&mut self, head: &Manifest) -> Result<(), RepoError> {
+        self.write_head(&self.repo.layout.snapshot(&head.id), head)?;
+        let checkpoint = self.repo.layout.checkpoint(&head.id);
         durable::remove_file(&checkpoint).map_err(RepoError::io("cannot remove", checkpoint))
     }
 
-    /// Writes `manifest` to `path` with every stored message's pack, offset and length filled
-    /// in from the index (only known once its pack is finished). A complete manifest lists
-    /// every record, and one naming a message that is not stored is refused: a committed
-    /// manifest must never point at nothing. A checkpoint lists the stored records only.
-    ///
-    /// A committed manifest's records go to a records file named by its hash, written before
-    /// the manifest and only if no snapshot wrote the same list before; a manifest with no
-    /// messages but `records` set shares that (existing) file. A checkpoint keeps its records
-    /// inline: it is replaced every few megabytes and removed at commit.
-    ///
-    /// The records are streamed one per line into the compressor, so a manifest of a large
-    /// mailbox costs neither a copy of its records nor its uncompressed JSON in memory.
-    fn write_manifest(
+    /// Appends `records` to the list of snapshot `snapshot`, each with its message's pack,
+    /// offset and length from the index (only known once its pack is finished).
+    fn append_records(
         &self,
-        path: &Path,
-        manifest: &Manifest,
-        complete: bool,
+        snapshot: &SnapshotId,
+        list: &mut records::RecordsWriter,
+        records: impl IntoIterator<Item = MessageRecord>,
     ) -> Result<(), RepoError> {
+        let mut line = Vec::with_capacity(1024);
+        for record in records {
+            let location = self.location_of(snapshot, &record)?;
+            if location.is_none() {
+                list.note_lacking_content();
+            }
+            line.clear();
+            record_json(record, location, list.len(), &mut line)?;
+            list.push(&line)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a manifest without inline records (the list is in records files).
+    fn write_head(&self, path: &Path, head: &Manifest) -> Result<(), RepoError> {
         let invalid =
             |e: &dyn std::fmt::Display| RepoError::Invalid(format!("cannot write a manifest: {e}"));
-        let mut head = manifest.clone_without_messages();
-        head.complete = complete;
-        let shared = complete && manifest.messages.is_empty() && manifest.records.is_some();
-        if shared {
-            let Some(list) = &manifest.records else {
-                return Err(RepoError::Invalid("no records file named".into()));
-            };
-            if let Some(file) = list
-                .0
-                .iter()
-                .map(|id| self.repo.layout.records(id))
-                .find(|file| !file.is_file())
-            {
-                return Err(RepoError::Invalid(format!(
-                    "manifest {} shares records file {}, which does not exist",
-                    manifest.id,
-                    file.display()
-                )));
-            }
-        } else if complete {
-            let mut files = records::RecordsWriter::new(&self.repo.layout);
-            let mut line = Vec::with_capacity(1024);
-            for (position, record) in manifest.messages.iter().enumerate() {
-                let location = self.location_of(manifest, record)?;
-                line.clear();
-                record_json(record, location, Some(position), &mut line)?;
-                files.push(&line)?;
-            }
-            head.records = Some(files.finish()?);
-        } else {
-            head.records = None;
-            head.listing = None;
-        }
-        let head_json = serde_json::to_vec(&head).map_err(|e| RepoError::Invalid(e.to_string()))?;
-        let tmp = self.repo.layout.tmp();
-        if complete {
-            let bytes = compressed::compress(&head_json).map_err(|e| invalid(&e))?;
-            return durable::write_file(&tmp, path, &bytes)
-                .map_err(RepoError::io("cannot write", path));
-        }
-        // A checkpoint lists every record stored so far (about 100 bytes each compressed, 10 MB
-        // for 100,000 messages): it is compressed straight into its temporary file.
-        let mut temp = durable::TempFile::new(&tmp, "checkpoint")
-            .map_err(RepoError::io("cannot create a file in", &tmp))?;
-        let written = temp.path().to_path_buf();
-        let cannot_write = |e: std::io::Error| RepoError::io("cannot write", &written)(e);
-        let mut out =
-            compressed::Writer::into(io::BufWriter::new(temp.file())).map_err(|e| invalid(&e))?;
-        // `{...}` becomes `{...,"messages":[...]}` with one record per line.
-        let Some(stem) = head_json.strip_suffix(b"}") else {
-            return Err(RepoError::Invalid("unexpected manifest shape".into()));
-        };
-        out.write_all(stem).map_err(cannot_write)?;
-        out.write_all(b",\"messages\":").map_err(cannot_write)?;
-        self.write_records(&mut out, manifest)?;
-        out.write_all(b"}\n").map_err(cannot_write)?;
-        out.finish()
-            .and_then(|buffered| buffered.into_inner().map_err(|e| e.into_error()).map(drop))
-            .map_err(cannot_write)?;
-        temp.persist(path)
+        let json = serde_json::to_vec(head).map_err(|e| invalid(&e))?;
+        let bytes = compressed::compress(&json).map_err(|e| invalid(&e))?;
+        durable::write_file(&self.repo.layout.tmp(), path, &bytes)
             .map_err(RepoError::io("cannot write", path))
     }
 
     /// Where `record`'s message is stored, from the index: `None` for a record with no
-    /// content (never retrieved); an error naming `manifest` when its message is not stored.
+    /// content (never retrieved); an error naming `snapshot` when its message is not stored.
     fn location_of(
         &self,
-        manifest: &Manifest,
+        snapshot: &SnapshotId,
         record: &MessageRecord,
     ) -> Result<Option<Location>, RepoError> {
         let Some(hash) = &record.sha256 else {
@@ -1506,38 +1531,9 @@ impl RepoWriter {
         match self.repo.index.get(hash) {
             Some(l) => Ok(Some(l)),
             None => Err(RepoError::Invalid(format!(
-                "manifest {} refers to message {hash}, which is not stored",
-                manifest.id
+                "manifest {snapshot} refers to message {hash}, which is not stored"
             ))),
         }
-    }
-
-    /// Streams a checkpoint's records into `out` as a JSON list, one per line: those whose
-    /// messages are stored so far, located through the index.
-    fn write_records<W: io::Write>(
-        &self,
-        out: &mut compressed::Writer<W>,
-        manifest: &Manifest,
-    ) -> Result<(), RepoError> {
-        // An unstored record stops the write midway; the temporary file is then removed.
-        let invalid =
-            |e: &dyn std::fmt::Display| RepoError::Invalid(format!("cannot write records: {e}"));
-        out.write_all(b"[\n").map_err(|e| invalid(&e))?;
-        let mut first = true;
-        let mut line = Vec::with_capacity(1024);
-        for record in &manifest.messages {
-            let Some(location) = self.location_of(manifest, record)? else {
-                continue;
-            };
-            line.clear();
-            if !first {
-                line.extend_from_slice(b",\n");
-            }
-            first = false;
-            record_json(record, Some(location), None, &mut line)?;
-            out.write_all(&line).map_err(|e| invalid(&e))?;
-        }
-        out.write_all(b"\n]").map_err(|e| invalid(&e))
     }
 
     /// Replaces the verification record (crash-safely).
@@ -1574,25 +1570,23 @@ impl RepoWriter {
 }
 
 /// Appends `record` to `line` as one line of JSON, with its message's `location`. At
-/// `position` in a records file its number is left out when it is `position + 1` (the
-/// reader puts it back), so that the record's line does not change when messages before it
-/// leave the server.
+/// `position` in a list its number is left out when it is `position + 1` (the reader puts it
+/// back), so that the record's line does not change when messages before it leave the server.
 fn record_json(
-    record: &MessageRecord,
+    mut record: MessageRecord,
     location: Option<Location>,
-    position: Option<usize>,
+    position: usize,
     line: &mut Vec<u8>,
 ) -> Result<(), RepoError> {
-    let mut located = record.clone();
     if let Some(l) = location {
-        located.pack = Some(l.pack);
-        located.offset = Some(l.entry.offset);
-        located.length = Some(l.entry.length);
+        record.pack = Some(l.pack);
+        record.offset = Some(l.entry.offset);
+        record.length = Some(l.entry.length);
     }
-    if position.is_some_and(|p| p as u64 + 1 == u64::from(record.msg)) {
-        located.msg = 0;
+    if position as u64 + 1 == u64::from(record.msg) {
+        record.msg = 0;
     }
-    serde_json::to_writer(line, &located)
+    serde_json::to_writer(line, &record)
         .map_err(|e| RepoError::Invalid(format!("cannot write records: {e}")))
 }
 

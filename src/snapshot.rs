@@ -11,6 +11,7 @@
 
 pub mod engine;
 pub mod inventory;
+mod run_list;
 mod starting_point;
 mod storer;
 mod writer;

@@ -6,11 +6,12 @@ use super::id::{DictHash, RepoId};
 
 /// The format this code writes and reads. Bump it (and document the change in
 /// `docs/FORMAT.md`) whenever an older popbackup could misread a repository.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// The oldest format this code reads. A writer that opens a repository of an older format it
 /// reads marks it as [`FORMAT_VERSION`] before writing anything (format 4 differs only in
-/// naming one records file per snapshot, which format 5 readers accept).
+/// naming one records file per snapshot, format 5 in keeping a checkpoint's records inline;
+/// this code reads both).
 pub const OLDEST_READ_VERSION: u32 = 4;
 
 /// The marker in `config.json` that says "this is a popbackup repository".

@@ -32,62 +32,90 @@ fn ends_run(line: &[u8]) -> bool {
 
 /// Cuts a message list, one serialized record at a time, into records files, writing those
 /// the repository does not hold yet. Nothing is visible under a final name before
-/// [`RecordsWriter::finish`] publishes all new files together.
-pub struct RecordsWriter<'a> {
-    layout: &'a Layout,
-    run: Option<compressed::Writer>,
+/// [`RecordsWriter::publish`] or [`RecordsWriter::finish`] publishes the new files together.
+///
+/// A snapshot run keeps one writer from its first checkpoint to its commit and pushes each
+/// record once, when it is final: a checkpoint then names the runs cut so far (and the open
+/// run's records as a file of their own), instead of rewriting every record stored so far,
+/// and the run holds only the records not yet pushed.
+pub struct RecordsWriter {
+    layout: Layout,
+    /// The open run as it will be compressed: `[`, then its lines separated by `,`. Kept
+    /// uncompressed (a run averages 256 records, 60 kB) so that a checkpoint can write it.
+    open: Vec<u8>,
     in_run: usize,
+    pushed: usize,
     names: Vec<RecordsId>,
     new_files: durable::Batch,
+    /// A record pushed had no content (its message was never retrieved).
+    lacks_content: bool,
+    /// Files this writer made of an open run for a checkpoint.
+    tails: Vec<RecordsId>,
 }
 
-impl<'a> RecordsWriter<'a> {
-    pub fn new(layout: &'a Layout) -> RecordsWriter<'a> {
+impl RecordsWriter {
+    pub fn new(layout: &Layout) -> RecordsWriter {
         RecordsWriter {
-            layout,
-            run: None,
+            layout: layout.clone(),
+            open: Vec::new(),
             in_run: 0,
+            pushed: 0,
             names: Vec::new(),
             new_files: durable::Batch::new(),
+            lacks_content: false,
+            tails: Vec::new(),
         }
+    }
+
+    /// How many records were pushed: the position in the whole list of the next one.
+    pub fn len(&self) -> usize {
+        self.pushed
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pushed == 0
+    }
+
+    /// Notes that a record pushed has no content: the list does not archive everything listed.
+    pub(super) fn note_lacking_content(&mut self) {
+        self.lacks_content = true;
+    }
+
+    pub(super) fn lacks_content(&self) -> bool {
+        self.lacks_content
     }
 
     /// Appends one record, serialized as one line of JSON.
     pub fn push(&mut self, line: &[u8]) -> Result<(), RepoError> {
-        let run = match &mut self.run {
-            Some(run) => {
-                run.write_all(b",\n").map_err(cannot_write)?;
-                run
-            }
-            None => {
-                let mut run = compressed::Writer::new(64 << 10).map_err(cannot_write)?;
-                run.write_all(b"[\n").map_err(cannot_write)?;
-                self.run.insert(run)
-            }
-        };
-        run.write_all(line).map_err(cannot_write)?;
+        self.open
+            .extend_from_slice(if self.in_run == 0 { b"[\n" } else { b",\n" });
+        self.open.extend_from_slice(line);
         self.in_run += 1;
+        self.pushed += 1;
         if ends_run(line) || self.in_run >= MAX_RECORDS_PER_FILE {
-            self.end_run()?;
+            let (id, _) = self.write_open_run()?;
+            self.names.push(id);
+            self.open.clear();
+            self.in_run = 0;
         }
         Ok(())
     }
 
-    fn end_run(&mut self) -> Result<(), RepoError> {
-        let mut run = match self.run.take() {
-            Some(run) => run,
-            None => {
-                let mut empty = compressed::Writer::new(64).map_err(cannot_write)?;
-                empty.write_all(b"[\n").map_err(cannot_write)?;
-                empty
-            }
-        };
+    /// Writes the open run (`[]` when it is empty) as a file unless it exists, and names it;
+    /// true if the file is new.
+    fn write_open_run(&mut self) -> Result<(RecordsId, bool), RepoError> {
+        let mut run = compressed::Writer::new(self.open.len() / 4 + 64).map_err(cannot_write)?;
+        if self.in_run == 0 {
+            run.write_all(b"[\n").map_err(cannot_write)?;
+        } else {
+            run.write_all(&self.open).map_err(cannot_write)?;
+        }
         run.write_all(b"\n]").map_err(cannot_write)?;
         let bytes = run.finish().map_err(cannot_write)?;
-        self.in_run = 0;
         let id = RecordsId::of(&bytes);
         let path = self.layout.records(&id);
-        if !path.is_file() && !self.names.contains(&id) {
+        let new = !path.is_file() && !self.names.contains(&id);
+        if new {
             let tmp = self.layout.tmp();
             let mut temp = durable::TempFile::new(&tmp, "records")
                 .map_err(RepoError::io("cannot create a file in", &tmp))?;
@@ -96,21 +124,48 @@ impl<'a> RecordsWriter<'a> {
                 .map_err(RepoError::io("cannot write", temp.path()))?;
             self.new_files.add(temp, path);
         }
-        self.names.push(id);
-        Ok(())
+        Ok((id, new))
+    }
+
+    /// Publishes the files cut so far, and the open run's records as a file of their own,
+    /// and names the list as it stands (for a checkpoint). Pushing goes on after: the open
+    /// run is still open, so the final list is cut as if there had been no checkpoint.
+    pub fn publish(&mut self) -> Result<RecordsList, RepoError> {
+        let mut names = self.names.clone();
+        if self.in_run > 0 {
+            let (id, new) = self.write_open_run()?;
+            if new && !self.tails.contains(&id) {
+                self.tails.push(id);
+            }
+            names.push(id);
+        }
+        self.publish_new_files()?;
+        Ok(RecordsList(names))
     }
 
     /// Publishes the new files (one file-system sync for all) and names the list. An empty
     /// list is one file holding `[]`, so a committed snapshot always names a file.
-    pub fn finish(mut self) -> Result<RecordsList, RepoError> {
-        if self.run.is_some() || self.names.is_empty() {
-            self.end_run()?;
+    ///
+    /// Also returns the files made for checkpoints that the list does not name: nothing else
+    /// names them once the checkpoints are gone, and they may then be removed.
+    pub fn finish(mut self) -> Result<(RecordsList, Vec<RecordsId>), RepoError> {
+        if self.in_run > 0 || self.names.is_empty() {
+            let (id, _) = self.write_open_run()?;
+            self.names.push(id);
         }
+        self.publish_new_files()?;
+        let names = self.names;
+        let mut stale = self.tails;
+        stale.retain(|id| !names.contains(id));
+        Ok((RecordsList(names), stale))
+    }
+
+    fn publish_new_files(&mut self) -> Result<(), RepoError> {
         let dir = self.layout.dir(super::layout::RECORDS);
         self.new_files
             .commit()
-            .map_err(RepoError::io("cannot write records files in", &dir))?;
-        Ok(RecordsList(self.names))
+            .map(drop)
+            .map_err(RepoError::io("cannot write records files in", &dir))
     }
 }
 
@@ -187,7 +242,7 @@ mod tests {
         for l in lines {
             w.push(l).unwrap();
         }
-        w.finish().unwrap()
+        w.finish().unwrap().0
     }
 
     fn layout() -> (tempfile::TempDir, Layout) {
@@ -245,6 +300,76 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(files, before.0.len() + after.0.len() - shared);
+    }
+
+    /// Checkpoints in the middle change nothing of the final list; each names the records
+    /// pushed so far; the files made only for them are returned as stale.
+    #[test]
+    fn checkpoints_name_what_was_pushed_and_leave_the_final_list_alone() {
+        let (_dir, layout) = layout();
+        let snapshot = SnapshotId::new(chrono::Utc::now());
+        let all = lines(0..3000);
+        let (_other, plain_layout) = self::layout();
+        let plain = write(&plain_layout, &all);
+
+        let mut w = RecordsWriter::new(&layout);
+        let mut published = Vec::new();
+        for (n, line) in all.iter().enumerate() {
+            w.push(line).unwrap();
+            if n % 700 == 0 {
+                let so_far = w.publish().unwrap();
+                let back: Vec<Line> = read_list(&layout, &snapshot, &so_far).unwrap();
+                assert_eq!(back.len(), n + 1, "a checkpoint names every record pushed");
+                assert_eq!(back[n].uidl, format!("u{n}"));
+                published.extend(so_far.0);
+            }
+        }
+        let (list, stale) = w.finish().unwrap();
+        assert_eq!(list, plain, "the same files as without checkpoints");
+        assert!(!stale.is_empty());
+        for id in &published {
+            assert_eq!(
+                stale.contains(id),
+                !list.0.contains(id),
+                "stale: exactly the checkpoints' files the list does not name"
+            );
+        }
+        assert!(stale.iter().all(|id| layout.records(id).is_file()));
+    }
+
+    /// Runs are byte for byte what the writer of format 5 made, which compressed each line as
+    /// it came: a new popbackup shares the runs of snapshots an older one wrote.
+    #[test]
+    fn runs_are_the_files_earlier_versions_wrote() {
+        let (_dir, layout) = layout();
+        let all = lines(0..3000);
+        let list = write(&layout, &all);
+        let mut expected = Vec::new();
+        let mut run: Option<compressed::Writer> = None;
+        let close = |mut w: compressed::Writer| {
+            w.write_all(b"\n]").unwrap();
+            RecordsId::of(&w.finish().unwrap())
+        };
+        for line in &all {
+            let w = match &mut run {
+                Some(w) => {
+                    w.write_all(b",\n").unwrap();
+                    w
+                }
+                None => {
+                    let mut w = compressed::Writer::new(64 << 10).unwrap();
+                    w.write_all(b"[\n").unwrap();
+                    run.insert(w)
+                }
+            };
+            w.write_all(line).unwrap();
+            if ends_run(line) {
+                expected.push(close(run.take().unwrap()));
+            }
+        }
+        expected.extend(run.take().map(close));
+        assert!(expected.len() > 3);
+        assert_eq!(list.0, expected);
     }
 
     #[test]

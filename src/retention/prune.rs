@@ -50,7 +50,8 @@ pub struct PrunePlan {
     pub freed_bytes: u64,
     /// Frame bytes copied into new packs.
     pub copied_bytes: u64,
-    /// Records files no snapshot names any more (their snapshots were forgotten).
+    /// Records files no snapshot or checkpoint names any more (their snapshots were
+    /// forgotten, or a run's last checkpoint named the last records it had then).
     pub unused_records: Vec<RecordsId>,
 }
 
@@ -88,14 +89,16 @@ pub fn plan_prune(repo: &Repository, max_unused_percent: f64) -> Result<PrunePla
         referenced.extend(manifest.messages.iter().filter_map(|r| r.sha256));
         named_records.extend(manifest.records.into_iter().flat_map(|list| list.0));
     }
+    for checkpoint in repo.checkpoints()? {
+        referenced.extend(checkpoint.messages.iter().filter_map(|r| r.sha256));
+        // The run it belongs to resumes from these files.
+        named_records.extend(checkpoint.records.into_iter().flat_map(|list| list.0));
+    }
     let unused_records: Vec<RecordsId> = repo
         .records_files()?
         .into_iter()
         .filter(|r| !named_records.contains(r))
         .collect();
-    for checkpoint in repo.checkpoints()? {
-        referenced.extend(checkpoint.messages.iter().filter_map(|r| r.sha256));
-    }
     // Each pack's entries, from its own table; the copy the index uses is the one kept.
     let mut by_pack: BTreeMap<PackId, Vec<PackEntry>> = BTreeMap::new();
     for (id, _) in repo.index().packs() {

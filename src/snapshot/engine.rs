@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::SnapshotError;
-use super::inventory::{Inventory, InventoryEntry, Listing, take_listing};
+use super::inventory::{Inventory, Listing, take_listing};
+use super::run_list::{RunList, initial_record};
 use super::starting_point::{Prefetch, StartingPoint};
 use super::storer::{Done, Storer};
 use super::writer::{Opening, WriterSource};
@@ -356,7 +357,8 @@ impl AccountRun<'_> {
             inventory.new_bytes(),
         );
 
-        let mut manifest = Manifest {
+        // The manifest's fields but its list, which is written as the run goes.
+        let mut head = Manifest {
             version: MANIFEST_VERSION,
             id: id.clone(),
             time: time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -368,32 +370,23 @@ impl AccountRun<'_> {
             listing: None,
             messages: Vec::new(),
         };
-        manifest.messages = (0..inventory.entries.len())
-            .map(|i| {
-                let archived = inventory.take_record(i);
-                initial_record(&inventory.entries[i], archived, &manifest.time)
-            })
-            .collect();
-        inventory.release_records();
-        let downloaded = self.download(session, &inventory, &mut manifest);
+        let mut list = RunList::new(&self.shared.layout(), &inventory, &head.time);
+        let downloaded = self.download(session, &mut inventory, &head, &mut list);
         if let Err(error) = downloaded {
             // Keep what arrived: the next run resumes from this checkpoint.
             if self.report.downloaded > 0
                 && let Ok(writer) = self.shared.writer()
             {
-                let _ = lock(writer).checkpoint(&manifest);
+                let _ = list.checkpoint(&mut lock(writer), &head, &mut inventory);
             }
             return Err(error);
         }
-        self.report
-            .warnings
-            .extend(content_warnings(&inventory, &manifest));
-        if manifest.messages.iter().all(|r| r.sha256.is_some()) {
-            // Everything listed is archived: a later run seeing this listing can skip.
-            manifest.listing = digest;
-        }
+        // Named unless a message could not be retrieved: a later run seeing this listing
+        // then has nothing to download.
+        head.listing = digest;
         let mut writer = lock(self.shared.writer()?);
-        writer.commit(&manifest)?;
+        let checks = list.commit(&mut writer, &head, &mut inventory)?;
+        self.report.warnings.extend(checks.warnings());
         self.report.snapshot = Some(id.clone());
         for old in old_checkpoints {
             if old != id {
@@ -405,17 +398,14 @@ impl AccountRun<'_> {
         };
         // Deletion only with stable UIDLs: a message that vanished under one UIDL and came
         // back under another means the server renumbered.
-        let vanished: std::collections::HashSet<_> =
-            inventory.vanished.iter().filter_map(|r| r.sha256).collect();
-        let reset = downloaded_records(&inventory, &manifest)
-            .any(|r| r.sha256.is_some_and(|h| vanished.contains(&h)));
         let problem = if !uidl_supported {
             Some("the server has no UIDL, so messages cannot be told apart safely".to_string())
-        } else if reset {
+        } else if checks.renumbered() {
             Some("a message came back under a new UIDL (the server renumbered)".to_string())
         } else {
             None
         };
+        let manifest = writer.repo().manifest(&id)?;
         let plan = crate::retention::plan_deletions(
             writer.repo(),
             &manifest,
@@ -491,8 +481,9 @@ impl AccountRun<'_> {
     fn download<S: Read + Write>(
         &mut self,
         session: &mut Session<S>,
-        inventory: &Inventory,
-        manifest: &mut Manifest,
+        inventory: &mut Inventory,
+        head: &Manifest,
+        list: &mut RunList,
     ) -> Result<(), SnapshotError> {
         let requests: Vec<Fetch> = inventory
             .new_entries()
@@ -510,18 +501,21 @@ impl AccountRun<'_> {
         let shared = self.shared.writer()?;
         let observer = self.observer;
         let options = self.options;
+        let time = head.time.as_str();
         std::thread::scope(|scope| {
             let mut storer = Storer::start(scope, shared, level);
             let mut since_checkpoint = 0u64;
             let mut last_checkpoint = Instant::now();
             let apply = |done: Vec<Done>,
-                         manifest: &mut Manifest,
+                         list: &mut RunList,
                          report: &mut AccountReport|
              -> Result<(), StoreError> {
                 for d in done {
                     let stored = d.result.map_err(StoreError::Repo)?;
-                    let time = manifest.time.clone();
-                    record_stored(&mut manifest.messages[d.slot], report, stored, &time);
+                    count_stored(report, stored);
+                    if let Some(record) = list.download_mut(d.slot) {
+                        fill_in_stored(record, stored, time);
+                    }
                 }
                 Ok(())
             };
@@ -530,6 +524,8 @@ impl AccountRun<'_> {
                     // Every request was made from an entry.
                     return Ok(());
                 };
+                let entry = &inventory.entries[slot];
+                let mut record = initial_record(entry, None, time);
                 let body = match reply {
                     Reply::Refused(e) => {
                         report.refused += 1;
@@ -537,8 +533,10 @@ impl AccountRun<'_> {
                             "message {} (UIDL {}) was listed but not sent ({e}); it was \
                              probably deleted during the run",
                             request.msg,
-                            manifest.messages[slot].uidl.as_deref().unwrap_or("-")
+                            record.uidl.as_deref().unwrap_or("-")
                         ));
+                        // Listed without content.
+                        list.downloaded(slot, record);
                         return Ok(());
                     }
                     Reply::Body(body) => body,
@@ -555,51 +553,40 @@ impl AccountRun<'_> {
                     .map_err(StoreError::Source)?;
                 let bytes = if buffer.len() <= BUFFER_LIMIT {
                     let len = buffer.len() as u64;
+                    set_headers(&mut record, &capture);
+                    list.downloaded(slot, record);
                     let done = storer.submit(slot, buffer).map_err(StoreError::Repo)?;
-                    apply(done, manifest, report)?;
+                    apply(done, list, report)?;
                     len
                 } else {
                     // A large message streams under the lock, after the queue has drained.
-                    apply(
-                        storer.wait_all().map_err(StoreError::Repo)?,
-                        manifest,
-                        report,
-                    )?;
+                    apply(storer.wait_all().map_err(StoreError::Repo)?, list, report)?;
                     let stored = {
                         let mut writer = lock(shared);
                         writer.set_compression_level(level);
                         writer.store(&mut (&buffer[..]).chain(&mut source))?
                     };
-                    let time = manifest.time.clone();
-                    record_stored(&mut manifest.messages[slot], report, stored, &time);
+                    count_stored(report, stored);
+                    fill_in_stored(&mut record, stored, time);
+                    set_headers(&mut record, &capture);
+                    list.downloaded(slot, record);
                     stored.raw_len()
                 };
-                let headers = capture.summary();
-                let record = &mut manifest.messages[slot];
-                record.date = headers.date;
-                record.from = headers.from;
-                record.subject = headers.subject;
-                record.message_id = headers.message_id;
                 report.downloaded += 1;
                 report.bytes_downloaded += bytes;
                 observer.downloaded(&account, bytes);
                 since_checkpoint += bytes;
-                // Each checkpoint rewrites every record stored so far, so on a long first run
-                // they are spaced by at least an eighth of what is stored: their total cost
-                // stays proportional to the run instead of growing with its square.
+                // Each checkpoint finishes the open pack and holds up the queue while it
+                // writes, so on a long first run they are spaced by at least an eighth of
+                // what is stored.
                 let spacing = options
                     .checkpoint_size
                     .max(report.bytes_downloaded / CHECKPOINT_SPACING_DIVISOR);
                 if since_checkpoint >= spacing
                     || last_checkpoint.elapsed() >= options.checkpoint_interval
                 {
-                    apply(
-                        storer.wait_all().map_err(StoreError::Repo)?,
-                        manifest,
-                        report,
-                    )?;
-                    lock(shared)
-                        .checkpoint(manifest)
+                    apply(storer.wait_all().map_err(StoreError::Repo)?, list, report)?;
+                    list.checkpoint(&mut lock(shared), head, inventory)
                         .map_err(StoreError::Repo)?;
                     since_checkpoint = 0;
                     last_checkpoint = Instant::now();
@@ -609,7 +596,7 @@ impl AccountRun<'_> {
             // Whatever happened, what was queued is stored (and counted) before returning.
             let rest = storer.wait_all().map_err(StoreError::Repo);
             storer.close();
-            let rest = rest.and_then(|done| apply(done, manifest, report));
+            let rest = rest.and_then(|done| apply(done, list, report));
             match (result, rest) {
                 (Ok(()), Ok(())) => Ok(()),
                 (Err(FetchError::Pop3(e)), _) => Err(e.into()),
@@ -626,13 +613,8 @@ impl AccountRun<'_> {
     }
 }
 
-/// Fills in a record once its message is stored, and counts it.
-fn record_stored(
-    record: &mut MessageRecord,
-    report: &mut AccountReport,
-    stored: Stored,
-    time: &str,
-) {
+/// Counts a stored message.
+fn count_stored(report: &mut AccountReport, stored: Stored) {
     match stored {
         Stored::New(entry, _) => {
             report.new_messages += 1;
@@ -640,9 +622,22 @@ fn record_stored(
         }
         Stored::Duplicate(..) => report.duplicates += 1,
     }
+}
+
+/// Gives a downloaded message's record its content.
+fn fill_in_stored(record: &mut MessageRecord, stored: Stored, time: &str) {
     record.sha256 = Some(stored.hash());
     record.size = Some(stored.raw_len());
     record.first_seen = Some(time.to_string());
+}
+
+/// Gives a downloaded message's record its header fields.
+fn set_headers(record: &mut MessageRecord, capture: &HeaderCapture) {
+    let headers = capture.summary();
+    record.date = headers.date;
+    record.from = headers.from;
+    record.subject = headers.subject;
+    record.message_id = headers.message_id;
 }
 
 /// Passes bytes through while capturing the header section.
@@ -657,103 +652,6 @@ impl Read for Tee<'_, '_> {
         self.capture.feed(&buf[..n]);
         Ok(n)
     }
-}
-
-/// The manifest record of a server message before any download: the archived copy's data
-/// when there is one, the server's listing otherwise.
-fn initial_record(
-    entry: &InventoryEntry,
-    archived: Option<MessageRecord>,
-    time: &str,
-) -> MessageRecord {
-    let server = &entry.server;
-    let mut record = archived.unwrap_or_else(|| MessageRecord::listed(server.msg, server.size));
-    record.msg = server.msg;
-    record.uidl = server.uidl.as_ref().map(|u| u.as_str().to_string());
-    record.fingerprint = server.fingerprint.clone();
-    record.list_size = server.size;
-    if record.sha256.is_some() && record.first_seen.is_none() {
-        // Archived before first_seen was recorded: it ages from now on.
-        record.first_seen = Some(time.to_string());
-    }
-    record
-}
-
-/// What a server that is wrong or hostile did to this run's downloads: a UIDL whose content
-/// changed since the last snapshot (both versions stay archived; a UIDL must never be reused),
-/// and messages whose size differs from what LIST announced. (A changed message of unchanged
-/// LIST size cannot be seen without downloading everything again; that is not done.)
-fn content_warnings(inventory: &Inventory, manifest: &Manifest) -> Vec<String> {
-    let before: std::collections::HashMap<&str, &MessageRecord> = inventory
-        .vanished
-        .iter()
-        .filter_map(|r| Some((r.uidl.as_deref()?, r)))
-        .collect();
-    let mut changed = Vec::new();
-    let mut resized = Vec::new();
-    for record in downloaded_records(inventory, manifest) {
-        let (Some(hash), Some(size)) = (record.sha256, record.size) else {
-            continue;
-        };
-        if let Some(old) = record.uidl.as_deref().and_then(|u| before.get(u))
-            && old.sha256.is_some_and(|h| h != hash)
-        {
-            changed.push(format!(
-                "{} ({} -> {} bytes)",
-                record.uidl.as_deref().unwrap_or("-"),
-                old.size.unwrap_or(old.list_size),
-                size
-            ));
-        }
-        if size != record.list_size {
-            resized.push(format!(
-                "message {}: LIST {}, received {size}",
-                record.msg, record.list_size
-            ));
-        }
-    }
-    let mut warnings = Vec::new();
-    if !changed.is_empty() {
-        warnings.push(format!(
-            "{} message(s) came with the UIDL of an archived message but different content: \
-             {}; the server reused or changed them, and both versions are kept",
-            changed.len(),
-            examples(&changed)
-        ));
-    }
-    if !resized.is_empty() {
-        warnings.push(format!(
-            "{} message(s) differ in size from what LIST announced ({}); they are stored as \
-             received",
-            resized.len(),
-            examples(&resized)
-        ));
-    }
-    warnings
-}
-
-/// The records of the messages this run downloaded (the manifest lists the inventory's
-/// entries in the same order).
-fn downloaded_records<'a>(
-    inventory: &'a Inventory,
-    manifest: &'a Manifest,
-) -> impl Iterator<Item = &'a MessageRecord> {
-    inventory
-        .entries
-        .iter()
-        .zip(&manifest.messages)
-        .filter(|(entry, _)| !entry.archived)
-        .map(|(_, record)| record)
-}
-
-/// The first few items of a list, for a warning.
-fn examples(items: &[String]) -> String {
-    const SHOWN: usize = 3;
-    let mut text = items[..items.len().min(SHOWN)].join(", ");
-    if items.len() > SHOWN {
-        text.push_str(&format!(", and {} more", items.len() - SHOWN));
-    }
-    text
 }
 
 fn tls_name(mode: pop3::TlsMode) -> &'static str {

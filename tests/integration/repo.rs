@@ -1001,6 +1001,50 @@ fn a_format_4_repository_is_read_and_upgraded() {
     assert_eq!(repo.manifest(&new.id).unwrap().messages, new.messages);
 }
 
+/// A checkpoint names records files (format 6); one of format 5, which kept its records
+/// inline, reads back the same.
+#[test]
+fn a_checkpoint_reads_back_from_its_records_files_or_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
+    let messages = numbered_messages(600);
+    let stored = store_all(&mut writer, &messages);
+    writer.flush().unwrap();
+    let run = manifest_for(writer.repo(), "a", &stored);
+    writer.checkpoint(&run).unwrap();
+    drop(writer);
+    let root = dir.path();
+    let path = root.join(format!("checkpoints/{}.json.zst", run.id));
+    let mut head: serde_json::Value =
+        serde_json::from_slice(&zstd::decode_all(&std::fs::read(&path).unwrap()[..]).unwrap())
+            .unwrap();
+    assert!(head.get("messages").is_none());
+    let names = head["records"].as_array().unwrap().clone();
+    assert!(names.len() > 1, "600 records make several files");
+    let repo = Repository::open(root).unwrap();
+    let checkpoints = repo.checkpoints().unwrap();
+    assert_eq!(checkpoints.len(), 1);
+    assert_eq!(checkpoints[0].messages, run.messages);
+    assert!(!checkpoints[0].complete);
+
+    // As format 5 wrote it.
+    let mut inline = Vec::new();
+    for name in &names {
+        let file = root.join(format!("records/{}.json.zst", name.as_str().unwrap()));
+        let file = zstd::decode_all(&std::fs::read(&file).unwrap()[..]).unwrap();
+        for mut record in serde_json::from_slice::<Vec<serde_json::Value>>(&file).unwrap() {
+            record["msg"] = (inline.len() + 1).into();
+            inline.push(record);
+        }
+    }
+    head.as_object_mut().unwrap().remove("records");
+    head["messages"] = inline.into();
+    let bytes = zstd::encode_all(&serde_json::to_vec(&head).unwrap()[..], 1).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    let checkpoints = Repository::open(root).unwrap().checkpoints().unwrap();
+    assert_eq!(checkpoints[0].messages, run.messages);
+}
+
 /// While a writer samples small messages for a dictionary, a message too large to be sampled
 /// still gets a plan, so the storing workers compress it outside the writer's lock (before,
 /// a repository that never got a dictionary compressed everything under it, one message at a

@@ -218,6 +218,63 @@ fn assert_intact(repo_path: &Path) -> usize {
     read
 }
 
+/// An unfinished run's checkpoint names records files of its own: prune keeps them and the
+/// messages they name, and removes the records files nothing names.
+#[test]
+fn prune_keeps_what_an_unfinished_runs_checkpoint_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, messages) = prunable(dir.path(), 10);
+    let all = Repository::open(&repo).unwrap().snapshots().unwrap()[0].clone();
+    {
+        let mut writer = Repository::open(&repo).unwrap().lock("test").unwrap();
+        let time = chrono::DateTime::from_timestamp(1_767_225_700, 0).unwrap();
+        // Messages 1 and 2 are in no snapshot but "all", which goes.
+        let run = manifest(
+            "run",
+            time,
+            (0..6)
+                .map(|i| {
+                    let hash = MessageHash::of(&messages[i]);
+                    record(i as u32 + 1, format!("u{i}"), hash, 0, Default::default())
+                })
+                .collect(),
+        );
+        writer.checkpoint(&run).unwrap();
+    }
+    std::fs::remove_file(repo.join("snapshots").join(format!("{all}.json.zst"))).unwrap();
+    let out = popbackup(&repo, &["prune", "--json"], "UTC");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let after = Repository::open(&repo).unwrap();
+    let checkpoints = after.checkpoints().unwrap();
+    assert_eq!(checkpoints.len(), 1);
+    assert_eq!(checkpoints[0].messages.len(), 6);
+    for (i, r) in checkpoints[0].messages.iter().enumerate() {
+        assert_eq!(after.read_message(&r.sha256.unwrap()).unwrap(), messages[i]);
+    }
+    let mut named: BTreeSet<String> = BTreeSet::new();
+    let snapshots = after.snapshots().unwrap();
+    assert_eq!(snapshots.len(), 1);
+    let heads = [
+        after.manifest_head(&snapshots[0]).unwrap(),
+        checkpoints[0].clone(),
+    ];
+    for head in heads {
+        named.extend(head.records.unwrap().0.iter().map(|id| id.to_string()));
+    }
+    let files: BTreeSet<String> = after
+        .records_files()
+        .unwrap()
+        .iter()
+        .map(|id| id.to_string())
+        .collect();
+    assert_eq!(
+        files, named,
+        "what a snapshot or the checkpoint names, no more"
+    );
+    assert_intact(&repo);
+}
+
 #[test]
 fn prune_frees_what_no_snapshot_needs() {
     let dir = tempfile::tempdir().unwrap();
