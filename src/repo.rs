@@ -279,11 +279,9 @@ impl Repository {
         };
         let mut position = 0;
         for file in &list.0 {
-            for mut record in records::read_file(&self.layout, &manifest.id, file)? {
-                put_back_number(&mut record, position);
-                position += 1;
-                each(record);
-            }
+            let records = read_records_file(&self.layout, &manifest.id, file, position)?;
+            position += records.len();
+            records.into_iter().for_each(&mut each);
         }
         Ok(())
     }
@@ -1391,7 +1389,8 @@ impl RepoWriter {
     pub fn checkpoint(&mut self, manifest: &Manifest) -> Result<(), RepoError> {
         let mut list = records::RecordsWriter::new(&self.repo.layout);
         let stored = manifest.messages.iter().filter(|r| r.sha256.is_some());
-        self.checkpoint_run(manifest, &mut list, stored.cloned())
+        let items = stored.map(|r| Ok(records::ListItem::Record(r.clone())));
+        self.checkpoint_run(manifest, &mut list, items)
     }
 
     /// A checkpoint of a run that writes its list as it goes: `records` (each stored, or never
@@ -1401,10 +1400,10 @@ impl RepoWriter {
         &mut self,
         head: &Manifest,
         list: &mut records::RecordsWriter,
-        records: impl IntoIterator<Item = MessageRecord>,
+        items: impl IntoIterator<Item = Result<records::ListItem, RepoError>>,
     ) -> Result<(), RepoError> {
         self.flush()?;
-        self.append_records(&head.id, list, records)?;
+        self.append_records(&head.id, list, items)?;
         let mut head = head.clone_without_messages();
         head.complete = false;
         head.listing = None;
@@ -1419,7 +1418,9 @@ impl RepoWriter {
     pub fn commit(&mut self, manifest: &Manifest) -> Result<(), RepoError> {
         if !(manifest.messages.is_empty() && manifest.records.is_some()) {
             let list = records::RecordsWriter::new(&self.repo.layout);
-            return self.commit_run(manifest, list, manifest.messages.iter().cloned());
+            let items = manifest.messages.iter();
+            let items = items.map(|r| Ok(records::ListItem::Record(r.clone())));
+            return self.commit_run(manifest, list, items);
         }
         if let Some(file) = manifest
             .records
@@ -1446,25 +1447,18 @@ impl RepoWriter {
         &mut self,
         head: &Manifest,
         mut list: records::RecordsWriter,
-        records: impl IntoIterator<Item = MessageRecord>,
+        items: impl IntoIterator<Item = Result<records::ListItem, RepoError>>,
     ) -> Result<(), RepoError> {
         self.prepare_commit()?;
-        self.append_records(&head.id, &mut list, records)?;
+        self.append_records(&head.id, &mut list, items)?;
         let mut head = head.clone_without_messages();
         head.complete = true;
         if list.lacks_content() {
             // Not everything listed is archived: a later run seeing this listing must look.
             head.listing = None;
         }
-        let (names, stale) = list.finish()?;
-        head.records = Some(names);
-        self.publish_snapshot(&head)?;
-        // Named by the run's checkpoints only, which are gone now. The snapshot is committed
-        // whatever happens here: a file left behind is unused, and `prune` removes it.
-        for id in &stale {
-            let _ = self.remove_records(id);
-        }
-        Ok(())
+        head.records = Some(list.finish()?);
+        self.publish_snapshot(&head)
     }
 
     /// What a commit does before the manifest's records: a dictionary if one is due, then
@@ -1493,10 +1487,17 @@ impl RepoWriter {
         &self,
         snapshot: &SnapshotId,
         list: &mut records::RecordsWriter,
-        records: impl IntoIterator<Item = MessageRecord>,
+        items: impl IntoIterator<Item = Result<records::ListItem, RepoError>>,
     ) -> Result<(), RepoError> {
         let mut line = Vec::with_capacity(1024);
-        for record in records {
+        for item in items {
+            let record = match item? {
+                records::ListItem::Record(record) => record,
+                records::ListItem::File { id, records } => {
+                    list.push_file(id, records)?;
+                    continue;
+                }
+            };
             let location = self.location_of(snapshot, &record)?;
             if location.is_none() {
                 list.note_lacking_content();
@@ -1781,9 +1782,24 @@ pub fn load_records(layout: &Layout, manifest: &mut Manifest) -> Result<(), Repo
     Ok(())
 }
 
+/// The records of one records file of snapshot `snapshot`'s list, whose first record is at
+/// `first` in the whole list (numbers left out are put back).
+pub fn read_records_file(
+    layout: &Layout,
+    snapshot: &SnapshotId,
+    id: &RecordsId,
+    first: usize,
+) -> Result<Vec<MessageRecord>, RepoError> {
+    let mut records: Vec<MessageRecord> = records::read_file(layout, snapshot, id)?;
+    for (k, record) in records.iter_mut().enumerate() {
+        put_back_number(record, first + k);
+    }
+    Ok(records)
+}
+
 /// A records file leaves out a record's message number when it is its position in the list,
 /// counting from 1 (see `record_json`).
-fn put_back_number(record: &mut MessageRecord, position: usize) {
+pub fn put_back_number(record: &mut MessageRecord, position: usize) {
     if record.msg == 0 {
         record.msg = u32::try_from(position + 1).unwrap_or(u32::MAX);
     }

@@ -30,6 +30,17 @@ fn ends_run(line: &[u8]) -> bool {
     Sha256::digest(line)[0] == 0
 }
 
+/// What goes into a message list: a record, or a records file already written whose records
+/// are, unchanged, the next `records` of the list (a night names most of the last
+/// snapshot's files again without reading and writing their records).
+#[derive(Debug)]
+// Items pass one at a time from the run to the writer; boxing would allocate for each record.
+#[allow(clippy::large_enum_variant)]
+pub enum ListItem {
+    Record(super::MessageRecord),
+    File { id: RecordsId, records: usize },
+}
+
 /// Cuts a message list, one serialized record at a time, into records files, writing those
 /// the repository does not hold yet. Nothing is visible under a final name before
 /// [`RecordsWriter::publish`] or [`RecordsWriter::finish`] publishes the new files together.
@@ -49,8 +60,6 @@ pub struct RecordsWriter {
     new_files: durable::Batch,
     /// A record pushed had no content (its message was never retrieved).
     lacks_content: bool,
-    /// Files this writer made of an open run for a checkpoint.
-    tails: Vec<RecordsId>,
 }
 
 impl RecordsWriter {
@@ -63,7 +72,6 @@ impl RecordsWriter {
             names: Vec::new(),
             new_files: durable::Batch::new(),
             lacks_content: false,
-            tails: Vec::new(),
         }
     }
 
@@ -93,7 +101,7 @@ impl RecordsWriter {
         self.in_run += 1;
         self.pushed += 1;
         if ends_run(line) || self.in_run >= MAX_RECORDS_PER_FILE {
-            let (id, _) = self.write_open_run()?;
+            let id = self.write_open_run()?;
             self.names.push(id);
             self.open.clear();
             self.in_run = 0;
@@ -101,9 +109,22 @@ impl RecordsWriter {
         Ok(())
     }
 
-    /// Writes the open run (`[]` when it is empty) as a file unless it exists, and names it;
-    /// true if the file is new.
-    fn write_open_run(&mut self) -> Result<(RecordsId, bool), RepoError> {
+    /// Appends an existing records file holding the next `records` records. The open run ends
+    /// before it (a cut the records do not ask for; the list is the same concatenation).
+    pub fn push_file(&mut self, id: RecordsId, records: usize) -> Result<(), RepoError> {
+        if self.in_run > 0 {
+            let open = self.write_open_run()?;
+            self.names.push(open);
+            self.open.clear();
+            self.in_run = 0;
+        }
+        self.names.push(id);
+        self.pushed += records;
+        Ok(())
+    }
+
+    /// Writes the open run (`[]` when it is empty) as a file unless it exists, and names it.
+    fn write_open_run(&mut self) -> Result<RecordsId, RepoError> {
         let mut run = compressed::Writer::new(self.open.len() / 4 + 64).map_err(cannot_write)?;
         if self.in_run == 0 {
             run.write_all(b"[\n").map_err(cannot_write)?;
@@ -114,8 +135,7 @@ impl RecordsWriter {
         let bytes = run.finish().map_err(cannot_write)?;
         let id = RecordsId::of(&bytes);
         let path = self.layout.records(&id);
-        let new = !path.is_file() && !self.names.contains(&id);
-        if new {
+        if !path.is_file() && !self.names.contains(&id) {
             let tmp = self.layout.tmp();
             let mut temp = durable::TempFile::new(&tmp, "records")
                 .map_err(RepoError::io("cannot create a file in", &tmp))?;
@@ -124,7 +144,7 @@ impl RecordsWriter {
                 .map_err(RepoError::io("cannot write", temp.path()))?;
             self.new_files.add(temp, path);
         }
-        Ok((id, new))
+        Ok(id)
     }
 
     /// Publishes the files cut so far, and the open run's records as a file of their own,
@@ -133,11 +153,7 @@ impl RecordsWriter {
     pub fn publish(&mut self) -> Result<RecordsList, RepoError> {
         let mut names = self.names.clone();
         if self.in_run > 0 {
-            let (id, new) = self.write_open_run()?;
-            if new && !self.tails.contains(&id) {
-                self.tails.push(id);
-            }
-            names.push(id);
+            names.push(self.write_open_run()?);
         }
         self.publish_new_files()?;
         Ok(RecordsList(names))
@@ -146,18 +162,16 @@ impl RecordsWriter {
     /// Publishes the new files (one file-system sync for all) and names the list. An empty
     /// list is one file holding `[]`, so a committed snapshot always names a file.
     ///
-    /// Also returns the files made for checkpoints that the list does not name: nothing else
-    /// names them once the checkpoints are gone, and they may then be removed.
-    pub fn finish(mut self) -> Result<(RecordsList, Vec<RecordsId>), RepoError> {
+    /// A file [`RecordsWriter::publish`] made of an open run stays when the list does not
+    /// name it, for `prune`: another account's run under the same lock may have found it and
+    /// named it (the same mailbox configured twice).
+    pub fn finish(mut self) -> Result<RecordsList, RepoError> {
         if self.in_run > 0 || self.names.is_empty() {
-            let (id, _) = self.write_open_run()?;
+            let id = self.write_open_run()?;
             self.names.push(id);
         }
         self.publish_new_files()?;
-        let names = self.names;
-        let mut stale = self.tails;
-        stale.retain(|id| !names.contains(id));
-        Ok((RecordsList(names), stale))
+        Ok(RecordsList(self.names))
     }
 
     fn publish_new_files(&mut self) -> Result<(), RepoError> {
@@ -242,7 +256,7 @@ mod tests {
         for l in lines {
             w.push(l).unwrap();
         }
-        w.finish().unwrap().0
+        w.finish().unwrap()
     }
 
     fn layout() -> (tempfile::TempDir, Layout) {
@@ -302,8 +316,8 @@ mod tests {
         assert_eq!(files, before.0.len() + after.0.len() - shared);
     }
 
-    /// Checkpoints in the middle change nothing of the final list; each names the records
-    /// pushed so far; the files made only for them are returned as stale.
+    /// Checkpoints in the middle change nothing of the final list, and each names the records
+    /// pushed so far.
     #[test]
     fn checkpoints_name_what_was_pushed_and_leave_the_final_list_alone() {
         let (_dir, layout) = layout();
@@ -313,7 +327,6 @@ mod tests {
         let plain = write(&plain_layout, &all);
 
         let mut w = RecordsWriter::new(&layout);
-        let mut published = Vec::new();
         for (n, line) in all.iter().enumerate() {
             w.push(line).unwrap();
             if n % 700 == 0 {
@@ -321,20 +334,12 @@ mod tests {
                 let back: Vec<Line> = read_list(&layout, &snapshot, &so_far).unwrap();
                 assert_eq!(back.len(), n + 1, "a checkpoint names every record pushed");
                 assert_eq!(back[n].uidl, format!("u{n}"));
-                published.extend(so_far.0);
             }
         }
-        let (list, stale) = w.finish().unwrap();
+        let list = w.finish().unwrap();
         assert_eq!(list, plain, "the same files as without checkpoints");
-        assert!(!stale.is_empty());
-        for id in &published {
-            assert_eq!(
-                stale.contains(id),
-                !list.0.contains(id),
-                "stale: exactly the checkpoints' files the list does not name"
-            );
-        }
-        assert!(stale.iter().all(|id| layout.records(id).is_file()));
+        let back: Vec<Line> = read_list(&layout, &snapshot, &list).unwrap();
+        assert_eq!(back.len(), 3000);
     }
 
     /// Runs are byte for byte what the writer of format 5 made, which compressed each line as

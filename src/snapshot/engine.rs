@@ -465,15 +465,19 @@ impl AccountRun<'_> {
             // Not started, told to stop, or the reading thread panicked: read it here.
             _ => StartingPoint::read(&self.shared.layout(), &self.account.name)?,
         };
-        let writer = lock(self.shared.writer()?);
+        let layout = self.shared.layout();
+        let writer = self.shared.writer()?;
         let resumed = start.checkpoints.iter().map(|c| c.id.clone()).collect();
+        // The lock only for each lookup: the records files are read meanwhile, and other
+        // accounts store.
         let inventory = Inventory::build(
             &self.account.name,
             listing,
             start.previous,
             start.checkpoints,
-            |h| writer.contains(h),
-        );
+            &layout,
+            |h| lock(writer).location(h),
+        )?;
         Ok((inventory, resumed))
     }
 

@@ -15,7 +15,11 @@ use sha2::{Digest as _, Sha256};
 
 use crate::mail::{self, HeaderSummary};
 use crate::pop3::{Fetch, ListEntry, Pop3Error, Reply, Session, Uidl, UidlEntry};
-use crate::repo::{ListingDigest, Manifest, MessageHash, MessageRecord, SnapshotId};
+use crate::repo::records::read_file;
+use crate::repo::{
+    Layout, ListingDigest, Location, Manifest, MessageHash, MessageRecord, RecordsId, RepoError,
+    SnapshotId, put_back_number, read_records_file,
+};
 
 /// One message as the server lists it in this session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,18 +78,14 @@ fn record_key(record: &MessageRecord) -> Option<MessageKey<'_>> {
     )
 }
 
-/// Where one record of the previous snapshot or a checkpoint goes.
-struct Placing {
-    /// The entry it archives.
-    entry: Option<usize>,
-    /// No message of its key is left on the server for it.
-    vanished: bool,
-}
-
 /// The listing's messages by key, and how far matching has got among the messages of each
 /// key: records are matched to messages of their key in order, first to last.
 struct Matcher<'a> {
-    by_key: HashMap<MessageKey<'a>, KeyCursor>,
+    /// Each key's cursor, by its place in `cursors`. The map is only read after it is built,
+    /// so that records can be looked up with keys that borrow from them briefly (a records
+    /// file at a time), not for as long as the listing.
+    by_key: HashMap<MessageKey<'a>, u32>,
+    cursors: Vec<KeyCursor>,
     /// For each message, the next one with the same key (`NO_MORE` if none): duplicate keys
     /// are rare, and this costs 4 bytes a message instead of a list per key.
     next_same: Vec<u32>,
@@ -102,44 +102,60 @@ const NO_MORE: u32 = u32::MAX;
 
 impl<'a> Matcher<'a> {
     fn new(listing: &'a Listing) -> Matcher<'a> {
-        let mut by_key: HashMap<MessageKey<'a>, KeyCursor> = HashMap::new();
+        let mut by_key: HashMap<MessageKey<'a>, u32> = HashMap::new();
+        let mut cursors: Vec<KeyCursor> = Vec::new();
         let mut next_same = vec![NO_MORE; listing.messages.len()];
         // Backwards, so that each key's cursor ends at its first message.
         for (i, server) in listing.messages.iter().enumerate().rev() {
             let Some(key) = server.key() else { continue };
             let i = i as u32;
-            let cursor = by_key.entry(key).or_insert(KeyCursor {
-                to_archive: NO_MORE,
-                to_count: NO_MORE,
+            let slot = *by_key.entry(key).or_insert_with(|| {
+                cursors.push(KeyCursor {
+                    to_archive: NO_MORE,
+                    to_count: NO_MORE,
+                });
+                (cursors.len() - 1) as u32
             });
+            let cursor = &mut cursors[slot as usize];
             next_same[i as usize] = cursor.to_archive;
             cursor.to_archive = i;
             cursor.to_count = i;
         }
-        Matcher { by_key, next_same }
+        Matcher {
+            by_key,
+            cursors,
+            next_same,
+        }
     }
 
     /// The next message of `key` without an archived record, now taken.
-    fn archive(&mut self, key: &MessageKey<'a>) -> Option<usize> {
-        let cursor = self.by_key.get_mut(key)?;
+    fn archive(&mut self, key: &MessageKey<'_>) -> Option<usize> {
+        let next_same = &self.next_same;
+        let by_key: &HashMap<MessageKey<'_>, u32> = &self.by_key;
+        let cursor = self.cursors.get_mut(*by_key.get(key)? as usize)?;
         let i = cursor.to_archive;
         if i == NO_MORE {
             return None;
         }
-        cursor.to_archive = self.next_same[i as usize];
+        cursor.to_archive = next_same[i as usize];
         Some(i as usize)
     }
 
     /// Whether a message of `key` is left to account for one more previous record.
-    fn count(&mut self, key: &MessageKey<'a>) -> bool {
-        let Some(cursor) = self.by_key.get_mut(key) else {
+    fn count(&mut self, key: &MessageKey<'_>) -> bool {
+        let next_same = &self.next_same;
+        let by_key: &HashMap<MessageKey<'_>, u32> = &self.by_key;
+        let Some(cursor) = by_key
+            .get(key)
+            .and_then(|&slot| self.cursors.get_mut(slot as usize))
+        else {
             return false;
         };
         let i = cursor.to_count;
         if i == NO_MORE {
             return false;
         }
-        cursor.to_count = self.next_same[i as usize];
+        cursor.to_count = next_same[i as usize];
         true
     }
 }
@@ -308,7 +324,7 @@ pub struct InventoryEntry {
 }
 
 /// The server's listing compared with the repository.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Inventory {
     pub account: String,
     /// The account's latest committed snapshot.
@@ -319,23 +335,104 @@ pub struct Inventory {
     pub entries: Vec<InventoryEntry>,
     /// Records of the previous snapshot no longer on the server.
     pub vanished: Vec<MessageRecord>,
-    /// The records of the previous snapshot (its list moved here whole, not record by record:
-    /// a nightly run of 100,000 messages held a copy of every record besides the one it read),
-    /// then those of the checkpoints; entries name the ones that archive them.
+    /// The previous snapshot's records, when they are in records files: read again, a file at
+    /// a time, as the run takes them. Their places come first.
+    files: Option<FileRecords>,
+    /// Records held in memory (checkpoints, lists of older formats), after those of `files`;
+    /// entries name the ones that archive them by place.
     records: Vec<MessageRecord>,
     pub uidl_supported: bool,
 }
 
+/// The records of a list of records files, read once to match them and then again, a file
+/// at a time, as they are taken (in list order, in every run but one whose server reordered
+/// its mailbox): a nightly run of 100,000 messages held the whole previous list, 60 MB.
+#[derive(Debug)]
+struct FileRecords {
+    layout: Layout,
+    snapshot: SnapshotId,
+    files: Vec<RecordsId>,
+    /// The place of each file's first record, and the number of records at the end.
+    starts: Vec<usize>,
+    /// How many of each file's records are still to be taken.
+    left: Vec<u32>,
+    /// Files whose records go, unchanged and in order, to the entries from the one this maps
+    /// from: the run names them again.
+    unchanged: HashMap<usize, usize>,
+    /// Files read again, while some of their records are still to be taken.
+    open: HashMap<usize, Vec<MessageRecord>>,
+}
+
+impl FileRecords {
+    fn len(&self) -> usize {
+        self.starts.last().copied().unwrap_or(0)
+    }
+
+    fn take(&mut self, at: usize) -> Result<MessageRecord, RepoError> {
+        let file = self.starts.partition_point(|&start| start <= at) - 1;
+        let start = self.starts[file];
+        let records = match self.open.entry(file) {
+            std::collections::hash_map::Entry::Occupied(open) => open.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let id = &self.files[file];
+                let records = read_records_file(&self.layout, &self.snapshot, id, start)?;
+                if start + records.len() != self.starts[file + 1] {
+                    return Err(RepoError::corrupt(
+                        self.layout.records(id),
+                        "the file changed while the snapshot ran",
+                    ));
+                }
+                slot.insert(records)
+            }
+        };
+        let record = std::mem::replace(&mut records[at - start], MessageRecord::listed(0, 0));
+        self.left[file] -= 1;
+        if self.left[file] == 0 {
+            self.open.remove(&file);
+        }
+        Ok(record)
+    }
+}
+
+/// Whether `record`, archiving `server`'s message stored at `location`, is written as it was
+/// (but for its number, checked apart): same identity, size, first sighting and location.
+fn unchanged_line(
+    record: &MessageRecord,
+    server: &ServerMessage,
+    location: Option<Location>,
+) -> bool {
+    let located = location.is_some_and(|l| {
+        record.pack == Some(l.pack)
+            && record.offset == Some(l.entry.offset)
+            && record.length == Some(l.entry.length)
+    });
+    located
+        && record.uidl.as_deref() == server.uidl.as_ref().map(Uidl::as_str)
+        && record.fingerprint == server.fingerprint
+        && record.list_size == server.size
+        && record.first_seen.is_some()
+}
+
+/// Where one record of the previous snapshot or a checkpoint goes.
+struct Placing {
+    /// The entry it archives.
+    entry: Option<usize>,
+    /// No message of its key is left on the server for it.
+    vanished: bool,
+}
+
 impl Inventory {
     /// Matches `listing` against the account's previous snapshot and unfinished checkpoints.
-    /// `is_stored` says whether a message is (still) in the repository.
+    /// `locate` says where a message is stored, if it (still) is. A manifest that names
+    /// records files but holds no records is read from `layout`, a file at a time.
     pub fn build(
         account: &str,
         listing: &Listing,
         previous: Option<Manifest>,
         checkpoints: Vec<Manifest>,
-        is_stored: impl Fn(&MessageHash) -> bool,
-    ) -> Inventory {
+        layout: &Layout,
+        locate: impl Fn(&MessageHash) -> Option<Location>,
+    ) -> Result<Inventory, RepoError> {
         let mut entries: Vec<InventoryEntry> = listing
             .messages
             .iter()
@@ -345,46 +442,102 @@ impl Inventory {
                 record: None,
             })
             .collect();
-        // First where each record goes, then the records are moved there: a nightly run of
-        // 100,000 messages held a copy of every record besides the one it read.
         let previous_id = previous.as_ref().map(|m| m.id.clone());
-        let previous_messages = previous.as_ref().map_or(0, |m| m.messages.len());
-        let has_previous = previous.is_some();
-        let sources: Vec<Manifest> = previous
-            .into_iter()
-            .chain(checkpoints.into_iter().filter(|m| m.account == account))
-            .collect();
-        let archivable = |record: &MessageRecord| record.sha256.as_ref().is_some_and(&is_stored);
         let mut matcher = Matcher::new(listing);
+        let mut place = |record: &MessageRecord, is_previous: bool, ours: bool| {
+            let key = record_key(record);
+            let archivable = record.sha256.as_ref().and_then(&locate).is_some();
+            Placing {
+                entry: key
+                    .filter(|_| ours && archivable)
+                    .and_then(|k| matcher.archive(&k)),
+                // Still on the server: a message of its key is left for it.
+                vanished: is_previous && !key.is_some_and(|k| matcher.count(&k)),
+            }
+        };
+        let mut vanished = Vec::new();
+        let mut files = None;
+        let mut records: Vec<MessageRecord> = Vec::new();
+        let mut previous_messages = 0;
         // Checkpoints repeat records of the previous snapshot; a key may then be matched twice,
         // which only matters for duplicate UIDLs and is harmless: any stored copy will do.
-        let placings: Vec<Vec<Placing>> = sources
-            .iter()
-            .enumerate()
-            .map(|(n, manifest)| {
-                let is_previous = has_previous && n == 0;
-                let ours = manifest.account == account;
-                manifest
-                    .messages
-                    .iter()
-                    .map(|record| {
-                        let key = record_key(record);
-                        Placing {
-                            entry: key
-                                .filter(|_| ours && archivable(record))
-                                .and_then(|k| matcher.archive(&k)),
-                            // Still on the server: a message of its key is left for it.
-                            vanished: is_previous && !key.is_some_and(|k| matcher.count(&k)),
+        let is_previous = previous.is_some();
+        let sources = previous
+            .into_iter()
+            .chain(checkpoints.into_iter().filter(|m| m.account == account));
+        for (n, manifest) in sources.enumerate() {
+            let is_previous = is_previous && n == 0;
+            let ours = manifest.account == account;
+            let in_files = manifest.messages.is_empty() && manifest.records.is_some();
+            if let (true, Some(list)) = (in_files && n == 0, &manifest.records) {
+                let list = list.clone();
+                let mut starts = vec![0];
+                let mut left = Vec::with_capacity(list.0.len());
+                let mut unchanged = HashMap::new();
+                for (file, id) in list.0.iter().enumerate() {
+                    let start = starts[file];
+                    let read: Vec<MessageRecord> = read_file(layout, &manifest.id, id)?;
+                    starts.push(start + read.len());
+                    let mut taken = 0;
+                    // The entry this file's records go to, one after the other, as this run
+                    // would write them: then the file is named again, not rewritten.
+                    let mut run_at = None;
+                    let mut same = true;
+                    for (k, mut record) in read.into_iter().enumerate() {
+                        let omitted = record.msg == 0;
+                        put_back_number(&mut record, start + k);
+                        let placing = place(&record, is_previous, ours);
+                        if let Some(i) = placing.entry {
+                            entries[i].archived = true;
+                            entries[i].record = Some((start + k) as u32);
+                            taken += 1;
+                            let first = *run_at.get_or_insert(i);
+                            let written = if omitted { i + 1 } else { record.msg as usize };
+                            let location = record.sha256.as_ref().and_then(&locate);
+                            same = same
+                                && first + k == i
+                                && written == entries[i].server.msg as usize
+                                && unchanged_line(&record, &entries[i].server, location);
+                        } else {
+                            same = false;
                         }
-                    })
-                    .collect()
-            })
-            .collect();
-        drop(matcher);
-        let mut vanished = Vec::new();
-        let mut records: Vec<MessageRecord> = Vec::new();
-        for (manifest, placings) in sources.into_iter().zip(placings) {
-            let base = records.len();
+                        if placing.vanished {
+                            vanished.push(record);
+                        }
+                    }
+                    left.push(taken);
+                    if let Some(i) = run_at.filter(|_| same) {
+                        unchanged.insert(i, file);
+                    }
+                }
+                let file_records = FileRecords {
+                    layout: layout.clone(),
+                    snapshot: manifest.id,
+                    files: list.0,
+                    starts,
+                    left,
+                    unchanged,
+                    open: HashMap::new(),
+                };
+                if is_previous {
+                    previous_messages = file_records.len();
+                }
+                files = Some(file_records);
+                continue;
+            }
+            let mut manifest = manifest;
+            if in_files {
+                crate::repo::load_records(layout, &mut manifest)?;
+            }
+            if is_previous {
+                previous_messages = manifest.messages.len();
+            }
+            let base = files.as_ref().map_or(0, FileRecords::len) + records.len();
+            let placings: Vec<Placing> = manifest
+                .messages
+                .iter()
+                .map(|record| place(record, is_previous, ours))
+                .collect();
             if records.is_empty() {
                 records = manifest.messages;
             } else {
@@ -392,10 +545,11 @@ impl Inventory {
             }
             for (k, placing) in placings.into_iter().enumerate() {
                 let at = base + k;
+                let local = at - files.as_ref().map_or(0, FileRecords::len);
                 if placing.vanished {
                     vanished.push(match placing.entry {
-                        Some(_) => records[at].clone(),
-                        None => std::mem::replace(&mut records[at], MessageRecord::listed(0, 0)),
+                        Some(_) => records[local].clone(),
+                        None => std::mem::replace(&mut records[local], MessageRecord::listed(0, 0)),
                     });
                 }
                 if let Some(i) = placing.entry {
@@ -404,22 +558,24 @@ impl Inventory {
                 }
             }
         }
-        Inventory {
+        Ok(Inventory {
             account: account.to_string(),
             previous: previous_id,
             previous_messages,
             entries,
             vanished,
+            files,
             records,
             uidl_supported: listing.uidl_supported,
-        }
+        })
     }
 
     /// The record that archived entry `i`, unless it was taken (for tests: a run only takes).
     #[cfg(test)]
     fn record(&self, i: usize) -> Option<&MessageRecord> {
-        let at = self.entries[i].record?;
-        self.records.get(at as usize)
+        let at = self.entries[i].record? as usize;
+        self.records
+            .get(at - self.files.as_ref().map_or(0, FileRecords::len))
     }
 
     /// The position in `entries` of message `msg` (the last, if a hostile server numbered two
@@ -445,19 +601,41 @@ impl Inventory {
         self.new_entries().map(|e| e.server.size).sum()
     }
 
-    /// Moves entry `i`'s archived record out (into the run's manifest: a second copy of every
-    /// record would cost 45 MB on a mailbox of 100,000 messages). The entry stays archived.
-    pub fn take_record(&mut self, i: usize) -> Option<MessageRecord> {
-        let at = self.entries[i].record.take()?;
-        Some(std::mem::replace(
-            &mut self.records[at as usize],
-            MessageRecord::listed(0, 0),
-        ))
+    /// A records file of the previous snapshot that holds, unchanged, the records of entries
+    /// `i..i + n`, with `n`: the run names it instead of reading and writing those records
+    /// again (on a nightly run, all but the files around what changed). The entries' records
+    /// count as taken.
+    pub fn take_unchanged_file(&mut self, i: usize) -> Option<(RecordsId, usize)> {
+        let files = self.files.as_mut()?;
+        let file = files.unchanged.remove(&i)?;
+        let n = files.starts[file + 1] - files.starts[file];
+        if self.entries[i..i + n].iter().any(|e| e.record.is_none()) {
+            return None;
+        }
+        for entry in &mut self.entries[i..i + n] {
+            entry.record = None;
+        }
+        files.left[file] = 0;
+        files.open.remove(&file);
+        Some((files.files[file], n))
     }
 
-    /// Frees what is left of the records once the run's manifest has taken them.
-    pub fn release_records(&mut self) {
-        self.records = Vec::new();
+    /// Moves entry `i`'s archived record out (into the run's list: a second copy of every
+    /// record would cost 45 MB on a mailbox of 100,000 messages). The entry stays archived.
+    /// A record in a records file is read again; that can fail.
+    pub fn take_record(&mut self, i: usize) -> Result<Option<MessageRecord>, RepoError> {
+        let Some(at) = self.entries[i].record.take() else {
+            return Ok(None);
+        };
+        let at = at as usize;
+        let in_files = self.files.as_ref().map_or(0, FileRecords::len);
+        if let Some(files) = self.files.as_mut().filter(|_| at < in_files) {
+            return files.take(at).map(Some);
+        }
+        Ok(self
+            .records
+            .get_mut(at - in_files)
+            .map(|r| std::mem::replace(r, MessageRecord::listed(0, 0))))
     }
 
     pub fn archived_count(&self) -> usize {
@@ -563,6 +741,32 @@ mod tests {
         );
     }
 
+    /// `Inventory::build` of manifests that hold their records.
+    fn build(
+        account: &str,
+        listing: &Listing,
+        previous: Option<Manifest>,
+        checkpoints: Vec<Manifest>,
+        is_stored: impl Fn(&MessageHash) -> bool,
+    ) -> Inventory {
+        let nowhere = Layout::new("/nonexistent");
+        let locate = |h: &MessageHash| is_stored(h).then(|| somewhere(h));
+        Inventory::build(account, listing, previous, checkpoints, &nowhere, locate).unwrap()
+    }
+
+    /// A location for a message of the tests' records, which name none.
+    fn somewhere(hash: &MessageHash) -> Location {
+        Location {
+            pack: crate::repo::PackId([9; 32]),
+            entry: crate::repo::PackEntry {
+                hash: *hash,
+                offset: 0,
+                length: 1,
+                dict: None,
+            },
+        }
+    }
+
     fn server(msg: u32, uidl: &str, size: u64) -> ServerMessage {
         ServerMessage {
             msg,
@@ -618,7 +822,7 @@ mod tests {
             uidl_supported: true,
             warnings: vec![],
         };
-        let inv = Inventory::build("work", &listing, Some(previous.clone()), Vec::new(), |_| {
+        let inv = build("work", &listing, Some(previous.clone()), Vec::new(), |_| {
             true
         });
         let archived: Vec<bool> = inv.entries.iter().map(|e| e.archived).collect();
@@ -650,11 +854,11 @@ mod tests {
 
         // A message whose archive copy is missing is new again; another account's snapshot
         // does not count.
-        let inv = Inventory::build("work", &listing, Some(previous.clone()), Vec::new(), |h| {
+        let inv = build("work", &listing, Some(previous.clone()), Vec::new(), |h| {
             h.0[0] != 1
         });
         assert!(!inv.entries[0].archived);
-        let inv = Inventory::build("home", &listing, Some(previous.clone()), Vec::new(), |_| {
+        let inv = build("home", &listing, Some(previous.clone()), Vec::new(), |_| {
             true
         });
         assert_eq!(inv.new_count(), 6);
@@ -737,12 +941,169 @@ mod tests {
             let checkpoints = vec![manifest("work", records(count, &mut next))];
             let stored = |h: &MessageHash| h.0[0] != 0;
             let (archived, vanished) = reference(&listing, &previous, &checkpoints, stored);
-            let inv = Inventory::build("work", &listing, Some(previous), checkpoints, stored);
+            let inv = build("work", &listing, Some(previous), checkpoints, stored);
             let got: Vec<Option<MessageRecord>> = (0..inv.entries.len())
                 .map(|i| inv.record(i).cloned())
                 .collect();
             assert_eq!(got, archived);
             assert_eq!(inv.vanished, vanished);
+        }
+    }
+
+    /// The previous list written as records files (a repository in a temporary directory).
+    fn in_files(records: &[MessageRecord]) -> (tempfile::TempDir, Layout, Manifest) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::repo::Repository::init(dir.path()).unwrap();
+        let layout = Layout::new(dir.path());
+        let mut list = crate::repo::records::RecordsWriter::new(&layout);
+        for (position, record) in records.iter().enumerate() {
+            // As popbackup writes them: the number left out when it is the position.
+            let mut line = record.clone();
+            if line.msg as usize == position + 1 {
+                line.msg = 0;
+            }
+            list.push(&serde_json::to_vec(&line).unwrap()).unwrap();
+        }
+        let mut previous = manifest("work", Vec::new());
+        previous.records = Some(list.finish().unwrap());
+        (dir, layout, previous)
+    }
+
+    /// A night in which the oldest messages went and new ones came: the files whose records
+    /// go unchanged, in order, to the new list are named again; the file that lost records,
+    /// or whose records lack a location or a first sighting, is not. Named files read back
+    /// as the records the run would have written, numbers included.
+    #[test]
+    fn unchanged_files_are_named_again() {
+        let records: Vec<MessageRecord> = (0..3000u32)
+            .map(|i| {
+                let mut r = record(i + 1, &format!("u{i}"), 100, 1);
+                let l = somewhere(&r.sha256.unwrap());
+                (r.pack, r.offset, r.length) = (Some(l.pack), Some(l.entry.offset), Some(1));
+                r.first_seen = Some("2026-01-01T00:00:00Z".into());
+                if i == 2500 {
+                    r.first_seen = None;
+                }
+                r
+            })
+            .collect();
+        let (_dir, layout, previous) = in_files(&records);
+        let files = previous.records.as_ref().unwrap().0.len();
+        let gone = 40;
+        let listing = |order: &mut dyn FnMut(&mut Vec<ServerMessage>)| {
+            let mut messages: Vec<ServerMessage> = records[gone..]
+                .iter()
+                .map(|r| server(0, r.uidl.as_deref().unwrap(), r.list_size))
+                .chain((0..5).map(|i| server(0, &format!("new{i}"), 5)))
+                .collect();
+            order(&mut messages);
+            for (i, m) in messages.iter_mut().enumerate() {
+                m.msg = i as u32 + 1;
+            }
+            Listing {
+                messages,
+                uidl_supported: true,
+                warnings: vec![],
+            }
+        };
+        let locate = |h: &MessageHash| Some(somewhere(h));
+        let in_order = listing(&mut |_| {});
+        let mut inv = Inventory::build(
+            "work",
+            &in_order,
+            Some(previous.clone()),
+            vec![],
+            &layout,
+            locate,
+        )
+        .unwrap();
+        let mut named = 0;
+        let mut i = 0;
+        while i < inv.entries.len() {
+            let Some((id, n)) = inv.take_unchanged_file(i) else {
+                i += 1;
+                continue;
+            };
+            named += 1;
+            let back = read_records_file(&layout, &previous.id, &id, i).unwrap();
+            assert_eq!(back.len(), n);
+            for (k, record) in back.iter().enumerate() {
+                let server = &inv.entries[i + k].server;
+                let old = &records[gone + i + k];
+                assert_eq!(record.msg, server.msg, "numbers follow the new positions");
+                assert_eq!(record.uidl, old.uidl);
+                assert_eq!(record.sha256, old.sha256);
+                assert!(inv.take_record(i + k).unwrap().is_none(), "taken");
+            }
+            i += n;
+        }
+        // All but the first file (which lost messages) and the one with no first sighting.
+        assert_eq!(named, files - 2, "{named} of {files} files named again");
+
+        // Reordered by the server: nothing goes in order, nothing is named again.
+        let reversed = listing(&mut |m| m.reverse());
+        let mut inv =
+            Inventory::build("work", &reversed, Some(previous), vec![], &layout, locate).unwrap();
+        assert!((0..inv.entries.len()).all(|i| inv.take_unchanged_file(i).is_none()));
+    }
+
+    /// Read from records files a file at a time, the previous list archives what it archives
+    /// held in memory, whatever order the server lists the messages in now; every file read
+    /// again is let go once its records are taken.
+    #[test]
+    fn a_list_in_records_files_matches_as_one_in_memory() {
+        let records: Vec<MessageRecord> = (0..3000u32)
+            .map(|i| record(i + 1, &format!("u{}", i % 2900), 100 + u64::from(i % 7), 1))
+            .collect();
+        let (_dir, layout, previous) = in_files(&records);
+        assert!(previous.records.as_ref().unwrap().0.len() > 5);
+        let inline = manifest("work", records.clone());
+        // The oldest 200 gone, 50 new, and the rest in three orders.
+        let kept: Vec<ServerMessage> = records[200..]
+            .iter()
+            .map(|r| server(0, r.uidl.as_deref().unwrap(), r.list_size))
+            .chain((0..50).map(|i| server(0, &format!("new{i}"), 5)))
+            .collect();
+        let mut reversed = kept.clone();
+        reversed.reverse();
+        let mut shuffled = kept.clone();
+        shuffled.sort_by_key(|m| (m.size, m.uidl.as_ref().map(|u| u.as_str().len())));
+        for order in [kept, reversed, shuffled] {
+            let listing = Listing {
+                messages: order
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, m)| ServerMessage {
+                        msg: i as u32 + 1,
+                        ..m
+                    })
+                    .collect(),
+                uidl_supported: true,
+                warnings: vec![],
+            };
+            let stored = |h: &MessageHash| h.0[0] != 0;
+            let mut expected = build("work", &listing, Some(inline.clone()), vec![], stored);
+            let mut got = Inventory::build(
+                "work",
+                &listing,
+                Some(previous.clone()),
+                vec![],
+                &layout,
+                |h| stored(h).then(|| somewhere(h)),
+            )
+            .unwrap();
+            assert_eq!(got.previous_messages, 3000);
+            assert_eq!(got.vanished, expected.vanished);
+            assert_eq!(got.vanished.len(), 200);
+            assert_eq!(got.archived_count(), 2800);
+            for i in 0..listing.messages.len() {
+                assert_eq!(got.entries[i].archived, expected.entries[i].archived);
+                assert_eq!(
+                    got.take_record(i).unwrap(),
+                    expected.take_record(i).unwrap()
+                );
+            }
+            assert!(got.files.as_ref().unwrap().open.is_empty());
         }
     }
 
@@ -754,13 +1115,13 @@ mod tests {
             uidl_supported: true,
             warnings: vec![],
         };
-        let inv = Inventory::build("work", &listing, None, vec![checkpoint], |_| true);
+        let inv = build("work", &listing, None, vec![checkpoint], |_| true);
         assert_eq!(inv.new_count(), 1);
         assert!(inv.vanished.is_empty());
 
         let many: Vec<MessageRecord> = (0..40).map(|i| record(i, &format!("u{i}"), 1, 9)).collect();
         let previous = manifest("work", many);
-        let inv = Inventory::build("work", &listing, Some(previous.clone()), Vec::new(), |_| {
+        let inv = build("work", &listing, Some(previous.clone()), Vec::new(), |_| {
             true
         });
         assert_eq!(inv.vanished.len(), 40);
@@ -818,15 +1179,20 @@ pub fn inspect(
     drop(creds);
     let listing = take_listing(&mut session)?;
     warnings.extend(listing.warnings.iter().cloned());
-    let previous = repo.latest_snapshot_of(&account.name)?;
+    let previous = crate::repo::latest_snapshot_head_in(repo.layout(), &account.name)?;
     let checkpoints: Vec<Manifest> = repo
         .checkpoints()?
         .into_iter()
         .filter(|c| c.account == account.name)
         .collect();
-    let inventory = Inventory::build(&account.name, &listing, previous, checkpoints, |h| {
-        repo.index().contains(h)
-    });
+    let inventory = Inventory::build(
+        &account.name,
+        &listing,
+        previous,
+        checkpoints,
+        repo.layout(),
+        |h| repo.location(h),
+    )?;
     let new_msgs: Vec<u32> = inventory.new_entries().map(|e| e.server.msg).collect();
     let summaries = if headers && !new_msgs.is_empty() {
         fetch_headers(&mut session, &new_msgs)?

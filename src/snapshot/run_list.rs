@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::inventory::{Inventory, InventoryEntry};
-use crate::repo::records::RecordsWriter;
+use crate::repo::records::{ListItem, RecordsWriter};
 use crate::repo::{Layout, Manifest, MessageHash, MessageRecord, RepoError, RepoWriter};
 
 /// The message list of one run, written as it goes.
@@ -116,13 +116,20 @@ struct FinalRecords<'a> {
 }
 
 impl Iterator for FinalRecords<'_> {
-    type Item = MessageRecord;
+    type Item = Result<ListItem, RepoError>;
 
-    fn next(&mut self) -> Option<MessageRecord> {
+    fn next(&mut self) -> Option<Result<ListItem, RepoError>> {
         let i = *self.next;
         let archived = self.inventory.entries.get(i)?.archived;
+        if let Some((id, records)) = self.inventory.take_unchanged_file(i) {
+            *self.next += records;
+            return Some(Ok(ListItem::File { id, records }));
+        }
         let record = if archived {
-            let record = self.inventory.take_record(i);
+            let record = match self.inventory.take_record(i) {
+                Ok(record) => record,
+                Err(e) => return Some(Err(e)),
+            };
             initial_record(&self.inventory.entries[i], record, self.time)
         } else if let Some(record) = self.downloads.remove(&i) {
             self.checks.downloaded(&record);
@@ -133,7 +140,7 @@ impl Iterator for FinalRecords<'_> {
             return None;
         };
         *self.next += 1;
-        Some(record)
+        Some(Ok(ListItem::Record(record)))
     }
 }
 

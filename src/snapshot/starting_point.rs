@@ -83,9 +83,14 @@ impl StartingPoint {
         if !shortcut(found) {
             return Ok(None);
         }
-        let mut previous = head?;
-        if let Some(manifest) = &mut previous {
-            crate::repo::load_records(layout, manifest)?;
+        let previous = head?;
+        // The run reads the records as soon as it has the listing, a file at a time, to
+        // match them, and again to write them: bring them into the page cache meanwhile.
+        for file in previous
+            .iter()
+            .flat_map(|m| m.records.iter().flat_map(|l| &l.0))
+        {
+            let _ = std::fs::read(layout.records(file));
         }
         Ok(Some(StartingPoint {
             previous,
