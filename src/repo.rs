@@ -19,7 +19,7 @@ pub mod pack;
 pub mod records;
 pub mod verified;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -737,6 +737,17 @@ pub struct RepoWriter {
     adopted_dictionary: bool,
     /// Packs finished since the last index file was written.
     unindexed: Vec<IndexedPack>,
+    /// What this session's lists name: records files made of a run still open at a
+    /// checkpoint, the files of every list committed, and of each checkpoint still there.
+    /// [`RepoWriter::close`] removes the first that neither of the others names.
+    lists: SessionLists,
+}
+
+#[derive(Default)]
+struct SessionLists {
+    made_for_checkpoints: HashSet<RecordsId>,
+    committed: HashSet<RecordsId>,
+    checkpoints: HashMap<SnapshotId, Vec<RecordsId>>,
 }
 
 impl RepoWriter {
@@ -824,6 +835,7 @@ impl RepoWriter {
             samples,
             adopted_dictionary: false,
             unindexed,
+            lists: SessionLists::default(),
         };
         writer.write_index()?;
         Ok(writer)
@@ -1407,8 +1419,13 @@ impl RepoWriter {
         let mut head = head.clone_without_messages();
         head.complete = false;
         head.listing = None;
-        head.records = Some(list.publish()?);
-        self.write_head(&self.repo.layout.checkpoint(&head.id), &head)
+        let (names, made) = list.publish()?;
+        self.lists.made_for_checkpoints.extend(made);
+        head.records = Some(names);
+        self.write_head(&self.repo.layout.checkpoint(&head.id), &head)?;
+        let names = head.records.map(|list| list.0).unwrap_or_default();
+        self.lists.checkpoints.insert(head.id, names);
+        Ok(())
     }
 
     /// Commits a snapshot: packs, index, records files, then its manifest; its checkpoint goes
@@ -1477,8 +1494,9 @@ impl RepoWriter {
     /// Writes a committed manifest (its records files are written) and removes its checkpoint.
     fn publish_snapshot(&mut self, head: &Manifest) -> Result<(), RepoError> {
         self.write_head(&self.repo.layout.snapshot(&head.id), head)?;
-        let checkpoint = self.repo.layout.checkpoint(&head.id);
-        durable::remove_file(&checkpoint).map_err(RepoError::io("cannot remove", checkpoint))
+        let names = head.records.iter().flat_map(|list| &list.0);
+        self.lists.committed.extend(names.copied());
+        self.discard_checkpoint(&head.id)
     }
 
     /// Appends `records` to the list of snapshot `snapshot`, each with its message's pack,
@@ -1545,7 +1563,9 @@ impl RepoWriter {
     /// Removes a checkpoint whose run will not be resumed.
     pub fn discard_checkpoint(&mut self, id: &SnapshotId) -> Result<(), RepoError> {
         let path = self.repo.layout.checkpoint(id);
-        durable::remove_file(&path).map_err(RepoError::io("cannot remove", path))
+        durable::remove_file(&path).map_err(RepoError::io("cannot remove", path))?;
+        self.lists.checkpoints.remove(id);
+        Ok(())
     }
 
     /// Stores a zstd dictionary as a content-addressed object and makes it the one new frames
@@ -1565,8 +1585,21 @@ impl RepoWriter {
     }
 
     /// Makes everything stored durable and findable, and releases the lock.
+    ///
+    /// Also removes the records files made for checkpoints that no list of this session
+    /// names any more (the open run a checkpoint wrote as a file of its own, which the commit
+    /// cut differently). Only here, once every run of the session is over: until then,
+    /// another account's run may have found such a file and be about to name it.
     pub fn close(mut self) -> Result<(), RepoError> {
-        self.flush()
+        self.flush()?;
+        let lists = std::mem::take(&mut self.lists);
+        let named = |id: &RecordsId| {
+            lists.committed.contains(id) || lists.checkpoints.values().any(|l| l.contains(id))
+        };
+        for id in lists.made_for_checkpoints.iter().filter(|id| !named(id)) {
+            self.remove_records(id)?;
+        }
+        Ok(())
     }
 }
 
@@ -1610,11 +1643,25 @@ pub fn snapshots_in(layout: &Layout) -> Result<Vec<SnapshotId>, RepoError> {
 
 /// [`Repository::checkpoints`] of the repository at `layout`.
 pub fn checkpoints_in(layout: &Layout) -> Result<Vec<Manifest>, RepoError> {
+    let mut checkpoints = checkpoint_heads_in(layout)?;
+    for checkpoint in &mut checkpoints {
+        load_records(layout, checkpoint)?;
+    }
+    Ok(checkpoints)
+}
+
+/// The checkpoints of the repository at `layout` as their files have them: one that names
+/// records files comes without its records (see [`load_records`]).
+pub fn checkpoint_heads_in(layout: &Layout) -> Result<Vec<Manifest>, RepoError> {
     let dir = layout.dir(layout::CHECKPOINTS);
     let ids = layout::list(&dir, layout::MANIFEST_SUFFIX, SnapshotId::parse)
         .map_err(RepoError::io("cannot list", &dir))?;
     ids.iter()
-        .map(|id| read_manifest(layout, &layout.checkpoint(id)))
+        .map(|id| {
+            let path = layout.checkpoint(id);
+            let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
+            parse_manifest(&path, &bytes)
+        })
         .collect()
 }
 

@@ -101,7 +101,7 @@ impl RecordsWriter {
         self.in_run += 1;
         self.pushed += 1;
         if ends_run(line) || self.in_run >= MAX_RECORDS_PER_FILE {
-            let id = self.write_open_run()?;
+            let (id, _) = self.write_open_run()?;
             self.names.push(id);
             self.open.clear();
             self.in_run = 0;
@@ -113,7 +113,7 @@ impl RecordsWriter {
     /// before it (a cut the records do not ask for; the list is the same concatenation).
     pub fn push_file(&mut self, id: RecordsId, records: usize) -> Result<(), RepoError> {
         if self.in_run > 0 {
-            let open = self.write_open_run()?;
+            let (open, _) = self.write_open_run()?;
             self.names.push(open);
             self.open.clear();
             self.in_run = 0;
@@ -123,8 +123,9 @@ impl RecordsWriter {
         Ok(())
     }
 
-    /// Writes the open run (`[]` when it is empty) as a file unless it exists, and names it.
-    fn write_open_run(&mut self) -> Result<RecordsId, RepoError> {
+    /// Writes the open run (`[]` when it is empty) as a file unless it exists, and names it;
+    /// true when the file is new (not found).
+    fn write_open_run(&mut self) -> Result<(RecordsId, bool), RepoError> {
         let mut run = compressed::Writer::new(self.open.len() / 4 + 64).map_err(cannot_write)?;
         if self.in_run == 0 {
             run.write_all(b"[\n").map_err(cannot_write)?;
@@ -135,7 +136,8 @@ impl RecordsWriter {
         let bytes = run.finish().map_err(cannot_write)?;
         let id = RecordsId::of(&bytes);
         let path = self.layout.records(&id);
-        if !path.is_file() && !self.names.contains(&id) {
+        let new = !path.is_file() && !self.names.contains(&id);
+        if new {
             let tmp = self.layout.tmp();
             let mut temp = durable::TempFile::new(&tmp, "records")
                 .map_err(RepoError::io("cannot create a file in", &tmp))?;
@@ -144,30 +146,34 @@ impl RecordsWriter {
                 .map_err(RepoError::io("cannot write", temp.path()))?;
             self.new_files.add(temp, path);
         }
-        Ok(id)
+        Ok((id, new))
     }
 
     /// Publishes the files cut so far, and the open run's records as a file of their own,
-    /// and names the list as it stands (for a checkpoint). Pushing goes on after: the open
-    /// run is still open, so the final list is cut as if there had been no checkpoint.
-    pub fn publish(&mut self) -> Result<RecordsList, RepoError> {
+    /// and names the list as it stands (for a checkpoint), with that file of the open run
+    /// when this writer made it. Pushing goes on after: the open run is still open, so the
+    /// final list is cut as if there had been no checkpoint.
+    pub fn publish(&mut self) -> Result<(RecordsList, Option<RecordsId>), RepoError> {
         let mut names = self.names.clone();
+        let mut made = None;
         if self.in_run > 0 {
-            names.push(self.write_open_run()?);
+            let (id, new) = self.write_open_run()?;
+            made = new.then_some(id);
+            names.push(id);
         }
         self.publish_new_files()?;
-        Ok(RecordsList(names))
+        Ok((RecordsList(names), made))
     }
 
     /// Publishes the new files (one file-system sync for all) and names the list. An empty
     /// list is one file holding `[]`, so a committed snapshot always names a file.
     ///
     /// A file [`RecordsWriter::publish`] made of an open run stays when the list does not
-    /// name it, for `prune`: another account's run under the same lock may have found it and
-    /// named it (the same mailbox configured twice).
+    /// name it: another account's run under the same lock may have found it and named it
+    /// (the same mailbox configured twice). `RepoWriter::close` removes it.
     pub fn finish(mut self) -> Result<RecordsList, RepoError> {
         if self.in_run > 0 || self.names.is_empty() {
-            let id = self.write_open_run()?;
+            let (id, _) = self.write_open_run()?;
             self.names.push(id);
         }
         self.publish_new_files()?;
@@ -330,7 +336,7 @@ mod tests {
         for (n, line) in all.iter().enumerate() {
             w.push(line).unwrap();
             if n % 700 == 0 {
-                let so_far = w.publish().unwrap();
+                let (so_far, _) = w.publish().unwrap();
                 let back: Vec<Line> = read_list(&layout, &snapshot, &so_far).unwrap();
                 assert_eq!(back.len(), n + 1, "a checkpoint names every record pushed");
                 assert_eq!(back[n].uidl, format!("u{n}"));

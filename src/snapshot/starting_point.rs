@@ -66,7 +66,8 @@ impl StartingPoint {
         shortcut: impl FnOnce(Option<Shortcut>) -> bool,
     ) -> Result<Option<StartingPoint>, RepoError> {
         let head = crate::repo::latest_snapshot_head_in(layout, account);
-        let checkpoints = crate::repo::checkpoints_in(layout).map(|all| {
+        // Their records are read by the matching, a file at a time (see `Inventory::build`).
+        let checkpoints = crate::repo::checkpoint_heads_in(layout).map(|all| {
             all.into_iter()
                 .filter(|c| c.account == account)
                 .collect::<Vec<_>>()

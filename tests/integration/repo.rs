@@ -2,12 +2,13 @@
 //! one writer at a time, crash safety under SIGKILL, and a repository read with only `tar`,
 //! `zstd` and `jq`-style JSON, as docs/FORMAT.md promises.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
 use popbackup::repo::{
-    Manifest, MessageHash, MessageRecord, RepoError, Repository, ServerInfo, SnapshotId, Stored,
-    Tool,
+    Manifest, MessageHash, MessageRecord, RecordsId, RepoError, Repository, ServerInfo, SnapshotId,
+    Stored, Tool,
 };
 
 use crate::support::corpus_messages;
@@ -1043,6 +1044,51 @@ fn a_checkpoint_reads_back_from_its_records_files_or_inline() {
     std::fs::write(&path, bytes).unwrap();
     let checkpoints = Repository::open(root).unwrap().checkpoints().unwrap();
     assert_eq!(checkpoints[0].messages, run.messages);
+}
+
+/// A checkpoint writes the open run of its list as a file of its own; when the commit cuts the
+/// list differently, nothing names that file, and closing the writer removes it. Files a
+/// checkpoint still there names, and those of committed lists, stay.
+#[test]
+fn closing_removes_the_files_made_for_checkpoints_that_no_list_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
+    let messages = numbered_messages(600);
+    let stored = store_all(&mut writer, &messages);
+    writer.flush().unwrap();
+    let files = || -> BTreeSet<RecordsId> {
+        Repository::open(dir.path())
+            .unwrap()
+            .records_files()
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    let all = manifest_for(writer.repo(), "a", &stored);
+    let mut part = all.clone();
+    part.messages.truncate(299);
+    writer.checkpoint(&part).unwrap();
+    let after_checkpoint = files();
+    let mut other = manifest_for(writer.repo(), "b", &stored[..100]);
+    other.id = SnapshotId::new(chrono::Utc::now() - chrono::Duration::seconds(10));
+    writer.checkpoint(&other).unwrap();
+    writer.commit(&all).unwrap();
+    writer.close().unwrap();
+
+    let repo = Repository::open(dir.path()).unwrap();
+    let mut named: BTreeSet<RecordsId> = BTreeSet::new();
+    named.extend(repo.manifest_head(&all.id).unwrap().records.unwrap().0);
+    let checkpoints = repo.checkpoints().unwrap();
+    assert_eq!(checkpoints.len(), 1, "b's run is still unfinished");
+    assert_eq!(checkpoints[0].messages, other.messages);
+    named.extend(checkpoints[0].records.clone().unwrap().0);
+    assert_eq!(files(), named, "what a list names, no more");
+    assert!(
+        !after_checkpoint.is_subset(&named),
+        "the open run of a's checkpoint was a file of its own, and it is gone"
+    );
+    assert_eq!(repo.manifest(&all.id).unwrap().messages, all.messages);
+    assert!(verify(&repo, popbackup::verify::DataCheck::Quick).clean);
 }
 
 /// While a writer samples small messages for a dictionary, a message too large to be sampled
