@@ -3,7 +3,7 @@
 //! always go to stderr so cron mails them.
 
 use std::collections::HashMap;
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -11,6 +11,14 @@ use super::{Failure, GlobalArgs, human_bytes, warn};
 use crate::config::Config;
 use crate::repo::RepoWriter;
 use crate::snapshot::{self, AccountReport, Observer, Outcome, SnapshotOptions};
+
+/// `snapshot --json`: the spec's object (keys in this order, as they always came out).
+#[derive(serde::Serialize)]
+struct JsonSummary<'a> {
+    accounts: &'a [AccountReport],
+    elapsed_seconds: f64,
+    exit_code: u8,
+}
 
 pub fn run(
     global: &GlobalArgs,
@@ -75,13 +83,17 @@ pub fn run(
     }
     let write = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
         if global.json {
-            let summary = serde_json::json!({
-                "accounts": reports,
-                "exit_code": code,
-                "elapsed_seconds": started.elapsed().as_secs_f64(),
-            });
-            serde_json::to_writer_pretty(&mut *out, &summary)?;
-            writeln!(out)?;
+            let summary = JsonSummary {
+                accounts: &reports,
+                elapsed_seconds: started.elapsed().as_secs_f64(),
+                exit_code: code,
+            };
+            // Written as it is serialized, in large writes: a first run with a retention rule
+            // on a large mailbox reports tens of thousands of messages.
+            let mut buffered = std::io::BufWriter::new(&mut *out);
+            serde_json::to_writer_pretty(&mut buffered, &summary)?;
+            writeln!(buffered)?;
+            buffered.flush()?;
         } else if !global.quiet {
             for r in reports.iter().filter(|r| r.outcome == Outcome::Ok) {
                 writeln!(out, "{}", human_line(r))?;

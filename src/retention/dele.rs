@@ -40,7 +40,19 @@ pub struct DelePlan {
     pub kept: usize,
 }
 
-/// Plans the deletions for the account of `current` (a committed manifest).
+/// A message of the current snapshot old enough to go, if the other conditions hold.
+struct OldEnough {
+    msg: u32,
+    uidl: String,
+    hash: MessageHash,
+    first_seen: String,
+    size: u64,
+}
+
+/// Plans the deletions for the account of `current`, a committed manifest as
+/// [`Repository::manifest_head`] reads it. Snapshots are read a records file at a time, and
+/// only the messages old enough are kept: a mailbox of 100,000 messages held each snapshot's
+/// whole list in turn.
 pub fn plan_deletions(
     repo: &Repository,
     current: &Manifest,
@@ -55,60 +67,83 @@ pub fn plan_deletions(
         });
     }
     let age = chrono::Duration::days(i64::from(delete_after_days));
-    let old_enough: Vec<_> = current
-        .messages
-        .iter()
-        .filter(|r| r.uidl.is_some() && r.sha256.is_some())
-        .filter(|r| {
-            r.first_seen
-                .as_deref()
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .is_some_and(|t| now - t.with_timezone(&Utc) >= age)
-        })
-        .collect();
+    let mut old_enough: Vec<OldEnough> = Vec::new();
+    repo.for_each_record(&mut current.clone(), |r| {
+        let (Some(uidl), Some(hash), Some(first_seen)) = (r.uidl, r.sha256, r.first_seen) else {
+            return;
+        };
+        let old = DateTime::parse_from_rfc3339(&first_seen)
+            .is_ok_and(|t| now - t.with_timezone(&Utc) >= age);
+        if old {
+            old_enough.push(OldEnough {
+                msg: r.msg,
+                uidl,
+                hash,
+                first_seen,
+                size: r.size.unwrap_or(r.list_size),
+            });
+        }
+    })?;
     if old_enough.is_empty() {
         return Ok(DelePlan::default());
     }
-    // In how many verified snapshots of this account each (UIDL, hash) pair appears.
+    // In how many verified snapshots of this account each (UIDL, hash) pair of those appears.
+    let mut slots: HashMap<(&str, MessageHash), usize> = HashMap::new();
+    for r in &old_enough {
+        let next = slots.len();
+        slots.entry((r.uidl.as_str(), r.hash)).or_insert(next);
+    }
+    let mut counts = vec![0usize; slots.len()];
     let verified = repo.verified_state()?;
-    let mut seen: HashMap<(String, MessageHash), usize> = HashMap::new();
     for id in verified.snapshots.keys() {
         if *id == current.id {
             continue;
         }
-        let Ok(manifest) = repo.manifest(id) else {
+        let Ok(mut manifest) = repo.manifest_head(id) else {
             continue;
         };
         if manifest.account != current.account {
             continue;
         }
-        let pairs: HashSet<(String, MessageHash)> = manifest
-            .messages
-            .iter()
-            .filter_map(|r| Some((r.uidl.clone()?, r.sha256?)))
-            .collect();
-        for pair in pairs {
-            *seen.entry(pair).or_default() += 1;
+        // Read only, the map can be asked with keys that borrow from each record in turn.
+        let lookup: &HashMap<(&str, MessageHash), usize> = &slots;
+        let mut found: HashSet<usize> = HashSet::new();
+        let listed = repo.for_each_record(&mut manifest, |r| {
+            if let (Some(uidl), Some(hash)) = (r.uidl.as_deref(), r.sha256)
+                && let Some(&slot) = lookup.get(&(uidl, hash))
+            {
+                found.insert(slot);
+            }
+        });
+        if listed.is_ok() {
+            for slot in found {
+                counts[slot] += 1;
+            }
         }
     }
+    let in_verified: Vec<usize> = old_enough
+        .iter()
+        .map(|r| {
+            slots
+                .get(&(r.uidl.as_str(), r.hash))
+                .map_or(0, |&slot| counts[slot])
+        })
+        .collect();
+    drop(slots);
     let mut plan = DelePlan::default();
-    for r in old_enough {
-        let (Some(uidl), Some(hash)) = (&r.uidl, r.sha256) else {
-            continue;
-        };
-        let in_verified = seen.get(&(uidl.clone(), hash)).copied().unwrap_or(0);
+    for (r, in_verified) in old_enough.into_iter().zip(in_verified) {
         let pack_verified = repo
-            .location(&hash)
+            .location(&r.hash)
             .is_some_and(|l| verified.packs.contains_key(&l.pack));
         // Read it back now: damage since the last verify must stop the deletion too.
-        let intact = pack_verified && repo.read_message(&hash).is_ok();
+        let intact = pack_verified && repo.read_message(&r.hash).is_ok();
         if in_verified >= 2 && intact {
             plan.candidates.push(DeleCandidate {
                 msg: r.msg,
-                uidl: uidl.clone(),
-                hash,
-                first_seen: r.first_seen.clone().unwrap_or_default(),
-                size: r.size.unwrap_or(r.list_size),
+                uidl: r.uidl,
+                hash: r.hash,
+                first_seen: r.first_seen,
+                size: r.size,
             });
         } else {
             plan.kept += 1;

@@ -386,6 +386,8 @@ impl AccountRun<'_> {
         head.listing = digest;
         let mut writer = lock(self.shared.writer()?);
         let checks = list.commit(&mut writer, &head, &mut inventory)?;
+        // What deletion needs of the run is in `checks`; the listing goes before its plan.
+        drop(inventory);
         self.report.warnings.extend(checks.warnings());
         self.report.snapshot = Some(id.clone());
         for old in old_checkpoints {
@@ -405,7 +407,7 @@ impl AccountRun<'_> {
         } else {
             None
         };
-        let manifest = writer.repo().manifest(&id)?;
+        let manifest = writer.repo().manifest_head(&id)?;
         let plan = crate::retention::plan_deletions(
             writer.repo(),
             &manifest,
