@@ -47,6 +47,17 @@ impl<W: io::Write> Writer<W> {
     }
 }
 
+/// For serializing straight into the compressor (`serde_json::to_writer`).
+impl<W: io::Write> io::Write for Writer<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.write(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// The JSON in `bytes`: decompressed when it is a zstd frame, as it is otherwise.
 pub fn decompress(bytes: &[u8]) -> io::Result<Vec<u8>> {
     if !bytes.starts_with(&ZSTD_MAGIC) {

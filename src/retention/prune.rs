@@ -31,9 +31,10 @@ pub struct PackPlan {
     pub used_messages: usize,
     pub bytes: u64,
     pub used_bytes: u64,
-    /// The used entries (copied when repacking).
+    /// The used entries, copied into new packs (only for a pack to repack).
     #[serde(skip)]
     pub used: Vec<PackEntry>,
+    /// The entries, for the new index (only for a pack kept).
     #[serde(skip)]
     pub entries: Vec<PackEntry>,
 }
@@ -85,9 +86,15 @@ pub fn plan_prune(repo: &Repository, max_unused_percent: f64) -> Result<PrunePla
     let mut referenced: HashSet<MessageHash> = HashSet::new();
     let mut named_records: HashSet<RecordsId> = HashSet::new();
     for id in repo.snapshots()? {
-        let manifest = repo.manifest(&id)?;
-        referenced.extend(manifest.messages.iter().filter_map(|r| r.sha256));
-        named_records.extend(manifest.records.into_iter().flat_map(|list| list.0));
+        // A records file at a time: a snapshot of 100,000 messages is 45 MB of records.
+        let mut manifest = repo.manifest_head(&id)?;
+        named_records.extend(
+            manifest
+                .records
+                .iter()
+                .flat_map(|list| list.0.iter().copied()),
+        );
+        repo.for_each_record(&mut manifest, |r| referenced.extend(r.sha256))?;
     }
     for checkpoint in repo.checkpoints()? {
         referenced.extend(checkpoint.messages.iter().filter_map(|r| r.sha256));
@@ -124,11 +131,19 @@ pub fn plan_prune(repo: &Repository, max_unused_percent: f64) -> Result<PrunePla
         } else {
             PackAction::Keep
         };
+        // Only what carrying out the plan needs: a kept pack's entries go into the new
+        // index, a repacked pack's used ones are copied (100,000 entries are 16 MB).
+        let (used_messages, messages) = (used.len(), entries.len());
+        let (used, entries) = match action {
+            PackAction::Keep => (Vec::new(), entries),
+            PackAction::Repack => (used, Vec::new()),
+            PackAction::Delete => (Vec::new(), Vec::new()),
+        };
         packs.push(PackPlan {
             pack: id,
             action,
-            messages: entries.len(),
-            used_messages: used.len(),
+            messages,
+            used_messages,
             bytes,
             used_bytes,
             used,
@@ -152,7 +167,7 @@ pub fn plan_prune(repo: &Repository, max_unused_percent: f64) -> Result<PrunePla
 }
 
 /// Carries out `plan` (made from `writer`'s repository under the same lock).
-pub fn prune(writer: &mut RepoWriter, plan: PrunePlan) -> Result<PruneReport, RepoError> {
+pub fn prune(writer: &mut RepoWriter, mut plan: PrunePlan) -> Result<PruneReport, RepoError> {
     // 1. Copy the used frames of the packs to repack into new packs, byte for byte.
     let mut new_packs = Vec::new();
     for p in plan.packs.iter().filter(|p| p.action == PackAction::Repack) {
@@ -170,11 +185,11 @@ pub fn prune(writer: &mut RepoWriter, plan: PrunePlan) -> Result<PruneReport, Re
     // 2. One index file for every pack that stays; 3. the other index files go.
     let mut staying: Vec<IndexedPack> = plan
         .packs
-        .iter()
+        .iter_mut()
         .filter(|p| p.action == PackAction::Keep)
         .map(|p| IndexedPack {
             id: p.pack,
-            entries: p.entries.clone(),
+            entries: std::mem::take(&mut p.entries),
         })
         .collect();
     staying.extend(new_packs.iter().cloned());
