@@ -444,12 +444,12 @@ impl Inventory {
             .collect();
         let previous_id = previous.as_ref().map(|m| m.id.clone());
         let mut matcher = Matcher::new(listing);
-        let mut place = |record: &MessageRecord, is_previous: bool, ours: bool| {
+        // `stored`: the record's message is in the repository, so the record can archive.
+        let mut place = |record: &MessageRecord, stored: bool, is_previous: bool, ours: bool| {
             let key = record_key(record);
-            let archivable = record.sha256.as_ref().and_then(&locate).is_some();
             Placing {
                 entry: key
-                    .filter(|_| ours && archivable)
+                    .filter(|_| ours && stored)
                     .and_then(|k| matcher.archive(&k)),
                 // Still on the server: a message of its key is left for it.
                 vanished: is_previous && !key.is_some_and(|k| matcher.count(&k)),
@@ -486,14 +486,14 @@ impl Inventory {
                     for (k, mut record) in read.into_iter().enumerate() {
                         let omitted = record.msg == 0;
                         put_back_number(&mut record, start + k);
-                        let placing = place(&record, is_previous, ours);
+                        let location = record.sha256.as_ref().and_then(&locate);
+                        let placing = place(&record, location.is_some(), is_previous, ours);
                         if let Some(i) = placing.entry {
                             entries[i].archived = true;
                             entries[i].record = Some((start + k) as u32);
                             taken += 1;
                             let first = *run_at.get_or_insert(i);
                             let written = if omitted { i + 1 } else { record.msg as usize };
-                            let location = record.sha256.as_ref().and_then(&locate);
                             same = same
                                 && first + k == i
                                 && written == entries[i].server.msg as usize
@@ -540,7 +540,10 @@ impl Inventory {
             let placings: Vec<Placing> = manifest
                 .messages
                 .iter()
-                .map(|record| place(record, is_previous, ours))
+                .map(|record| {
+                    let stored = record.sha256.as_ref().and_then(&locate).is_some();
+                    place(record, stored, is_previous, ours)
+                })
                 .collect();
             if records.is_empty() {
                 records = manifest.messages;
