@@ -101,10 +101,7 @@ impl RecordsWriter {
         self.in_run += 1;
         self.pushed += 1;
         if ends_run(line) || self.in_run >= MAX_RECORDS_PER_FILE {
-            let (id, _) = self.write_open_run()?;
-            self.names.push(id);
-            self.open.clear();
-            self.in_run = 0;
+            self.end_run()?;
         }
         Ok(())
     }
@@ -113,13 +110,19 @@ impl RecordsWriter {
     /// before it (a cut the records do not ask for; the list is the same concatenation).
     pub fn push_file(&mut self, id: RecordsId, records: usize) -> Result<(), RepoError> {
         if self.in_run > 0 {
-            let (open, _) = self.write_open_run()?;
-            self.names.push(open);
-            self.open.clear();
-            self.in_run = 0;
+            self.end_run()?;
         }
         self.names.push(id);
         self.pushed += records;
+        Ok(())
+    }
+
+    /// Ends the open run: its file is written (unless it exists) and named.
+    fn end_run(&mut self) -> Result<(), RepoError> {
+        let (id, _) = self.write_open_run()?;
+        self.names.push(id);
+        self.open.clear();
+        self.in_run = 0;
         Ok(())
     }
 
@@ -173,8 +176,7 @@ impl RecordsWriter {
     /// (the same mailbox configured twice). `RepoWriter::close` removes it.
     pub fn finish(mut self) -> Result<RecordsList, RepoError> {
         if self.in_run > 0 || self.names.is_empty() {
-            let (id, _) = self.write_open_run()?;
-            self.names.push(id);
+            self.end_run()?;
         }
         self.publish_new_files()?;
         Ok(RecordsList(self.names))
