@@ -76,6 +76,46 @@ pub fn decompress(bytes: &[u8]) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The JSON in `bytes` as it is read, decompressed on the way when it is a zstd frame: for
+/// files too large to hold decompressed (an index file of 100,000 messages is 4 MB on disk
+/// and 18 MB of JSON). Past [`MAX_JSON_BYTES`] it fails like [`decompress`]; any error it
+/// returns means the bytes are damaged. Buffered for `serde_json`, which reads a byte at a
+/// time.
+pub fn reader(bytes: &[u8]) -> io::Result<impl io::BufRead + '_> {
+    let json: Box<dyn Read + '_> = if bytes.starts_with(&ZSTD_MAGIC) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(bytes)?)
+    } else {
+        Box::new(bytes)
+    };
+    Ok(io::BufReader::with_capacity(
+        64 * 1024,
+        Bounded {
+            inner: json,
+            left: MAX_JSON_BYTES,
+        },
+    ))
+}
+
+/// A reader that fails, instead of ending, past a bound: a file cut at the bound must not
+/// read as a shorter one.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("it decompresses to more than {MAX_JSON_BYTES} bytes"),
+            )
+        })?;
+        Ok(n)
+    }
+}
+
 /// At most the first `limit` bytes of the JSON in `bytes` (for reading a manifest's head
 /// without its message list). A damaged tail is not noticed here.
 pub fn decompress_prefix(bytes: &[u8], limit: usize) -> io::Result<Vec<u8>> {
@@ -106,5 +146,28 @@ mod tests {
         );
         assert_eq!(decompress_prefix(&packed, 10).unwrap(), &json[..10]);
         assert!(decompress(&[0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn reader_streams_plain_and_compressed_and_fails_past_the_bound() {
+        let json = br#"{"a":[1,2,3],"b":"text"}"#.repeat(10_000);
+        let packed = compress(&json).unwrap();
+        for file in [&packed[..], &json[..]] {
+            let mut out = Vec::new();
+            reader(file).unwrap().read_to_end(&mut out).unwrap();
+            assert_eq!(out, json);
+        }
+        let mut cut = Vec::new();
+        let err = Bounded {
+            inner: &json[..],
+            left: 1000,
+        }
+        .read_to_end(&mut cut)
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            err.to_string().contains("decompresses to more than"),
+            "{err}"
+        );
     }
 }

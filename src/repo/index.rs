@@ -195,18 +195,20 @@ impl Index {
         let mut index = Index::default();
         for name in names {
             let path = layout.index_file(&name);
-            let file = match read_index_file(&path) {
-                Ok(file) => file,
-                // A damaged index file is only a cache miss: its packs get scanned below.
-                Err(RepoError::Corrupt { .. }) => continue,
-                Err(e) => return Err(e),
-            };
-            for pack in &file.packs {
+            let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
+            let read = parse_index_packs(&path, &bytes, &mut |pack| {
                 if present.binary_search(&pack.id).is_ok() && !index.has_pack(&pack.id) {
                     index.add_pack(pack.id, &pack.entries);
                 }
+            });
+            match read {
+                Ok(()) => index.files.push(name),
+                // A damaged index file is only a cache miss: the packs it did not get to are
+                // scanned below. Those it described before the damage keep its entries,
+                // which verify compares with the packs' own tables.
+                Err(RepoError::Corrupt { .. }) => continue,
+                Err(e) => return Err(e),
             }
-            index.files.push(name);
         }
         let mut scanned = Vec::new();
         let mut unreadable = Vec::new();
@@ -252,19 +254,123 @@ fn read_index_file(path: &Path) -> Result<IndexFile, RepoError> {
     parse_index_file(path, &bytes)
 }
 
-/// Parses one index file read from `path`.
+/// Parses one index file read from `path` whole (for `verify`, which compares it with the
+/// packs).
 pub fn parse_index_file(path: &Path, bytes: &[u8]) -> Result<IndexFile, RepoError> {
-    let json = super::compressed::decompress(bytes)
-        .map_err(|e| RepoError::corrupt(path, format!("cannot decompress: {e}")))?;
-    let file: IndexFile =
-        serde_json::from_slice(&json).map_err(|e| RepoError::corrupt(path, e.to_string()))?;
-    if file.version != INDEX_VERSION {
-        return Err(RepoError::corrupt(
-            path,
-            format!("unknown index version {}", file.version),
-        ));
+    let mut packs = Vec::new();
+    parse_index_packs(path, bytes, &mut |mut pack| {
+        // Exactly sized: a vector grown while parsing has up to twice the room it needs.
+        pack.entries.shrink_to_fit();
+        packs.push(pack);
+    })?;
+    Ok(IndexFile {
+        version: INDEX_VERSION,
+        packs,
+    })
+}
+
+/// Parses the index file read from `path` a pack at a time, decompressing as it goes and
+/// handing each pack to `each` as it is parsed. Once `prune` has replaced them, one index
+/// file names every message of the repository: 18 MB of JSON and 9 MB of entries at 100,000
+/// messages, which every command that opens the repository used to hold at once, beside the
+/// index they went into.
+///
+/// On an error, the packs before it have been handed over already.
+pub fn parse_index_packs(
+    path: &Path,
+    bytes: &[u8],
+    each: &mut dyn FnMut(IndexedPack),
+) -> Result<(), RepoError> {
+    // The bytes are in memory: any error from here on is damage, not I/O.
+    let corrupt = |e: &dyn std::fmt::Display| RepoError::corrupt(path, e.to_string());
+    let json = super::compressed::reader(bytes)
+        .map_err(|e| corrupt(&format!("cannot decompress: {e}")))?;
+    let mut de = serde_json::Deserializer::from_reader(json);
+    serde::de::DeserializeSeed::deserialize(IndexFileSeed(each), &mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| corrupt(&e))
+}
+
+/// Deserializes an [`IndexFile`], handing its packs on one by one instead of collecting them.
+/// `version` must come before `packs` (as it is written), so that no pack of a file in an
+/// unknown version is handed over.
+struct IndexFileSeed<'f>(&'f mut dyn FnMut(IndexedPack));
+
+impl<'de> serde::de::DeserializeSeed<'de> for IndexFileSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_map(self)
     }
-    Ok(file)
+}
+
+impl<'de> serde::de::Visitor<'de> for IndexFileSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an index file: {\"version\": 1, \"packs\": [...]}")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Field {
+            Version,
+            Packs,
+        }
+        let (mut version, mut packs) = (false, false);
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::Version if version => return Err(A::Error::duplicate_field("version")),
+                Field::Packs if packs => return Err(A::Error::duplicate_field("packs")),
+                Field::Version => {
+                    let found: u32 = map.next_value()?;
+                    if found != INDEX_VERSION {
+                        return Err(A::Error::custom(format!("unknown index version {found}")));
+                    }
+                    version = true;
+                }
+                Field::Packs if !version => {
+                    return Err(A::Error::custom("\"packs\" before \"version\""));
+                }
+                Field::Packs => {
+                    map.next_value_seed(PacksSeed(&mut *self.0))?;
+                    packs = true;
+                }
+            }
+        }
+        match (version, packs) {
+            (false, _) => Err(A::Error::missing_field("version")),
+            (_, false) => Err(A::Error::missing_field("packs")),
+            _ => Ok(()),
+        }
+    }
+}
+
+struct PacksSeed<'f>(&'f mut dyn FnMut(IndexedPack));
+
+impl<'de> serde::de::DeserializeSeed<'de> for PacksSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PacksSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of packs")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(pack) = seq.next_element::<IndexedPack>()? {
+            (self.0)(pack);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -335,5 +441,96 @@ mod tests {
         assert_eq!(index.get(&MessageHash::of(&[5])).map(|l| l.pack), Some(p1));
         assert_eq!(index.pack_ids.len(), 2);
         assert_eq!(index.dicts.len(), 2);
+    }
+
+    fn read_all(json: &[u8], compress: bool) -> (Vec<IndexedPack>, Result<(), RepoError>) {
+        let bytes = if compress {
+            super::super::compressed::compress(json).unwrap()
+        } else {
+            json.to_vec()
+        };
+        let mut packs = Vec::new();
+        let result = parse_index_packs(Path::new("index/x.json.zst"), &bytes, &mut |p| {
+            packs.push(p)
+        });
+        (packs, result)
+    }
+
+    #[test]
+    fn index_files_are_read_a_pack_at_a_time_as_written() {
+        let d = DictHash::of(b"dict");
+        let written = IndexFile {
+            version: INDEX_VERSION,
+            packs: (0..5u8)
+                .map(|p| IndexedPack {
+                    id: PackId::of(&[p]),
+                    entries: (0..=p).map(|n| entry(n, 512, Some(d))).collect(),
+                })
+                .collect(),
+        };
+        let json = serde_json::to_vec(&written).unwrap();
+        for compress in [true, false] {
+            let (packs, result) = read_all(&json, compress);
+            result.unwrap();
+            assert_eq!(
+                serde_json::to_vec(&packs).unwrap(),
+                serde_json::to_vec(&written.packs).unwrap()
+            );
+        }
+        let packed = super::super::compressed::compress(&json).unwrap();
+        let whole = parse_index_file(Path::new("x"), &packed).unwrap();
+        assert_eq!(serde_json::to_vec(&whole).unwrap(), json);
+        assert!(
+            whole
+                .packs
+                .iter()
+                .all(|p| p.entries.capacity() == p.entries.len())
+        );
+    }
+
+    #[test]
+    fn damaged_or_unknown_index_files_are_corrupt_and_hand_over_no_pack_of_an_unknown_version() {
+        let pack = serde_json::to_string(&IndexedPack {
+            id: PackId::of(b"p"),
+            entries: vec![entry(1, 512, None)],
+        })
+        .unwrap();
+        let cases = [
+            (
+                format!(r#"{{"version":2,"packs":[{pack}]}}"#),
+                "unknown index version 2",
+                0,
+            ),
+            (format!(r#"{{"packs":[{pack}],"version":1}}"#), "before", 0),
+            (r#"{"version":1}"#.to_string(), "missing field `packs`", 0),
+            (
+                format!(r#"{{"version":1,"packs":[{pack}],"extra":1}}"#),
+                "unknown field",
+                1,
+            ),
+            (format!(r#"{{"version":1,"packs":[{pack},{pack}"#), "EOF", 2),
+            (
+                format!(r#"{{"version":1,"packs":[{pack}]}} trailing"#),
+                "trailing",
+                1,
+            ),
+        ];
+        for (json, says, handed) in cases {
+            let (packs, result) = read_all(json.as_bytes(), true);
+            match result {
+                Err(e @ RepoError::Corrupt { .. }) => {
+                    assert!(e.to_string().contains(says), "{json}: {e}")
+                }
+                other => panic!("{json}: {other:?}"),
+            }
+            assert_eq!(packs.len(), handed, "{json}");
+        }
+        // A frame cut short is damage too, not an I/O error.
+        let packed = super::super::compressed::compress(
+            format!(r#"{{"version":1,"packs":[{pack}]}}"#).as_bytes(),
+        )
+        .unwrap();
+        let cut = parse_index_packs(Path::new("x"), &packed[..packed.len() - 3], &mut |_| {});
+        assert!(matches!(cut, Err(RepoError::Corrupt { .. })), "{cut:?}");
     }
 }
