@@ -66,6 +66,8 @@ pub fn run(
             message_id: args.message_id.clone(),
             hash: args.hash.clone(),
         },
+        // A dry run lists what it would write.
+        headers: args.dry_run,
     };
     let items = restore::select(repo, &selection)?;
     let options = RestoreOptions {
