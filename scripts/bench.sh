@@ -203,6 +203,8 @@ t=$(timed "$bin" --repo "$repo" verify -q); many_verify_rss=${t#* }
 t=$(timed "$bin" --repo "$repo" restore -q --to "mbox:$state/many.mbox"); many_mbox_rss=${t#* }; rm -f "$state/many.mbox"
 t=$(timed "$bin" --repo "$repo" restore -q --to "maildir:$state/many-md"); many_md_rss=${t#* }; rm -rf "$state/many-md"
 t=$(timed "$bin" --repo "$repo" ls latest); many_ls_rss=${t#* }
+t=$(timed "$bin" --repo "$repo" ls latest --json); many_lsj_rss=${t#* }
+t=$(timed "$bin" --repo "$repo" restore --dry-run --to "mbox:$state/many.mbox"); many_dry_rss=${t#* }
 # Retention: keep the night's snapshot only, and repack every pack with any unused bytes (the
 # 1,000 messages that went are spread over the first pack), so that prune copies frames.
 "$bin" --repo "$repo" forget -q --keep-last 1
@@ -210,7 +212,7 @@ t=$(timed "$bin" --repo "$repo" prune -q --max-unused 1); many_prune_rss=${t#* }
 "$bin" --repo "$repo" verify -q
 mib() { echo "$(( $1 / 1024 )) MiB"; }
 {
-  row "many (100000 msgs, $((rawmany / 1000000)) MB), peak RSS" "full snapshot $(mib "$many_full_rss") (${many_full} s), nothing new $(mib "$many_noop_rss")" "a night (1,000 gone, 1,000 new) $(mib "$many_night_rss") (${many_night} s)" "verify $(mib "$many_verify_rss"), restore to mbox $(mib "$many_mbox_rss"), to Maildir $(mib "$many_md_rss"), ls $(mib "$many_ls_rss"), prune that repacks $(mib "$many_prune_rss")"
+  row "many (100000 msgs, $((rawmany / 1000000)) MB), peak RSS" "full snapshot $(mib "$many_full_rss") (${many_full} s), nothing new $(mib "$many_noop_rss")" "a night (1,000 gone, 1,000 new) $(mib "$many_night_rss") (${many_night} s)" "verify $(mib "$many_verify_rss"), restore to mbox $(mib "$many_mbox_rss"), to Maildir $(mib "$many_md_rss"), ls $(mib "$many_ls_rss") (with --json $(mib "$many_lsj_rss")), restore --dry-run $(mib "$many_dry_rss"), prune that repacks $(mib "$many_prune_rss")"
 } >> "$results"
 
 table=$state/table.md

@@ -132,7 +132,7 @@ pub struct Damaged {
 
 /// The summary of a restore; `--json` prints it.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct RestoreReport {
+pub struct RestoreReport<'a> {
     pub destination: PathBuf,
     pub format: &'static str,
     pub dry_run: bool,
@@ -146,18 +146,19 @@ pub struct RestoreReport {
     /// for those if it matters).
     pub not_reversible: usize,
     pub damaged: Vec<Damaged>,
-    /// With `dry_run`: the messages that would be written.
+    /// With `dry_run`: the messages that would be written (borrowed from the selection: a
+    /// copy of 100,000 items with their header fields is 35 MB).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub would_write: Vec<Item>,
+    pub would_write: Vec<&'a Item>,
 }
 
 /// Writes `items` to `destination`.
-pub fn run(
+pub fn run<'a>(
     repo: &Repository,
-    items: &[Item],
+    items: &'a [Item],
     destination: &Destination,
     options: RestoreOptions,
-) -> Result<RestoreReport, RestoreError> {
+) -> Result<RestoreReport<'a>, RestoreError> {
     let mut report = RestoreReport {
         destination: destination.path().to_path_buf(),
         format: destination.format(),
@@ -176,7 +177,7 @@ pub fn run(
             if present {
                 report.already_present += 1;
             } else {
-                report.would_write.push(item.clone());
+                report.would_write.push(item);
             }
         }
         return Ok(report);

@@ -1,5 +1,7 @@
 //! `snapshots`, `ls SNAPSHOT`, `cat MESSAGE`: reading the repository.
 
+use std::io::Write as _;
+
 use anyhow::Context as _;
 
 use crate::repo::Repository;
@@ -38,9 +40,11 @@ pub fn ls(
 ) -> anyhow::Result<()> {
     let id = repo.find_snapshot(snapshot)?;
     if json {
-        let manifest = repo.manifest(&id)?;
-        serde_json::to_writer_pretty(&mut *out, &manifest)?;
+        let manifest = repo.manifest_view(&id)?;
+        let mut out = std::io::BufWriter::new(out);
+        serde_json::to_writer_pretty(&mut out, &manifest)?;
         writeln!(out)?;
+        out.flush().context("cannot write to standard output")?;
         return Ok(());
     }
     // One records file in memory at a time; the first failed write ends the listing.

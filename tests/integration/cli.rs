@@ -65,6 +65,36 @@ fn init_then_browse_a_repository() {
     assert_eq!(parsed[0]["account"], "work");
     let ls = popbackup(&["ls", &manifest.id.as_str()[..10]], dir.path());
     assert!(String::from_utf8_lossy(&ls.stdout).contains(&MessageHash::of(message).to_hex()[..16]));
+    // `ls --json` streams the records; it is the manifest as the library reads it, also for
+    // a list of several records files.
+    let mut writer = Repository::open(&repo).unwrap().lock("test").unwrap();
+    let many: Vec<_> = (0..700)
+        .map(|i| {
+            let stored = writer
+                .store_bytes(format!("Subject: {i}\r\n\r\nbody {i}\r\n").as_bytes())
+                .unwrap();
+            (stored.hash(), stored.raw_len())
+        })
+        .collect();
+    let longer = crate::repo::manifest_for(writer.repo(), "work", &many);
+    writer.commit(&longer).unwrap();
+    drop(writer);
+    let read = Repository::open(&repo).unwrap();
+    for id in [&manifest.id, &longer.id] {
+        let head = read.manifest_head(id).unwrap();
+        let out = popbackup(&["ls", id.as_str(), "--json"], dir.path());
+        assert_eq!(out.status.code(), Some(0));
+        let streamed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let whole = serde_json::to_value(read.manifest(id).unwrap()).unwrap();
+        assert_eq!(streamed, whole);
+        assert_eq!(
+            whole["messages"].as_array().map(Vec::len),
+            Some(if *id == manifest.id { 1 } else { 700 })
+        );
+        if *id == longer.id {
+            assert!(head.records.unwrap().0.len() > 1, "several records files");
+        }
+    }
     let cat = popbackup(
         &["cat", &MessageHash::of(message).to_hex()[..12]],
         dir.path(),
