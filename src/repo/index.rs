@@ -180,6 +180,22 @@ impl Index {
         }
     }
 
+    /// Takes out what [`Index::add_pack`] put in for `packs` (read from an index file that
+    /// then turned out damaged). A message that an earlier pack holds too keeps that
+    /// location: the first added wins, and it was not one of these.
+    fn forget_packs(&mut self, packs: &[PackId]) {
+        let mut numbers = std::collections::HashSet::new();
+        for id in packs {
+            if let Some(slot) = self.packs.remove(id) {
+                numbers.insert(slot.number);
+            }
+        }
+        if !numbers.is_empty() {
+            self.messages
+                .retain(|_, slot| !numbers.contains(&slot.pack));
+        }
+    }
+
     /// Reads every index file and reconciles it with the packs present. Returns the index, the
     /// packs that had to be scanned (not covered by any index file), and the packs that could
     /// not even be scanned (damaged; their messages are simply not in the index — `verify`
@@ -196,17 +212,18 @@ impl Index {
         for name in names {
             let path = layout.index_file(&name);
             let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
+            let mut added = Vec::new();
             let read = parse_index_packs(&path, &bytes, &mut |pack| {
                 if present.binary_search(&pack.id).is_ok() && !index.has_pack(&pack.id) {
                     index.add_pack(pack.id, &pack.entries);
+                    added.push(pack.id);
                 }
             });
             match read {
                 Ok(()) => index.files.push(name),
-                // A damaged index file is only a cache miss: the packs it did not get to are
-                // scanned below. Those it described before the damage keep its entries,
-                // which verify compares with the packs' own tables.
-                Err(RepoError::Corrupt { .. }) => continue,
+                // A damaged index file is only a cache miss: nothing of it is kept, and its
+                // packs are scanned below.
+                Err(RepoError::Corrupt { .. }) => index.forget_packs(&added),
                 Err(e) => return Err(e),
             }
         }
@@ -275,7 +292,8 @@ pub fn parse_index_file(path: &Path, bytes: &[u8]) -> Result<IndexFile, RepoErro
 /// messages, which every command that opens the repository used to hold at once, beside the
 /// index they went into.
 ///
-/// On an error, the packs before it have been handed over already.
+/// On an error, the packs before it have been handed over already: a caller that must not
+/// keep part of a damaged file takes them back out.
 pub fn parse_index_packs(
     path: &Path,
     bytes: &[u8],
@@ -435,6 +453,22 @@ mod tests {
         ];
         wanted.sort();
         assert_eq!(listed, wanted);
+
+        // Packs taken back out (their index file was damaged) leave what other packs hold.
+        let mut forgetting = index.clone();
+        forgetting.forget_packs(&[p2]);
+        assert!(!forgetting.has_pack(&p2));
+        assert_eq!(forgetting.len(), 2);
+        assert_eq!(forgetting.get(&first[0].hash).map(|l| l.pack), Some(p1));
+        assert_eq!(forgetting.get(&second[0].hash), None);
+        // Scanned afterwards, the pack comes back, under a number of its own.
+        forgetting.add_pack(p2, &second);
+        assert_eq!(
+            forgetting.get(&second[1].hash).map(|l| l.entry),
+            Some(second[1])
+        );
+        assert_eq!(forgetting.get(&first[0].hash).map(|l| l.pack), Some(p1));
+        assert_eq!(forgetting.len(), 4);
 
         // A pack added again (a second index file naming it) keeps its number.
         index.add_pack(p1, &[entry(5, 1200, Some(d2))]);

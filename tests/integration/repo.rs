@@ -137,6 +137,48 @@ fn deleting_the_index_rebuilds_it_identically() {
 }
 
 #[test]
+fn an_index_file_damaged_after_its_first_pack_is_ignored_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
+    let messages: Vec<Vec<u8>> = (0..20)
+        .map(|i| format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
+        .collect();
+    for m in &messages {
+        writer.store_bytes(m).unwrap();
+    }
+    let before = writer.finish().unwrap();
+    let mut locations: Vec<_> = before.index().messages().map(|(h, l)| (*h, l)).collect();
+    locations.sort_by_key(|(h, _)| *h);
+    let file = std::fs::read_dir(dir.path().join("index"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    // The file cut after its first (and only) pack: the parser hands that pack over, then
+    // finds the damage.
+    let json = popbackup::repo::compressed::decompress(&std::fs::read(&file).unwrap()).unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    let cut = format!(r#"{{"version":1,"packs":[{},"#, parsed["packs"][0]);
+    std::fs::write(
+        &file,
+        popbackup::repo::compressed::compress(cut.as_bytes()).unwrap(),
+    )
+    .unwrap();
+
+    let reader = Repository::open(dir.path()).unwrap();
+    assert_eq!(
+        reader.unindexed_packs().len(),
+        1,
+        "nothing of the damaged file is kept: its pack is scanned"
+    );
+    assert!(reader.index().files().is_empty());
+    let mut after: Vec<_> = reader.index().messages().map(|(h, l)| (*h, l)).collect();
+    after.sort_by_key(|(h, _)| *h);
+    assert_eq!(after, locations);
+}
+
+#[test]
 fn a_second_writer_fails_fast_naming_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let first = Repository::init(dir.path())
