@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Command;
 
 use popbackup::repo::{
-    Manifest, MessageHash, MessageRecord, RecordsId, RepoError, Repository, ServerInfo, SnapshotId,
-    Stored, Tool,
+    Location, Manifest, MessageHash, MessageRecord, RecordsId, RepoError, Repository, ServerInfo,
+    SnapshotId, Stored, Tool,
 };
 
 use crate::support::corpus_messages;
@@ -97,7 +97,6 @@ fn corpus_round_trip_is_byte_exact_and_deduplicated() {
 #[test]
 fn deleting_the_index_rebuilds_it_identically() {
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
     let messages: Vec<Vec<u8>> = (0..50)
         .map(|i| {
             format!("Subject: {i}\r\n\r\nbody {i}\r\n")
@@ -105,20 +104,13 @@ fn deleting_the_index_rebuilds_it_identically() {
                 .into_bytes()
         })
         .collect();
-    for m in &messages {
-        writer.store_bytes(m).unwrap();
-    }
-    let before = writer.finish().unwrap();
-    let mut locations: Vec<_> = before.index().messages().map(|(h, l)| (*h, l)).collect();
-    locations.sort_by_key(|(h, _)| *h);
+    let locations = repository_holding(dir.path(), &messages);
     for entry in std::fs::read_dir(dir.path().join("index")).unwrap() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
     }
     let reader = Repository::open(dir.path()).unwrap();
     assert_eq!(reader.unindexed_packs().len(), 1, "the pack is scanned");
-    let mut rebuilt: Vec<_> = reader.index().messages().map(|(h, l)| (*h, l)).collect();
-    rebuilt.sort_by_key(|(h, _)| *h);
-    assert_eq!(rebuilt, locations);
+    assert_eq!(located(&reader), locations);
     for m in &messages {
         assert_eq!(&reader.read_message(&MessageHash::of(m)).unwrap(), m);
     }
@@ -139,16 +131,10 @@ fn deleting_the_index_rebuilds_it_identically() {
 #[test]
 fn an_index_file_damaged_after_its_first_pack_is_ignored_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
     let messages: Vec<Vec<u8>> = (0..20)
         .map(|i| format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
         .collect();
-    for m in &messages {
-        writer.store_bytes(m).unwrap();
-    }
-    let before = writer.finish().unwrap();
-    let mut locations: Vec<_> = before.index().messages().map(|(h, l)| (*h, l)).collect();
-    locations.sort_by_key(|(h, _)| *h);
+    let locations = repository_holding(dir.path(), &messages);
     let file = std::fs::read_dir(dir.path().join("index"))
         .unwrap()
         .next()
@@ -173,9 +159,21 @@ fn an_index_file_damaged_after_its_first_pack_is_ignored_whole() {
         "nothing of the damaged file is kept: its pack is scanned"
     );
     assert!(reader.index().files().is_empty());
-    let mut after: Vec<_> = reader.index().messages().map(|(h, l)| (*h, l)).collect();
-    after.sort_by_key(|(h, _)| *h);
-    assert_eq!(after, locations);
+    assert_eq!(located(&reader), locations);
+}
+
+/// A new repository in `dir` that stores `messages`; where its index says they are.
+fn repository_holding(dir: &Path, messages: &[Vec<u8>]) -> Vec<(MessageHash, Location)> {
+    let mut writer = Repository::init(dir).unwrap().lock("test").unwrap();
+    store_all(&mut writer, messages);
+    located(&writer.finish().unwrap())
+}
+
+/// Every message of `repo`'s index with its location, by hash.
+fn located(repo: &Repository) -> Vec<(MessageHash, Location)> {
+    let mut all: Vec<_> = repo.index().messages().map(|(h, l)| (*h, l)).collect();
+    all.sort_by_key(|(h, _)| *h);
+    all
 }
 
 #[test]
