@@ -64,22 +64,14 @@ pub fn decompress(bytes: &[u8]) -> io::Result<Vec<u8>> {
         return Ok(bytes.to_vec());
     }
     let mut out = Vec::with_capacity(bytes.len() * 5);
-    zstd::stream::read::Decoder::new(bytes)?
-        .take(MAX_JSON_BYTES + 1)
-        .read_to_end(&mut out)?;
-    if out.len() as u64 > MAX_JSON_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("it decompresses to more than {MAX_JSON_BYTES} bytes"),
-        ));
-    }
+    reader(bytes)?.read_to_end(&mut out)?;
     Ok(out)
 }
 
 /// The JSON in `bytes` as it is read, decompressed on the way when it is a zstd frame: for
 /// files too large to hold decompressed (an index file of 100,000 messages is 4 MB on disk
-/// and 18 MB of JSON). Past [`MAX_JSON_BYTES`] it fails like [`decompress`]; any error it
-/// returns means the bytes are damaged. Buffered for `serde_json`, which reads a byte at a
+/// and 18 MB of JSON). Past [`MAX_JSON_BYTES`] it fails ([`decompress`] reads through it);
+/// any error it returns means the bytes are damaged. Buffered for `serde_json`, which reads a byte at a
 /// time.
 pub fn reader(bytes: &[u8]) -> io::Result<impl io::BufRead + '_> {
     let json: Box<dyn Read + '_> = if bytes.starts_with(&ZSTD_MAGIC) {
