@@ -1,6 +1,6 @@
 //! Restore: archived messages back into a Maildir or an mbox (mboxrd) that mail software opens.
 //!
-//! [`select`] picks the messages (the latest snapshot of each account, or one snapshot, narrowed
+//! [`select`](mod@select) picks the messages (the latest snapshot of each account, or one snapshot, narrowed
 //! by filters); [`run`] writes them through [`MaildirWriter`] or [`MboxWriter`]. Messages are
 //! read only through the repository's API, checked against their hash as they stream, and never
 //! held whole in memory. On disk, every CRLF of the wire form becomes LF unless `crlf` is asked;
