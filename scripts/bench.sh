@@ -39,8 +39,11 @@ ca=$POPBACKUP_DOVECOT_CA
 median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.2f}")' "$@"; }
 # Runs a command, prints "SECONDS MAXRSS_KB". With OK_EXIT=N, exit status N is not a failure
 # (fetchmail exits 1 when there is no new mail).
+# Every run starts with nothing left to write back: the tools that fsync (popbackup, mpop)
+# would otherwise wait for what the runs before them wrote (mailboxes, Maildirs, BSMTP files).
 timed() {
   local status=0
+  sync
   /usr/bin/time -f "%e %M" -o "$state/t" "$@" >/dev/null 2>"$state/err" || status=$?
   if [ "$status" -ne 0 ] && [ "$status" -ne "${OK_EXIT:-0}" ]; then
     cat "$state/err" >&2; echo "bench.sh: $* failed ($status)" >&2; return 1
