@@ -58,6 +58,30 @@ pub struct Repository {
     unindexed: Vec<IndexedPack>,
     /// Packs without an index file whose tar headers cannot be read, and why.
     unreadable: Vec<(PackId, String)>,
+    /// What reading one message after another reuses (restore, `cat`).
+    reading: std::sync::Mutex<ReadCache>,
+}
+
+/// Largest message [`Repository::copy_message`] and [`Repository::read_message`] decompress
+/// whole into memory, checked before any of it is handed over; larger ones stream.
+const SMALL_MESSAGE: u64 = 1 << 20;
+
+/// A zstd context with each dictionary digested once, and the pack read last kept open:
+/// creating a decoder and loading a dictionary for every message cost more than
+/// decompressing a small one (restore of 20,000 small messages: 40 % of its CPU).
+#[derive(Default)]
+struct ReadCache {
+    decoder: pack::FrameDecoder,
+    frame: Vec<u8>,
+    pack: Option<(PackId, std::fs::File)>,
+}
+
+impl std::fmt::Debug for ReadCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadCache")
+            .field("pack", &self.pack.as_ref().map(|(id, _)| id))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Repository {
@@ -98,6 +122,7 @@ impl Repository {
             damaged_dicts,
             unindexed,
             unreadable,
+            reading: Default::default(),
         })
     }
 
@@ -364,26 +389,83 @@ impl Repository {
     /// Streams a message's bytes: one seek into its pack, then sequential reads of its frame.
     /// The bytes are not checked against the hash; [`Repository::read_message`] does that.
     pub fn open_message(&self, hash: &MessageHash) -> Result<Box<dyn Read + '_>, RepoError> {
-        let location = self.index.get(hash).ok_or(RepoError::NotFound {
+        let location = self.message_location(hash)?;
+        let dict = self.dictionary_of(&location)?;
+        let pack = self.layout.pack(&location.pack);
+        pack::open_entry(&pack, &location.entry, dict).map_err(RepoError::io("cannot read", pack))
+    }
+
+    fn message_location(&self, hash: &MessageHash) -> Result<Location, RepoError> {
+        self.index.get(hash).ok_or(RepoError::NotFound {
             what: "message",
             id: hash.to_string(),
-        })?;
-        let dict = match location.entry.dict {
+        })
+    }
+
+    /// The dictionary the frame at `location` needs, if any.
+    fn dictionary_of(&self, location: &Location) -> Result<Option<&Dictionary>, RepoError> {
+        match location.entry.dict {
             Some(d) => Some(self.dicts.get(&d).ok_or_else(|| {
                 RepoError::corrupt(
                     self.layout.dict(&d),
                     "the dictionary this message needs is missing or damaged (run `popbackup \
                      verify`)",
                 )
-            })?),
-            None => None,
+            }))
+            .transpose(),
+            None => Ok(None),
+        }
+    }
+
+    /// A message's exact bytes, checked against its hash, when it is small enough to be
+    /// decompressed whole ([`SMALL_MESSAGE`]); `None` for one to stream.
+    pub fn read_small_message(&self, hash: &MessageHash) -> Result<Option<Vec<u8>>, RepoError> {
+        let location = self.message_location(hash)?;
+        if location.entry.length > SMALL_MESSAGE {
+            return Ok(None);
+        }
+        let dict = self.dictionary_of(&location)?;
+        let path = self.layout.pack(&location.pack);
+        let mut cache = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        let ReadCache {
+            decoder,
+            frame,
+            pack,
+        } = &mut *cache;
+        let file = match pack {
+            Some((id, file)) if *id == location.pack => file,
+            _ => {
+                let file =
+                    std::fs::File::open(&path).map_err(RepoError::io("cannot read", &path))?;
+                &mut pack.insert((location.pack, file)).1
+            }
         };
-        let pack = self.layout.pack(&location.pack);
-        pack::open_entry(&pack, &location.entry, dict).map_err(RepoError::io("cannot read", pack))
+        frame.resize(location.entry.length as usize, 0);
+        std::os::unix::fs::FileExt::read_exact_at(&*file, frame, location.entry.offset)
+            .map_err(RepoError::io("cannot read", &path))?;
+        let content = decoder
+            .decompress(frame, dict, SMALL_MESSAGE)
+            .map_err(|e| {
+                RepoError::corrupt(&path, format!("message {hash} cannot be decompressed: {e}"))
+            })?;
+        let Some(content) = content else {
+            return Ok(None);
+        };
+        if MessageHash::of(content) != *hash {
+            return Err(RepoError::corrupt(
+                &path,
+                format!("message {hash} does not match its hash"),
+            ));
+        }
+        // The buffers stay for the next message: at most SMALL_MESSAGE each.
+        Ok(Some(content.to_vec()))
     }
 
     /// A message's exact bytes, checked against its hash.
     pub fn read_message(&self, hash: &MessageHash) -> Result<Vec<u8>, RepoError> {
+        if let Some(message) = self.read_small_message(hash)? {
+            return Ok(message);
+        }
         let pack_path = || {
             self.index
                 .get(hash)
@@ -408,12 +490,18 @@ impl Repository {
         Ok(bytes)
     }
 
-    /// Copies a message's exact bytes to `out`, checked against its hash at the end.
+    /// Copies a message's exact bytes to `out`, checked against its hash: a small message
+    /// before any of it is written, a larger one at the end.
     pub fn copy_message(
         &self,
         hash: &MessageHash,
         out: &mut dyn io::Write,
     ) -> Result<u64, RepoError> {
+        if let Some(message) = self.read_small_message(hash)? {
+            out.write_all(&message)
+                .map_err(RepoError::io("cannot write", "the output"))?;
+            return Ok(message.len() as u64);
+        }
         let pack_path = || {
             self.index
                 .get(hash)

@@ -1,9 +1,10 @@
 //! Restore: archived messages back into a Maildir or an mbox (mboxrd) that mail software opens.
 //!
-//! [`select`](mod@select) picks the messages (the latest snapshot of each account, or one snapshot, narrowed
-//! by filters); [`run`] writes them through [`MaildirWriter`] or [`MboxWriter`]. Messages are
-//! read only through the repository's API, checked against their hash as they stream, and never
-//! held whole in memory. On disk, every CRLF of the wire form becomes LF unless `crlf` is asked;
+//! [`select`](mod@select) picks the messages (the latest snapshot of each account, or one
+//! snapshot, narrowed by filters); [`run`] writes them through [`MaildirWriter`] or
+//! [`MboxWriter`]. Messages are read only through the repository's API and checked against
+//! their hash: a small one whole before any of it is written, a large one as it streams,
+//! never held whole in memory. On disk, every CRLF of the wire form becomes LF unless `crlf` is asked;
 //! putting a CR back before every LF gives the archived bytes exactly (the report counts the
 //! rare messages with bare CR or LF, for which that cannot hold). Restoring the same messages
 //! into the same place twice writes nothing the second time.

@@ -339,14 +339,28 @@ impl FrameDecoder {
         frame: &[u8],
         dict: Option<&Dictionary>,
     ) -> io::Result<(MessageHash, u64)> {
+        if let Some(content) = self.decompress(frame, dict, WHOLE_FRAME_LIMIT)? {
+            return Ok((MessageHash::of(content), content.len() as u64));
+        }
+        let mut decoder = decoder(frame, dict)?;
+        let mut hasher = Sha256::new();
+        let n = io::copy(&mut decoder, &mut HashSink(&mut hasher))?;
+        Ok((MessageHash(hasher.finalize().into()), n))
+    }
+
+    /// The content of `frame` (one whole zstd frame), decompressed into memory; `None` when
+    /// its header does not say its content size or says more than `max` bytes (stream it).
+    pub fn decompress(
+        &mut self,
+        frame: &[u8],
+        dict: Option<&Dictionary>,
+        max: u64,
+    ) -> io::Result<Option<&[u8]>> {
         let size = zstd::zstd_safe::get_frame_content_size(frame)
             .ok()
             .flatten();
-        let Some(size) = size.filter(|s| *s <= WHOLE_FRAME_LIMIT) else {
-            let mut decoder = decoder(frame, dict)?;
-            let mut hasher = Sha256::new();
-            let n = io::copy(&mut decoder, &mut HashSink(&mut hasher))?;
-            return Ok((MessageHash(hasher.finalize().into()), n));
+        let Some(size) = size.filter(|s| *s <= max) else {
+            return Ok(None);
         };
         self.buffer.clear();
         self.buffer.reserve(size as usize);
@@ -373,7 +387,7 @@ impl FrameDecoder {
                 "the frame's content is not the size its header says",
             ));
         }
-        Ok((MessageHash::of(&self.buffer[..n]), n as u64))
+        Ok(Some(&self.buffer[..n]))
     }
 }
 

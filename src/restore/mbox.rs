@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 use super::{Destination, Item, Outcome, RestoreError, RestoreOptions};
 use crate::durable;
 use crate::mail;
-use crate::repo::Repository;
+use crate::repo::{RepoError, Repository};
 
 pub struct MboxWriter {
     path: PathBuf,
@@ -153,7 +153,13 @@ impl MboxWriter {
         repo: &Repository,
         item: &Item,
     ) -> Result<(super::Converted, [u8; 32]), RestoreError> {
-        let sender = envelope_sender(repo, item);
+        // A small message is decompressed once, for its sender and its bytes; a damaged one
+        // gets its error from the copy.
+        let small = repo.read_small_message(&item.hash).ok().flatten();
+        let sender = match &small {
+            Some(message) => sender_of(message),
+            None => envelope_sender(repo, item),
+        };
         let mut out = io::BufWriter::with_capacity(128 * 1024, &self.file);
         let entry = write_entry(
             &mut out,
@@ -162,7 +168,12 @@ impl MboxWriter {
             item.time,
             self.crlf,
             &self.path,
-            |sink| repo.copy_message(&item.hash, sink).map(|_| ()),
+            |sink| match &small {
+                Some(message) => sink
+                    .write_all(message)
+                    .map_err(RepoError::io("cannot write", "the output")),
+                None => repo.copy_message(&item.hash, sink).map(|_| ()),
+            },
         )?;
         out.flush().map_err(self.io("cannot write"))?;
         Ok(entry)
@@ -442,7 +453,14 @@ fn envelope_sender(repo: &Repository, item: &Item) -> String {
             .take(mail::MAX_HEADER_BYTES as u64)
             .read_to_end(&mut head);
     }
-    let end = mail::header_end(&head).unwrap_or(head.len());
+    sender_of(&head)
+}
+
+/// [`envelope_sender`] from the start of the message (at least its header section, or the
+/// first `MAX_HEADER_BYTES`).
+fn sender_of(message: &[u8]) -> String {
+    let head = &message[..message.len().min(mail::MAX_HEADER_BYTES)];
+    let end = mail::header_end(head).unwrap_or(head.len());
     let Ok((headers, _)) = mailparse::parse_headers(&head[..end]) else {
         return "MAILER-DAEMON".into();
     };

@@ -95,6 +95,88 @@ fn corpus_round_trip_is_byte_exact_and_deduplicated() {
 }
 
 #[test]
+fn small_messages_are_read_whole_and_checked_before_any_byte_is_handed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
+    let small = |i: usize| {
+        format!("Subject: small {i}\r\n\r\n")
+            .into_bytes()
+            .into_iter()
+            .chain(format!("line {i}\r\n").repeat(40 * (i + 1)).into_bytes())
+            .collect::<Vec<u8>>()
+    };
+    // Incompressible: its frame is over a mebibyte, so it streams.
+    let mut state = 7u64;
+    let large: Vec<u8> = (0..(2 << 20))
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect();
+    // Two packs, read alternately below: the pack kept open changes each time.
+    let first: Vec<Vec<u8>> = (0..5).map(small).collect();
+    let second: Vec<Vec<u8>> = (5..10).map(small).collect();
+    for m in &first {
+        writer.store_bytes(m).unwrap();
+    }
+    writer.flush().unwrap();
+    for m in second.iter().chain([&large]) {
+        writer.store_bytes(m).unwrap();
+    }
+    writer.flush().unwrap();
+    let repo = writer.finish().unwrap();
+    let packs: BTreeSet<_> = first
+        .iter()
+        .chain(&second)
+        .map(|m| repo.location(&MessageHash::of(m)).unwrap().pack)
+        .collect();
+    assert_eq!(packs.len(), 2);
+    for (a, b) in first.iter().zip(&second) {
+        for m in [a, b] {
+            let hash = MessageHash::of(m);
+            assert_eq!(repo.read_small_message(&hash).unwrap().as_ref(), Some(m));
+            assert_eq!(&repo.read_message(&hash).unwrap(), m);
+            let mut out = Vec::new();
+            assert_eq!(repo.copy_message(&hash, &mut out).unwrap(), m.len() as u64);
+            assert_eq!(&out, m);
+        }
+    }
+    let hash = MessageHash::of(&large);
+    assert_eq!(repo.read_small_message(&hash).unwrap(), None);
+    assert!(repo.read_message(&hash).unwrap() == large);
+    let mut out = Vec::new();
+    repo.copy_message(&hash, &mut out).unwrap();
+    assert!(out == large);
+
+    // A byte flipped in a small message's frame: an error naming the message, and not one
+    // byte of it written.
+    let victim = MessageHash::of(&second[2]);
+    let location = repo.location(&victim).unwrap();
+    let path = dir
+        .path()
+        .join("packs")
+        .join(format!("{}.tar", location.pack));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[(location.entry.offset + location.entry.length / 2) as usize] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    for repo in [repo, Repository::open(dir.path()).unwrap()] {
+        let mut out = Vec::new();
+        let err = repo.copy_message(&victim, &mut out).unwrap_err();
+        assert!(out.is_empty(), "{} bytes written", out.len());
+        assert!(err.to_string().contains(&victim.to_string()), "{err}");
+        assert!(repo.read_message(&victim).is_err());
+        assert!(repo.read_small_message(&victim).is_err());
+        // Its neighbours in the same pack still read.
+        assert_eq!(
+            &repo.read_message(&MessageHash::of(&second[1])).unwrap(),
+            &second[1]
+        );
+    }
+}
+
+#[test]
 fn deleting_the_index_rebuilds_it_identically() {
     let dir = tempfile::tempdir().unwrap();
     let messages: Vec<Vec<u8>> = (0..50)
