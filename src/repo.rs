@@ -418,7 +418,7 @@ impl Repository {
     }
 
     /// A message's exact bytes, checked against its hash, when it is small enough to be
-    /// decompressed whole ([`SMALL_MESSAGE`]); `None` for one to stream.
+    /// decompressed whole (a frame and content of at most 1 MiB); `None` for one to stream.
     pub fn read_small_message(&self, hash: &MessageHash) -> Result<Option<Vec<u8>>, RepoError> {
         let location = self.message_location(hash)?;
         if location.entry.length > SMALL_MESSAGE {
