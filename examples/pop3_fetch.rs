@@ -13,7 +13,7 @@
 //!            HOST PORT implicit|starttls USER [CA_FILE] [--serial] [--compress DICT|none [--check]]
 //! The password comes from the environment, never from the command line.
 
-use std::io::Read as _;
+use std::io::Read;
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -81,32 +81,45 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The floor: every message read and thrown away (hashed when `POP3_FETCH_HASH` is set).
-fn fetch_and_discard(options: &ServerOptions, creds: &Credentials) -> anyhow::Result<(u64, u64)> {
-    let hash = std::env::var_os("POP3_FETCH_HASH").is_some();
+/// Logs in, retrieves every message with pipelined RETRs, handing each body to `on_body`
+/// as a reader, and quits.
+fn retrieve_all(
+    options: &ServerOptions,
+    creds: &Credentials,
+    mut on_body: impl FnMut(&mut dyn Read) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
     let mut session = pop3::open_session(options, creds)?;
     let list = session.list()?;
     let requests: Vec<Fetch> = list.iter().map(|e| Fetch::retr(e.msg, e.size)).collect();
+    session.fetch(&requests, |_, reply| -> std::io::Result<()> {
+        match reply {
+            Reply::Body(body) => on_body(body),
+            Reply::Refused(_) => Ok(()),
+        }
+    })?;
+    session.quit()?;
+    Ok(())
+}
+
+/// The floor: every message read and thrown away (hashed when `POP3_FETCH_HASH` is set).
+fn fetch_and_discard(options: &ServerOptions, creds: &Credentials) -> anyhow::Result<(u64, u64)> {
+    let hash = std::env::var_os("POP3_FETCH_HASH").is_some();
     let (mut messages, mut bytes) = (0u64, 0u64);
     let mut digest = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
-    session.fetch(&requests, |_, reply| -> std::io::Result<()> {
-        if let Reply::Body(body) = reply {
-            messages += 1;
-            loop {
-                let n = body.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                bytes += n as u64;
-                if hash {
-                    digest.update(&buf[..n]);
-                }
+    retrieve_all(options, creds, |body| {
+        messages += 1;
+        loop {
+            let n = body.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            bytes += n as u64;
+            if hash {
+                digest.update(&buf[..n]);
             }
         }
-        Ok(())
     })?;
-    session.quit()?;
     Ok((messages, bytes))
 }
 
@@ -148,24 +161,14 @@ fn fetch_and_compress(
                 })
             })
             .collect();
-        let counts = (|| -> anyhow::Result<(u64, u64)> {
-            let mut session = pop3::open_session(options, creds)?;
-            let list = session.list()?;
-            let requests: Vec<Fetch> = list.iter().map(|e| Fetch::retr(e.msg, e.size)).collect();
-            let (mut messages, mut bytes) = (0u64, 0u64);
-            session.fetch(&requests, |_, reply| -> std::io::Result<()> {
-                if let Reply::Body(body) = reply {
-                    let mut message = Vec::new();
-                    body.read_to_end(&mut message)?;
-                    messages += 1;
-                    bytes += message.len() as u64;
-                    send.send(message).map_err(std::io::Error::other)?;
-                }
-                Ok(())
-            })?;
-            session.quit()?;
-            Ok((messages, bytes))
-        })();
+        let (mut messages, mut bytes) = (0u64, 0u64);
+        let retrieved = retrieve_all(options, creds, |body| {
+            let mut message = Vec::new();
+            body.read_to_end(&mut message)?;
+            messages += 1;
+            bytes += message.len() as u64;
+            send.send(message).map_err(std::io::Error::other)
+        });
         drop(send);
         let mut frames = 0;
         for thread in threads {
@@ -173,7 +176,8 @@ fn fetch_and_compress(
                 .join()
                 .map_err(|_| anyhow::anyhow!("a compressing thread panicked"))??;
         }
-        Ok((counts?, frames))
+        retrieved?;
+        Ok(((messages, bytes), frames))
     })
 }
 
