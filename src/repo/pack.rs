@@ -92,7 +92,14 @@ pub struct PackWriter {
     /// checked against its message when it was made; `None` once one was not (streamed or
     /// copied). Verifying the pack then needs only a comparison with the file.
     checked_frames: Option<FramesChecksum>,
+    /// Frames appended but not written to the file yet: the bytes just before `end`.
+    /// Small messages' frames are a kilobyte or two, and a system call each, made under the
+    /// repository writer's lock, was time every compressing thread waited for.
+    unwritten: Vec<u8>,
 }
+
+/// Appended frames are written to the file once this many bytes of them are waiting.
+const APPEND_BUFFER: usize = 256 * 1024;
 
 impl PackWriter {
     pub fn new(tmp_dir: &Path, level: i32) -> io::Result<PackWriter> {
@@ -104,7 +111,22 @@ impl PackWriter {
             hashes: HashSet::new(),
             level,
             checked_frames: Some(FramesChecksum::new()),
+            unwritten: Vec::new(),
         })
+    }
+
+    /// The temporary file, with every frame appended so far written to it.
+    fn file(&mut self) -> io::Result<&mut File> {
+        let file = self.temp.file();
+        if !self.unwritten.is_empty() {
+            write_at(
+                file,
+                self.end - self.unwritten.len() as u64,
+                &self.unwritten,
+            )?;
+            self.unwritten.clear();
+        }
+        Ok(file)
     }
 
     /// The zstd level for the messages that follow.
@@ -140,6 +162,8 @@ impl PackWriter {
             Some(frames) if check => (Some(frames), Some(StreamCheck::start())),
             _ => (None, None),
         };
+        // The frames appended before go first.
+        self.file()?;
         let file = self.temp.file();
         file.seek(SeekFrom::Start(self.end))?;
         let counting = CountingFile {
@@ -173,9 +197,20 @@ impl PackWriter {
         dict: Option<DictHash>,
         checked: bool,
     ) -> io::Result<PackEntry> {
-        let file = self.temp.file();
-        file.seek(SeekFrom::Start(self.end))?;
-        file.write_all(frame)?;
+        if self.unwritten.is_empty() && frame.len() >= APPEND_BUFFER {
+            write_at(self.temp.file(), self.end, frame)?;
+        } else {
+            self.unwritten.extend_from_slice(frame);
+            if self.unwritten.len() >= APPEND_BUFFER {
+                let start = self.end + frame.len() as u64 - self.unwritten.len() as u64;
+                if let Err(e) = write_at(self.temp.file(), start, &self.unwritten) {
+                    // Not appended: the buffer keeps only the frames that were.
+                    self.unwritten.truncate(self.unwritten.len() - frame.len());
+                    return Err(e);
+                }
+                self.unwritten.clear();
+            }
+        }
         match &mut self.checked_frames {
             Some(hasher) if checked => hasher.update(frame),
             _ => self.checked_frames = None,
@@ -194,7 +229,7 @@ impl PackWriter {
 
     /// The bytes of a frame already written to this pack.
     pub fn read_frame(&mut self, entry: &PackEntry) -> io::Result<Vec<u8>> {
-        let file = self.temp.file();
+        let file = self.file()?;
         file.seek(SeekFrom::Start(entry.offset))?;
         let mut frame = vec![0u8; entry.length as usize];
         file.read_exact(&mut frame)?;
@@ -222,6 +257,7 @@ impl PackWriter {
             version: TABLE_VERSION,
             messages: self.entries.clone(),
         })?)?;
+        self.file()?;
         let file = self.temp.file();
         file.set_len(frames_end)?;
         file.seek(SeekFrom::Start(0))?;
@@ -287,6 +323,11 @@ impl PackWriter {
         self.temp.persist(&dest)?;
         Ok((id, self.entries))
     }
+}
+
+fn write_at(file: &mut File, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    file.seek(SeekFrom::Start(offset))?;
+    file.write_all(bytes)
 }
 
 /// Zero bytes that bring a tar stream whose last part ended at `base + out.len()` to a block
@@ -798,6 +839,66 @@ mod tests {
     }
 
     #[test]
+    fn appended_frames_wait_in_memory_and_land_where_their_entries_say() {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = dir.path().join("packs");
+        std::fs::create_dir(&packs).unwrap();
+        let mut pack = PackWriter::new(dir.path(), 3).unwrap();
+        let mut messages: Vec<Vec<u8>> = Vec::new();
+        let append = |pack: &mut PackWriter, messages: &mut Vec<Vec<u8>>, message: Vec<u8>| {
+            let frame = zstd::bulk::compress(&message, 3).unwrap();
+            pack.append(MessageHash::of(&message), &frame, None, true)
+                .unwrap();
+            messages.push(message);
+        };
+        // Small frames, more than the buffer holds, so that some are written on the way.
+        for i in 0..3000u32 {
+            let message =
+                format!("Subject: {i}\r\n\r\n{}\r\n", "x".repeat(i as usize % 97)).into_bytes();
+            append(&mut pack, &mut messages, message);
+        }
+        assert!(!pack.unwritten.is_empty());
+        // Reading a frame back writes what waits first.
+        let first = pack.entries()[0];
+        let frame = pack.read_frame(&first).unwrap();
+        assert_eq!(
+            zstd::bulk::decompress(&frame, 1 << 20).unwrap(),
+            messages[0]
+        );
+        assert!(pack.unwritten.is_empty());
+        // A frame larger than the buffer, after one that waits, and then one alone.
+        append(&mut pack, &mut messages, b"waiting\r\n".to_vec());
+        let noise: Vec<u8> = (0..600_000u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+            .collect();
+        append(&mut pack, &mut messages, noise.clone());
+        let mut alone = noise;
+        alone.reverse();
+        append(&mut pack, &mut messages, alone);
+        // A streamed message goes after every frame appended before it.
+        append(&mut pack, &mut messages, b"before the stream\r\n".to_vec());
+        let streamed = b"streamed\r\n".repeat(1000);
+        let mut w = pack.begin(false).unwrap();
+        w.write_all(&streamed).unwrap();
+        w.finish(|_| false).unwrap();
+        messages.push(streamed);
+        append(&mut pack, &mut messages, b"last\r\n".to_vec());
+        let (id, entries) = pack.finish(&packs, Some(&HashMap::new())).unwrap();
+        let path = packs.join(format!("{id}.tar"));
+        assert_eq!(scan_pack(&path).unwrap(), entries);
+        assert_eq!(entries.len(), messages.len());
+        for (entry, message) in entries.iter().zip(&messages) {
+            assert_eq!(entry.hash, MessageHash::of(message));
+            let mut out = Vec::new();
+            open_entry(&path, entry, None)
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert!(out == *message, "message {} differs", entry.hash);
+        }
+    }
+
+    #[test]
     fn verify_before_commit_refuses_a_pack_that_does_not_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let packs = dir.path().join("packs");
@@ -807,7 +908,7 @@ mod tests {
         // the pack is not published, and nothing is left behind.
         let mut pack = write_pack(dir.path(), &[b"first\r\n", b"second message body\r\n"]);
         let entry = pack.entries()[1];
-        let file = pack.temp.file();
+        let file = pack.file().unwrap();
         file.seek(SeekFrom::Start(entry.offset + entry.length / 2))
             .unwrap();
         let mut byte = [0u8; 1];
@@ -854,7 +955,7 @@ mod tests {
         // the flip is in a frame nobody decompresses here.
         let mut pack = checked_pack();
         let entry = pack.entries()[0];
-        let file = pack.temp.file();
+        let file = pack.file().unwrap();
         file.seek(SeekFrom::Start(entry.offset + 1)).unwrap();
         file.write_all(&[0xff]).unwrap();
         let err = pack.finish(&packs, Some(&HashMap::new())).unwrap_err();
@@ -910,7 +1011,7 @@ mod tests {
         // A byte flipped in the streamed frame after it was written: the pack is refused.
         let mut pack = streamed_pack();
         let entry = pack.entries()[0];
-        let file = pack.temp.file();
+        let file = pack.file().unwrap();
         file.seek(SeekFrom::Start(entry.offset + entry.length / 2))
             .unwrap();
         file.write_all(&[0xa5]).unwrap();
