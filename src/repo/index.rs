@@ -149,6 +149,13 @@ impl Index {
         self.files.push(name);
     }
 
+    /// Makes room for `more` messages at once: a run that will store many messages grows the
+    /// table once instead of doubling it again and again, each time holding the old table
+    /// and the new one together.
+    pub fn reserve(&mut self, more: usize) {
+        self.messages.reserve(more);
+    }
+
     /// Adds a pack's entries. A message stored twice (two writers' crash leftovers) keeps its
     /// first location; both are valid copies.
     pub fn add_pack(&mut self, pack: PackId, entries: &[PackEntry]) {

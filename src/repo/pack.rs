@@ -56,6 +56,13 @@ pub struct PackTable {
     pub messages: Vec<PackEntry>,
 }
 
+/// [`PackTable`] as it is written, borrowing the entries.
+#[derive(Serialize)]
+struct PackTableRef<'a> {
+    version: u32,
+    messages: &'a [PackEntry],
+}
+
 /// A zstd dictionary loaded for compression or decompression.
 #[derive(Debug, Clone)]
 pub struct Dictionary {
@@ -253,23 +260,44 @@ impl PackWriter {
         verify: Option<&HashMap<DictHash, Dictionary>>,
     ) -> io::Result<(PackId, Vec<PackEntry>)> {
         let frames_end = self.end;
-        let table = super::compressed::compress(&serde_json::to_vec(&PackTable {
-            version: TABLE_VERSION,
-            messages: self.entries.clone(),
-        })?)?;
         self.file()?;
         let file = self.temp.file();
         file.set_len(frames_end)?;
-        file.seek(SeekFrom::Start(0))?;
-        file.write_all(tar_header(FRAMES_ENTRY, frames_end - BLOCK)?.as_bytes())?;
-        let mut tail = Vec::with_capacity(table.len() + 4 * BLOCK as usize);
-        pad(&mut tail, frames_end);
-        tail.extend_from_slice(tar_header(TABLE_ENTRY, table.len() as u64)?.as_bytes());
-        tail.extend_from_slice(&table);
-        pad(&mut tail, frames_end);
+        // The table streams from the entries through the compressor into the file, after the
+        // frames' padding and its tar header, which is written once its length is known:
+        // at 100,000 messages a copy of the entries, the JSON and the compressed table held
+        // at once were the largest allocations of a snapshot's last checkpoint.
+        let table_header = frames_end.div_ceil(BLOCK) * BLOCK;
+        let table_start = table_header + BLOCK;
+        write_at(
+            file,
+            frames_end,
+            &vec![0u8; (table_start - frames_end) as usize],
+        )?;
+        let mut table = super::compressed::Writer::into(BufWriter::new(&mut *file))?;
+        serde_json::to_writer(
+            &mut table,
+            &PackTableRef {
+                version: TABLE_VERSION,
+                messages: &self.entries,
+            },
+        )?;
+        table.finish()?.flush()?;
+        let table_end = file.stream_position()?;
+        let mut tail = Vec::with_capacity(3 * BLOCK as usize);
+        pad(&mut tail, table_end);
         tail.extend_from_slice(&[0u8; 2 * BLOCK as usize]);
-        file.seek(SeekFrom::Start(frames_end))?;
         file.write_all(&tail)?;
+        write_at(
+            file,
+            table_header,
+            tar_header(TABLE_ENTRY, table_end - table_start)?.as_bytes(),
+        )?;
+        write_at(
+            file,
+            0,
+            tar_header(FRAMES_ENTRY, frames_end - BLOCK)?.as_bytes(),
+        )?;
         // The id covers every byte: hash the finished file in one sequential pass (it is in
         // the page cache), and checksum the frames on their own when they were checked.
         file.seek(SeekFrom::Start(0))?;

@@ -222,6 +222,12 @@ impl RepoWriter {
         &self.repo
     }
 
+    /// Makes room in the index for `messages` more, which a run is about to download: at
+    /// 100,000 messages its table is the largest thing a snapshot holds.
+    pub fn expect_messages(&mut self, messages: usize) {
+        self.repo.index.reserve(messages);
+    }
+
     /// Messages stored: indexed, and in the pack being written.
     fn message_count(&self) -> u64 {
         (self.repo.index.len() + self.pack.as_ref().map_or(0, |p| p.entries().len())) as u64

@@ -505,6 +505,7 @@ impl AccountRun<'_> {
         let account = self.account.name.clone();
         let report = &mut *self.report;
         let shared = self.shared.writer()?;
+        lock(shared).expect_messages(requests.len());
         let observer = self.observer;
         let options = self.options;
         let time = head.time.as_str();
