@@ -63,7 +63,11 @@ impl Storer {
                         Ok(job) => job,
                         Err(_) => break,
                     };
-                    let result = store(writer, &mut compressor, level, &job.bytes);
+                    let result = guarded(|| store(writer, &mut compressor, level, &job.bytes));
+                    if result.is_err() {
+                        // It may have been left half way through a frame.
+                        compressor = FrameCompressor::new(check);
+                    }
                     let mut bytes = job.bytes;
                     bytes.clear();
                     let done = Done {
@@ -150,6 +154,23 @@ impl Storer {
     }
 }
 
+/// Runs `store`, turning a panic into an error. The connection thread waits for a result for
+/// every message it queued: a worker that died without one would leave the run, and the
+/// repository's lock, hanging forever (a run from cron, night after night).
+fn guarded(store: impl FnOnce() -> Result<Stored, RepoError>) -> Result<Stored, RepoError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(store)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(RepoError::Invalid(format!(
+            "internal error while storing a message ({what}); the run stops here and what \
+             it committed stays. This is a bug in popbackup: please report it"
+        )))
+    })
+}
+
 /// Stores one message: hashed and compressed without the lock, appended under it. While the
 /// writer still samples messages for a dictionary, the whole store happens under the lock.
 fn store(
@@ -178,4 +199,24 @@ fn store(
         lock().repo().dictionary(h).map(|d| d.bytes.clone())
     })?;
     lock().store_frame(hash, raw_len, &frame, plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_that_panics_gives_an_error_instead_of_no_result() {
+        let err = guarded(|| panic!("frame table out of step")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("frame table out of step"), "{text}");
+        assert!(text.contains("please report it"), "{text}");
+        let err = guarded(|| panic!("{} of {}", 3, 4)).unwrap_err();
+        assert!(err.to_string().contains("3 of 4"), "{err}");
+        let hash = MessageHash::of(b"m");
+        assert!(matches!(
+            guarded(|| Ok(Stored::Duplicate(hash, 1))),
+            Ok(Stored::Duplicate(h, 1)) if h == hash
+        ));
+    }
 }
