@@ -204,8 +204,10 @@ impl PackWriter {
         dict: Option<DictHash>,
         checked: bool,
     ) -> io::Result<PackEntry> {
-        if self.unwritten.is_empty() && frame.len() >= APPEND_BUFFER {
-            write_at(self.temp.file(), self.end, frame)?;
+        if frame.len() >= APPEND_BUFFER {
+            // A large frame goes to the file as it is, after what waits.
+            let end = self.end;
+            write_at(self.file()?, end, frame)?;
         } else {
             self.unwritten.extend_from_slice(frame);
             if self.unwritten.len() >= APPEND_BUFFER {
