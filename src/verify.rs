@@ -9,6 +9,7 @@
 //! (not damage). Verify never repairs and never prints; it returns the report, and
 //! [`record`] stores which packs and snapshots were found intact (`verified.json`).
 
+mod index;
 pub mod pack;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -20,9 +21,9 @@ use serde::Serialize;
 pub use pack::{EntryState, PackCheck, check_pack};
 
 use crate::repo::{
-    MessageHash, PackId, RepoError, RepoWriter, Repository, SnapshotId, VerifiedState,
-    index::Index, layout,
+    MessageHash, PackId, RepoError, RepoWriter, Repository, SnapshotId, VerifiedState, layout,
 };
+use index::IndexClaims;
 
 /// How much data to read.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -242,17 +243,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
 
     // The index files, read first: they say what each pack should hold, which matters when a
     // pack's own table is lost.
-    let index_files = Index::read_files(repo_layout)?;
-    let mut expected_entries: HashMap<PackId, &[crate::repo::PackEntry]> = HashMap::new();
-    for read in &index_files {
-        if let Ok(file) = &read.file {
-            for listed in &file.packs {
-                expected_entries
-                    .entry(listed.id)
-                    .or_insert(listed.entries.as_slice());
-            }
-        }
-    }
+    let claims = IndexClaims::read(repo_layout, &mut notes)?;
 
     // Read the packs, spread over the cores, each sequentially.
     let seed = u64::from_be_bytes(
@@ -274,8 +265,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(id) = packs.get(i) else { break };
                     let read = options.data.reads(id, seed);
-                    let expected = expected_entries.get(id).copied();
-                    let check = check_pack(repo, *id, read, expected);
+                    let check = check_pack(repo, *id, read, || claims.listing(repo_layout, *id));
                     results
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -284,55 +274,10 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
             });
         }
     });
-    drop(expected_entries);
     let mut checks = results.into_inner().unwrap_or_else(|e| e.into_inner());
     checks.sort_by_key(|c| c.id);
 
-    // The index against the packs.
-    let mut index_problems = Vec::new();
-    let mut expected_in: BTreeMap<PackId, BTreeSet<MessageHash>> = BTreeMap::new();
     let by_id: HashMap<PackId, &PackCheck> = checks.iter().map(|c| (c.id, c)).collect();
-    for read in index_files {
-        let name = read.name;
-        let file = match read.file {
-            Ok(f) => f,
-            Err(e) => {
-                notes.push(format!(
-                    "index file {name} is unreadable and ignored (the packs it covers are \
-                     scanned instead): {e}"
-                ));
-                continue;
-            }
-        };
-        for listed in &file.packs {
-            expected_in
-                .entry(listed.id)
-                .or_default()
-                .extend(listed.entries.iter().map(|e| e.hash));
-            let Some(check) = by_id.get(&listed.id) else {
-                continue;
-            };
-            let found: BTreeSet<(MessageHash, u64, u64)> = check
-                .entries
-                .iter()
-                .map(|e| (e.hash, e.offset, e.length))
-                .collect();
-            let claimed: BTreeSet<(MessageHash, u64, u64)> = listed
-                .entries
-                .iter()
-                .map(|e| (e.hash, e.offset, e.length))
-                .collect();
-            if !claimed.is_subset(&found) && check.problems.is_empty() {
-                index_problems.push(format!(
-                    "index file {name} places {} message(s) in pack {} where the pack does not \
-                     hold them; remove index/{name}{} (it is rebuilt from the packs)",
-                    claimed.difference(&found).count(),
-                    listed.id,
-                    layout::INDEX_SUFFIX
-                ));
-            }
-        }
-    }
     // Every message's best state over all its copies, in one map sized once (about 65 bytes
     // a message; a verify of 100,000 messages held four maps of them).
     let mut copies: HashMap<MessageHash, Copies> =
@@ -548,6 +493,19 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
             state.snapshots.remove(id);
         }
     }
+
+    // The index against the packs, entry by entry only when a listing does not match its pack
+    // or something is damaged (when all match, every message the index places in an intact
+    // pack is readable, so it could name no other home for a lost one).
+    let detail = (!claims.all_match(&checks)
+        || checks.iter().any(|c| !c.is_clean())
+        || !unreadable_needed.is_empty())
+    .then(|| claims.detail(repo_layout, &checks));
+    drop(claims);
+    let (mut index_problems, expected_in) = match detail {
+        Some(d) => (d.problems, d.expected),
+        None => (Vec::new(), BTreeMap::new()),
+    };
 
     // The damaged packs and messages, with every record that refers to them: a second pass
     // over the manifests, made only when something is damaged.

@@ -43,13 +43,6 @@ pub struct Loaded {
     pub unreadable: Vec<(PackId, String)>,
 }
 
-/// One index file as read from disk (for `verify`).
-pub struct IndexFileRead {
-    /// The file's stem.
-    pub name: String,
-    pub file: Result<IndexFile, RepoError>,
-}
-
 /// Where a message is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
@@ -258,24 +251,25 @@ impl Index {
         })
     }
 
-    /// Every index file as it is on disk, parsed or with the reason it cannot be: for `verify`.
-    pub fn read_files(layout: &Layout) -> Result<Vec<IndexFileRead>, RepoError> {
+    /// The stems of the index files on disk, in order: for `verify`, which reads them one at
+    /// a time with [`Index::read_file`].
+    pub fn file_names(layout: &Layout) -> Result<Vec<String>, RepoError> {
         let index_dir = layout.dir(layout::INDEX);
-        let names = layout::list(&index_dir, layout::INDEX_SUFFIX, |s| Some(s.to_string()))
-            .map_err(RepoError::io("cannot list", &index_dir))?;
-        Ok(names
-            .into_iter()
-            .map(|name| {
-                let file = read_index_file(&layout.index_file(&name));
-                IndexFileRead { name, file }
-            })
-            .collect())
+        layout::list(&index_dir, layout::INDEX_SUFFIX, |s| Some(s.to_string()))
+            .map_err(RepoError::io("cannot list", &index_dir))
     }
-}
 
-fn read_index_file(path: &Path) -> Result<IndexFile, RepoError> {
-    let bytes = std::fs::read(path).map_err(RepoError::io("cannot read", path))?;
-    parse_index_file(path, &bytes)
+    /// Index file `name` as it is on disk, handed over a pack at a time (see
+    /// [`parse_index_packs`]): for `verify`, which compares each listing with its pack.
+    pub fn read_file(
+        layout: &Layout,
+        name: &str,
+        each: &mut dyn FnMut(IndexedPack),
+    ) -> Result<(), RepoError> {
+        let path = layout.index_file(name);
+        let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
+        parse_index_packs(&path, &bytes, each)
+    }
 }
 
 /// Parses one index file read from `path` whole (for `verify`, which compares it with the

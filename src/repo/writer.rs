@@ -755,12 +755,16 @@ impl RepoWriter {
             let path = self.repo.layout.index_file(file);
             durable::remove_file(&path).map_err(RepoError::io("cannot remove", &path))?;
         }
-        let mut index = Index::default();
+        // The old index goes first and the new one is sized once: at 100,000 messages the two
+        // together, one of them doubling, were prune's peak.
+        self.repo.index = Index::default();
+        self.repo
+            .index
+            .reserve(packs.iter().map(|p| p.entries.len()).sum());
         for p in &packs {
-            index.add_pack(p.id, &p.entries);
+            self.repo.index.add_pack(p.id, &p.entries);
         }
-        index.record_file(name);
-        self.repo.index = index;
+        self.repo.index.record_file(name);
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 //! repository: new packs → one index file covering every pack that stays → removal of the
 //! other index files → removal of the packs that go.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 
 use serde::Serialize;
@@ -106,15 +106,16 @@ pub fn plan_prune(repo: &Repository, max_unused_percent: f64) -> Result<PrunePla
         .into_iter()
         .filter(|r| !named_records.contains(r))
         .collect();
-    // Each pack's entries, from its own table; the copy the index uses is the one kept.
-    let mut by_pack: BTreeMap<PackId, Vec<PackEntry>> = BTreeMap::new();
-    for (id, _) in repo.index().packs() {
-        let entries = pack::scan_pack(&repo.layout().pack(id))
-            .map_err(RepoError::io("cannot read", repo.layout().pack(id)))?;
-        by_pack.insert(*id, entries);
-    }
+    // Each pack's entries, from its own table, a pack at a time; the copy the index uses is
+    // the one kept.
+    let mut ids: Vec<PackId> = repo.index().packs().map(|(id, _)| *id).collect();
+    ids.sort();
     let mut packs = Vec::new();
-    for (id, entries) in by_pack {
+    for id in ids {
+        let mut entries = pack::scan_pack(&repo.layout().pack(&id))
+            .map_err(RepoError::io("cannot read", repo.layout().pack(&id)))?;
+        // Parsed into a vector grown by doubling: up to twice the room, for every kept pack.
+        entries.shrink_to_fit();
         let used: Vec<PackEntry> = entries
             .iter()
             .filter(|e| referenced.contains(&e.hash))

@@ -59,13 +59,13 @@ impl PackCheck {
 
 /// Checks pack `id` of `repo`. With `read_data` the whole file is read once: its SHA-256 must
 /// equal its name and every frame must decompress to its message's hash; otherwise only its
-/// headers and table are read. `expected` is what the index says the pack holds, used when
-/// the pack's own table is unreadable.
+/// headers and table are read. `expected` gives what the index says the pack holds; it is
+/// called only when the pack's own table is unreadable.
 pub fn check_pack(
     repo: &Repository,
     id: PackId,
     read_data: bool,
-    expected: Option<&[PackEntry]>,
+    expected: impl FnOnce() -> Option<Vec<PackEntry>>,
 ) -> PackCheck {
     let path = repo.layout().pack(&id);
     let mut check = PackCheck {
@@ -82,14 +82,14 @@ pub fn check_pack(
             Ok(table) => (Some(table), layout.frames),
             Err(problem) => {
                 check.problems.push(problem);
-                (expected.map(<[PackEntry]>::to_vec), layout.frames)
+                (expected(), layout.frames)
             }
         },
         Err(e) => {
             check
                 .problems
                 .push(format!("its tar structure is unreadable: {e}"));
-            (expected.map(<[PackEntry]>::to_vec), None)
+            (expected(), None)
         }
     };
     let mut listed = listed;

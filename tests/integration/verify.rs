@@ -361,6 +361,53 @@ fn a_lost_index_is_not_damage() {
 }
 
 #[test]
+fn an_index_file_that_misplaces_a_message_is_named() {
+    let Some((_dir, path)) = copy() else { return };
+    let index_dir = path.join(layout::INDEX);
+    let file = std::fs::read_dir(&index_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bytes = zstd::decode_all(&std::fs::read(&file).unwrap()[..]).unwrap();
+    let mut index: Value = serde_json::from_slice(&bytes).unwrap();
+    // One entry of the last pack the file lists moved by a byte; the packs stay intact.
+    let listed = index["packs"].as_array_mut().unwrap().last_mut().unwrap();
+    let pack = listed["id"].as_str().unwrap().to_string();
+    let entry = &mut listed["entries"][0];
+    entry["offset"] = (entry["offset"].as_u64().unwrap() + 1).into();
+    let name = "ab".repeat(32);
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(
+        index_dir.join(format!("{name}{}", layout::INDEX_SUFFIX)),
+        // `version` first, as the format requires (a `Value` would sort it after `packs`).
+        zstd::encode_all(
+            format!(
+                r#"{{"version":{},"packs":{}}}"#,
+                index["version"], index["packs"]
+            )
+            .as_bytes(),
+            3,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let report = verify(&path, &[], 65);
+    let problems = report["index_problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report}");
+    let problem = problems[0].as_str().unwrap();
+    assert!(
+        problem.contains(&format!(
+            "index file {name} places 1 message(s) in pack {pack}"
+        )),
+        "{problem}"
+    );
+    assert!(report["damaged_packs"].as_array().unwrap().is_empty());
+    assert!(report["damaged_messages"].as_array().unwrap().is_empty());
+}
+
+#[test]
 fn a_renamed_pack_is_named_and_its_messages_stay_readable() {
     let Some((_dir, path)) = copy() else { return };
     let repo = Repository::open(&path).unwrap();
