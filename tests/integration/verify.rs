@@ -154,6 +154,16 @@ fn packs(repo: &Repository) -> Vec<(PackId, Vec<Entry>)> {
     out
 }
 
+/// One of the repository's index files.
+fn first_index_file(repo: &Path) -> PathBuf {
+    std::fs::read_dir(repo.join(layout::INDEX))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
 /// The snapshots a set of messages concerns.
 fn snapshots_of(
     refs: &HashMap<MessageHash, BTreeSet<String>>,
@@ -343,14 +353,7 @@ fn a_lost_index_is_not_damage() {
     // A corrupt index file is only a note as well.
     let repo = Repository::open(&path).unwrap();
     assert!(!repo.index().is_empty(), "rebuilt from the packs");
-    let index_dir = path.join(layout::INDEX);
-    let first = std::fs::read_dir(&index_dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    std::fs::write(&first, b"{ not json").unwrap();
+    std::fs::write(first_index_file(&path), b"{ not json").unwrap();
     let report = verify(&path, &[], 0);
     assert!(
         report["notes"]
@@ -363,13 +366,7 @@ fn a_lost_index_is_not_damage() {
 #[test]
 fn an_index_file_that_misplaces_a_message_is_named() {
     let Some((_dir, path)) = copy() else { return };
-    let index_dir = path.join(layout::INDEX);
-    let file = std::fs::read_dir(&index_dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let file = first_index_file(&path);
     let bytes = zstd::decode_all(&std::fs::read(&file).unwrap()[..]).unwrap();
     let mut index: Value = serde_json::from_slice(&bytes).unwrap();
     // One entry of the last pack the file lists moved by a byte; the packs stay intact.
@@ -380,7 +377,8 @@ fn an_index_file_that_misplaces_a_message_is_named() {
     let name = "ab".repeat(32);
     std::fs::remove_file(&file).unwrap();
     std::fs::write(
-        index_dir.join(format!("{name}{}", layout::INDEX_SUFFIX)),
+        path.join(layout::INDEX)
+            .join(format!("{name}{}", layout::INDEX_SUFFIX)),
         // `version` first, as the format requires (a `Value` would sort it after `packs`).
         zstd::encode_all(
             format!(
