@@ -18,12 +18,13 @@ use crate::repo::{IndexedPack, MessageHash, PackEntry, PackId, RepoError, layout
 
 use super::pack::PackCheck;
 
-/// A digest of a set of entries: equal for equal sets, whatever their order or repeats.
+/// A SHA-256 of a set of pack entries (hash, offset, length): equal for equal sets, whatever
+/// their order or repeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListingDigest([u8; 32]);
+pub struct EntriesDigest([u8; 32]);
 
-impl ListingDigest {
-    pub fn of(entries: impl Iterator<Item = (MessageHash, u64, u64)>) -> ListingDigest {
+impl EntriesDigest {
+    pub fn of(entries: impl Iterator<Item = (MessageHash, u64, u64)>) -> EntriesDigest {
         let mut sorted: Vec<(MessageHash, u64, u64)> = entries.collect();
         sorted.sort_unstable();
         sorted.dedup();
@@ -33,15 +34,15 @@ impl ListingDigest {
             hasher.update(offset.to_be_bytes());
             hasher.update(length.to_be_bytes());
         }
-        ListingDigest(hasher.finalize().into())
+        EntriesDigest(hasher.finalize().into())
     }
 
-    fn of_entries(entries: &[PackEntry]) -> ListingDigest {
-        ListingDigest::of(entries.iter().map(|e| (e.hash, e.offset, e.length)))
+    fn of_entries(entries: &[PackEntry]) -> EntriesDigest {
+        EntriesDigest::of(entries.iter().map(|e| (e.hash, e.offset, e.length)))
     }
 
-    fn of_check(check: &PackCheck) -> ListingDigest {
-        ListingDigest::of(check.entries.iter().map(|e| (e.hash, e.offset, e.length)))
+    fn of_check(check: &PackCheck) -> EntriesDigest {
+        EntriesDigest::of(check.entries.iter().map(|e| (e.hash, e.offset, e.length)))
     }
 }
 
@@ -50,7 +51,7 @@ pub struct IndexClaims {
     /// The readable index files, in name order.
     files: Vec<String>,
     /// For each pack, a listing's file (a position in `files`) and digest, in file order.
-    listings: HashMap<PackId, Vec<(usize, ListingDigest)>>,
+    listings: HashMap<PackId, Vec<(usize, EntriesDigest)>>,
 }
 
 /// The index files compared entry by entry with the packs.
@@ -72,7 +73,7 @@ impl IndexClaims {
         for name in Index::file_names(layout)? {
             let mut digests = Vec::new();
             let read = Index::read_file(layout, &name, &mut |pack| {
-                digests.push((pack.id, ListingDigest::of_entries(&pack.entries)));
+                digests.push((pack.id, EntriesDigest::of_entries(&pack.entries)));
             });
             if let Err(e) = read {
                 notes.push(format!(
@@ -115,7 +116,7 @@ impl IndexClaims {
             let Ok(i) = checks.binary_search_by_key(pack, |c| c.id) else {
                 return false;
             };
-            let actual = ListingDigest::of_check(&checks[i]);
+            let actual = EntriesDigest::of_check(&checks[i]);
             listings.iter().all(|(_, digest)| *digest == actual)
         })
     }
@@ -174,8 +175,8 @@ mod tests {
     #[test]
     fn a_listing_digest_is_of_the_set() {
         let e = |n: u8, offset: u64, length: u64| (MessageHash::of(&[n]), offset, length);
-        let a = ListingDigest::of([e(1, 512, 10), e(2, 522, 7)].into_iter());
-        let b = ListingDigest::of([e(2, 522, 7), e(1, 512, 10), e(1, 512, 10)].into_iter());
+        let a = EntriesDigest::of([e(1, 512, 10), e(2, 522, 7)].into_iter());
+        let b = EntriesDigest::of([e(2, 522, 7), e(1, 512, 10), e(1, 512, 10)].into_iter());
         assert_eq!(a, b, "order and repeats do not matter");
         for other in [
             vec![e(1, 512, 10)],
@@ -184,7 +185,7 @@ mod tests {
             vec![e(1, 512, 10), e(3, 522, 7)],
             vec![e(1, 512, 10), e(2, 522, 7), e(3, 529, 1)],
         ] {
-            assert_ne!(a, ListingDigest::of(other.iter().copied()), "{other:?}");
+            assert_ne!(a, EntriesDigest::of(other.iter().copied()), "{other:?}");
         }
     }
 }
