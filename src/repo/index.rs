@@ -272,8 +272,8 @@ impl Index {
     }
 }
 
-/// Parses one index file read from `path` whole (for `verify`, which compares it with the
-/// packs).
+/// Parses one index file read from `path` whole, every pack held at once (the fuzz checks
+/// write it back and compare; the commands read index files a pack at a time).
 pub fn parse_index_file(path: &Path, bytes: &[u8]) -> Result<IndexFile, RepoError> {
     let mut packs = Vec::new();
     parse_index_packs(path, bytes, &mut |mut pack| {
