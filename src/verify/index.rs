@@ -173,7 +173,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_listing_digest_is_of_the_set() {
+    fn an_entries_digest_is_of_the_set() {
         let e = |n: u8, offset: u64, length: u64| (MessageHash::of(&[n]), offset, length);
         let a = EntriesDigest::of([e(1, 512, 10), e(2, 522, 7)].into_iter());
         let b = EntriesDigest::of([e(2, 522, 7), e(1, 512, 10), e(1, 512, 10)].into_iter());
