@@ -426,7 +426,7 @@ impl FrameDecoder {
         }
         let mut decoder = decoder(frame, dict)?;
         let mut hasher = Sha256::new();
-        let n = io::copy(&mut decoder, &mut HashSink(&mut hasher))?;
+        let n = io::copy(&mut decoder, &mut DigestSink(|b: &[u8]| hasher.update(b)))?;
         Ok((MessageHash(hasher.finalize().into()), n))
     }
 
@@ -473,25 +473,12 @@ impl FrameDecoder {
     }
 }
 
-/// A writer that only checksums what it is given.
-struct ChecksumSink(crc32fast::Hasher);
+/// A writer that only hands what it is given to a hash or checksum, for `io::copy`.
+struct DigestSink<F: FnMut(&[u8])>(F);
 
-impl Write for ChecksumSink {
+impl<F: FnMut(&[u8])> Write for DigestSink<F> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-struct HashSink<'a>(&'a mut Sha256);
-
-impl Write for HashSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
+        (self.0)(buf);
         Ok(buf.len())
     }
 
@@ -656,9 +643,9 @@ impl StreamCheck {
                 at: 0,
             };
             let mut decoder = zstd::stream::read::Decoder::new(reader)?.single_frame();
-            let mut checksum = ChecksumSink(crc32fast::Hasher::new());
-            let len = io::copy(&mut decoder, &mut checksum)?;
-            Ok((checksum.0.finalize(), len))
+            let mut checksum = crc32fast::Hasher::new();
+            let len = io::copy(&mut decoder, &mut DigestSink(|b: &[u8]| checksum.update(b)))?;
+            Ok((checksum.finalize(), len))
         });
         StreamCheck {
             chunks: Some(chunks),
