@@ -23,11 +23,17 @@ install_deps() {
     echo "dovecot.sh: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
+    # The package would start a system-wide Dovecot on 110/995. Ours runs beside any such
+    # instance (own base_dir, own ports), so the package is kept from starting one, through
+    # policy-rc.d for the length of this install only. A system service that is already
+    # there (the user's real mail server) is never stopped or touched.
+    local policy=/usr/sbin/policy-rc.d ours=
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && ours=1
+    fi
+    apt-get install -y -qq "${missing[@]}" >/dev/null || { [ -z "$ours" ] || rm -f "$policy"; die "apt-get install ${missing[*]} failed"; }
+    [ -z "$ours" ] || rm -f "$policy"
   fi
-  # The package starts a system-wide instance; ours runs beside it with its own base_dir, and
-  # the system one is not needed.
-  if command -v systemctl >/dev/null 2>&1; then systemctl stop dovecot >/dev/null 2>&1 || true; fi
   id vmail >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin vmail
 }
 

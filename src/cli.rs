@@ -32,10 +32,10 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Configuration file [default: $XDG_CONFIG_HOME/popbackup/config.toml]
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", value_parser = config::expand_home)]
     pub config: Option<PathBuf>,
     /// Repository path (overrides `repository` in the configuration)
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", value_parser = config::expand_home)]
     pub repo: Option<PathBuf>,
     /// Print a machine-readable JSON summary on stdout
     #[arg(long, global = true)]
@@ -233,6 +233,16 @@ fn human_bytes(n: u64) -> String {
 
 /// Chooses the exit code for an error from its innermost known cause.
 fn classify(error: anyhow::Error) -> Failure {
+    // `popbackup cat ... | head` closing the pipe is not a failure, nor worth a message,
+    // whichever layer the write failed in.
+    let broken_pipe = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return Failure::reported(exit::OK);
+    }
     for cause in error.chain() {
         if let Some(e) = cause.downcast_ref::<RepoError>() {
             return Failure::new(e.exit_code(), error);
@@ -249,15 +259,34 @@ fn classify(error: anyhow::Error) -> Failure {
         if let Some(e) = cause.downcast_ref::<crate::pop3::Pop3Error>() {
             return Failure::new(exit::for_pop3(e.class()), error);
         }
-        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-            // `popbackup cat ... | head` closing the pipe is not a failure, nor worth a message.
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Failure::reported(exit::OK);
-            }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
             return Failure::new(exit::IO_ERR, error);
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return Failure::new(exit::USAGE, error);
         }
     }
     Failure::new(exit::SOME_FAILED, error)
+}
+
+/// A mistake in how a command was called that clap cannot see (a missing `--keep-*` rule, a
+/// percentage out of range): exit 64, like clap's own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Parses the command line. clap's own errors exit 64 (sysexits' usage error) instead of 2,
+/// so that every usage mistake gives one code; `--help` and `--version` exit 0.
+pub fn parse_args() -> Result<Cli, std::process::ExitCode> {
+    use clap::Parser as _;
+    Cli::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            std::process::ExitCode::from(exit::USAGE)
+        } else {
+            std::process::ExitCode::SUCCESS
+        }
+    })
 }
 
 #[cfg(test)]

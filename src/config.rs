@@ -255,17 +255,42 @@ impl Config {
 
 /// `~/x` → `$HOME/x`; a relative path → relative to `base_dir` (the configuration's directory).
 fn expand_path(text: &str, base_dir: &Path) -> PathBuf {
-    if let Some(rest) = text.strip_prefix("~/")
-        && let Some(home) = std::env::var_os("HOME")
-    {
-        return PathBuf::from(home).join(rest);
-    }
-    let path = PathBuf::from(text);
+    let path = expand_home(text).unwrap_or_else(|_| PathBuf::from(text));
     if path.is_relative() {
         base_dir.join(path)
     } else {
         path
     }
+}
+
+/// Expands a leading `~`, `$HOME` or `${HOME}` in a path the user typed where no shell
+/// expands it (`--to maildir:~/Mail`, `--repo=~/archive`, the configuration): without this
+/// `~/Mail` would be a folder named `~` in the current directory. `~user` is refused rather
+/// than guessed at.
+pub fn expand_home(text: &str) -> Result<PathBuf, String> {
+    let home = || {
+        std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("{text:?} starts with ~ or $HOME, but HOME is not set"))
+    };
+    for prefix in ["~", "$HOME", "${HOME}"] {
+        let Some(rest) = text.strip_prefix(prefix) else {
+            continue;
+        };
+        if rest.is_empty() {
+            return home();
+        }
+        if let Some(rest) = rest.strip_prefix('/') {
+            return Ok(home()?.join(rest));
+        }
+        if prefix == "~" {
+            return Err(format!(
+                "{text:?}: ~user paths are not expanded; give the full path"
+            ));
+        }
+    }
+    Ok(PathBuf::from(text))
 }
 
 /// `$XDG_CONFIG_HOME/popbackup/config.toml`, or `~/.config/popbackup/config.toml`.

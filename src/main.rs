@@ -1,9 +1,10 @@
 //! The `popbackup` binary: parse arguments, run, print the error once, exit with its code.
 
-use clap::Parser as _;
-
 fn main() -> std::process::ExitCode {
-    let cli = popbackup::cli::Cli::parse();
+    let cli = match popbackup::cli::parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     match popbackup::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(failure) => {

@@ -18,6 +18,7 @@ pub mod lock;
 pub mod manifest;
 pub mod pack;
 pub mod records;
+pub mod repair;
 pub mod verified;
 mod writer;
 
@@ -210,13 +211,7 @@ impl Repository {
 
     /// What earlier verifications found intact (empty when none ran yet).
     pub fn verified_state(&self) -> Result<VerifiedState, RepoError> {
-        let path = self.layout.verified();
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| RepoError::corrupt(&path, format!("not a verification record: {e}"))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(VerifiedState::default()),
-            Err(e) => Err(RepoError::io("cannot read", &path)(e)),
-        }
+        verified_state_in(&self.layout)
     }
 
     /// A committed snapshot's manifest.
@@ -384,6 +379,17 @@ impl Repository {
     /// Where a message is stored.
     pub fn location(&self, hash: &MessageHash) -> Option<Location> {
         self.index.get(hash)
+    }
+
+    /// The bytes of the frame `entry` of pack `pack` as they are stored (compressed), for
+    /// copying it into another pack.
+    pub fn read_frame(&self, pack: &PackId, entry: &PackEntry) -> Result<Vec<u8>, RepoError> {
+        let path = self.layout.pack(pack);
+        let file = std::fs::File::open(&path).map_err(RepoError::io("cannot read", &path))?;
+        let mut frame = vec![0u8; entry.length as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut frame, entry.offset)
+            .map_err(RepoError::io("cannot read", &path))?;
+        Ok(frame)
     }
 
     /// Streams a message's bytes: one seek into its pack, then sequential reads of its frame.
@@ -639,6 +645,17 @@ pub fn snapshots_in(layout: &Layout) -> Result<Vec<SnapshotId>, RepoError> {
 }
 
 /// [`Repository::checkpoints`] of the repository at `layout`.
+/// What earlier verifications found (empty when none ran yet) in the repository at `layout`.
+pub fn verified_state_in(layout: &Layout) -> Result<VerifiedState, RepoError> {
+    let path = layout.verified();
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| RepoError::corrupt(&path, format!("not a verification record: {e}"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(VerifiedState::default()),
+        Err(e) => Err(RepoError::io("cannot read", &path)(e)),
+    }
+}
+
 pub fn checkpoints_in(layout: &Layout) -> Result<Vec<Manifest>, RepoError> {
     let mut checkpoints = checkpoint_heads_in(layout)?;
     for checkpoint in &mut checkpoints {

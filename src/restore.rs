@@ -79,9 +79,11 @@ impl Destination {
         if path.is_empty() {
             return Err(format!("{text:?}: the path is missing"));
         }
+        // No shell expands `~` after `maildir:`.
+        let path = crate::config::expand_home(path)?;
         match kind {
-            "maildir" => Ok(Destination::Maildir(PathBuf::from(path))),
-            "mbox" => Ok(Destination::Mbox(PathBuf::from(path))),
+            "maildir" => Ok(Destination::Maildir(path)),
+            "mbox" => Ok(Destination::Mbox(path)),
             other => Err(format!(
                 "{other:?} is not a destination format: use maildir:PATH or mbox:PATH"
             )),

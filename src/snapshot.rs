@@ -17,8 +17,8 @@ mod storer;
 mod writer;
 
 pub use engine::{
-    AccountReport, Observer, Outcome, Silent, SnapshotOptions, exit_code, run_snapshot,
-    snapshot_account,
+    AccountReport, Observer, Outcome, Silent, SnapshotOptions, SnapshotRun, exit_code,
+    run_snapshot, snapshot_account,
 };
 pub use inventory::{
     Inventory, InventoryEntry, InventoryReport, Listing, NewMessage, ServerMessage,

@@ -667,6 +667,14 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
             )
         })
         .collect();
+    record_damage(
+        &mut state,
+        &damaged_messages,
+        &damaged_packs,
+        &copies,
+        &checks,
+        &now,
+    );
     let clean = damaged_messages.is_empty()
         && damaged_packs.is_empty()
         && damaged_dictionaries.is_empty()
@@ -693,6 +701,47 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
         verified_snapshots,
         verified_state: state,
     })
+}
+
+/// Records in `state` what this run found damaged, keeping what earlier runs found that this
+/// one could not judge (a quick or partial verify does not read every pack): a message stays
+/// recorded until it is read back intact or no longer stored nor needed, a pack until it is
+/// read whole and intact or gone.
+fn record_damage(
+    state: &mut VerifiedState,
+    messages: &[DamagedMessage],
+    packs: &[DamagedPack],
+    copies: &HashMap<MessageHash, Copies>,
+    checks: &[PackCheck],
+    now: &str,
+) {
+    state.damaged_messages.retain(|hash, _| {
+        copies
+            .get(hash)
+            .is_some_and(|c| !matches!(c.best, EntryState::Intact))
+    });
+    state.damaged_packs.retain(|id, _| {
+        checks
+            .binary_search_by_key(id, |c| c.id)
+            .is_ok_and(|i| !checks[i].read_data)
+    });
+    for m in messages {
+        state.damaged_messages.insert(m.hash, m.problem.clone());
+    }
+    for p in packs {
+        state.damaged_packs.insert(
+            p.pack,
+            crate::repo::verified::DamagedPackNote {
+                problem: p.problems.join("; "),
+                lost: p.lost.clone(),
+            },
+        );
+    }
+    if !messages.is_empty() || !packs.is_empty() {
+        state.damage_found = Some(now.to_string());
+    } else if !state.has_damage() {
+        state.damage_found = None;
+    }
 }
 
 /// Stores what the report found intact, crash-safely (`verified.json`).

@@ -1,6 +1,6 @@
 //! `popbackup forget` and `popbackup prune`.
 
-use super::{GlobalArgs, human_bytes};
+use super::{GlobalArgs, UsageError, human_bytes};
 use crate::repo::Repository;
 use crate::retention::{self, KeepPolicy};
 
@@ -64,10 +64,12 @@ pub fn forget(
         within: args.keep_within,
     };
     if policy.is_empty() {
-        anyhow::bail!(
+        return Err(UsageError(
             "give at least one --keep-* rule (forget without one would remove every snapshot); \
              for example --keep-daily 7 --keep-weekly 5 --keep-monthly 12"
-        );
+                .into(),
+        )
+        .into());
     }
     let (plan, removed) = if args.dry_run {
         let plan = retention::plan_forget(&repo, &policy, args.account.as_deref(), &chrono::Local)?;
@@ -131,7 +133,7 @@ pub fn prune(
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<()> {
     if !(0.0..=100.0).contains(&args.max_unused) {
-        anyhow::bail!("--max-unused is a percentage from 0 to 100");
+        return Err(UsageError("--max-unused is a percentage from 0 to 100".into()).into());
     }
     let mut writer = repo.lock("prune")?;
     let plan = retention::plan_prune(writer.repo(), args.max_unused)?;

@@ -16,6 +16,8 @@ use crate::snapshot::{self, AccountReport, Observer, Outcome, SnapshotOptions};
 #[derive(serde::Serialize)]
 struct JsonSummary<'a> {
     accounts: &'a [AccountReport],
+    /// Damage found by `verify` that this run healed.
+    repair: &'a crate::repo::repair::RepairReport,
     elapsed_seconds: f64,
     exit_code: u8,
 }
@@ -59,8 +61,10 @@ pub fn run(
         Some(b) => b,
         None => &snapshot::Silent,
     };
-    let (reports, writer) = snapshot::run_snapshot(writer, &account_refs, &options, observer);
-    let finished = writer
+    let run = snapshot::run_snapshot(writer, &account_refs, &options, observer);
+    let reports = run.reports;
+    let finished = run
+        .writer
         .and_then(|w| w.close())
         .map_err(|e| super::classify(e.into()));
     let code = snapshot::exit_code(&reports);
@@ -81,10 +85,33 @@ pub fn run(
             );
         }
     }
+    let repair = &run.repair;
+    if !repair.healed.is_empty() || !repair.retired_packs.is_empty() {
+        // Not a warning: the archive is better than before. Shown unless -q.
+        if !global.quiet && !global.json {
+            eprintln!(
+                "popbackup: repaired: {} damaged message(s) stored again from the server; {} \
+                 damaged pack(s) retired; run `popbackup verify` to confirm",
+                repair.healed.len(),
+                repair.retired_packs.len()
+            );
+        }
+    }
+    if !repair.still_damaged.is_empty() {
+        warn(
+            None,
+            &format!(
+                "{} damaged message(s) could not be repaired: no server still has them; \
+                 `popbackup verify` names them and the snapshots that need them",
+                repair.still_damaged.len()
+            ),
+        );
+    }
     let write = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
         if global.json {
             let summary = JsonSummary {
                 accounts: &reports,
+                repair,
                 elapsed_seconds: started.elapsed().as_secs_f64(),
                 exit_code: code,
             };

@@ -142,6 +142,11 @@ impl Index {
         self.files.push(name);
     }
 
+    /// The index files that now cover the packs, after some were rewritten.
+    pub(super) fn set_files(&mut self, names: Vec<String>) {
+        self.files = names;
+    }
+
     /// Makes room for `more` messages at once: a run that will store many messages grows the
     /// table once instead of doubling it again and again, each time holding the old table
     /// and the new one together.
@@ -152,6 +157,17 @@ impl Index {
     /// Adds a pack's entries. A message stored twice (two writers' crash leftovers) keeps its
     /// first location; both are valid copies.
     pub fn add_pack(&mut self, pack: PackId, entries: &[PackEntry]) {
+        self.add_pack_preferring(pack, entries, |_| false);
+    }
+
+    /// Like [`Index::add_pack`], but the messages `prefer` names take their location in this
+    /// pack even when they have one already: a good copy replacing a damaged one.
+    pub fn add_pack_preferring(
+        &mut self,
+        pack: PackId,
+        entries: &[PackEntry],
+        prefer: impl Fn(&MessageHash) -> bool,
+    ) {
         let next = self.pack_ids.len() as u32;
         let slot = self.packs.entry(pack).or_insert(PackSlot {
             number: next,
@@ -171,19 +187,39 @@ impl Index {
                     (self.dicts.len() - 1) as u32
                 }),
             };
-            self.messages.entry(entry.hash).or_insert(Slot {
+            let slot = Slot {
                 pack: number,
                 dict,
                 offset: entry.offset,
                 length: entry.length,
-            });
+            };
+            if prefer(&entry.hash) {
+                self.messages.insert(entry.hash, slot);
+            } else {
+                self.messages.entry(entry.hash).or_insert(slot);
+            }
         }
+    }
+
+    /// The messages whose location is in `pack`, in offset order.
+    pub fn placed_in(&self, pack: &PackId) -> Vec<PackEntry> {
+        let Some(number) = self.packs.get(pack).map(|p| p.number) else {
+            return Vec::new();
+        };
+        let mut entries: Vec<PackEntry> = self
+            .messages
+            .iter()
+            .filter(|(_, slot)| slot.pack == number)
+            .map(|(hash, slot)| self.location(hash, slot).entry)
+            .collect();
+        entries.sort_by_key(|e| e.offset);
+        entries
     }
 
     /// Takes out what [`Index::add_pack`] put in for `packs` (read from an index file that
     /// then turned out damaged). A message that an earlier pack holds too keeps that
     /// location: the first added wins, and it was not one of these.
-    fn forget_packs(&mut self, packs: &[PackId]) {
+    pub(super) fn forget_packs(&mut self, packs: &[PackId]) {
         let mut numbers = std::collections::HashSet::new();
         for id in packs {
             if let Some(slot) = self.packs.remove(id) {

@@ -10,9 +10,9 @@ use std::path::Path;
 use super::frame::compressed_total;
 use super::{
     DictHash, Dictionary, Frame, FrameCompressor, FramePlan, Index, IndexedPack, Layout, Location,
-    Manifest, MessageHash, MessageRecord, PackId, PackWriter, RecordsId, RepoError, RepoLock,
-    Repository, SnapshotId, Stored, VerifiedState, compressed, dictionary, format, id, index,
-    layout, pack, read_config, records, write_json,
+    Manifest, MessageHash, MessageRecord, PackEntry, PackId, PackWriter, RecordsId, RepoError,
+    RepoLock, Repository, SnapshotId, Stored, VerifiedState, compressed, dictionary, format, id,
+    index, layout, pack, read_config, records, write_json,
 };
 use crate::durable;
 
@@ -118,6 +118,15 @@ pub struct RepoWriter {
     /// checkpoint, the files of every list committed, and of each checkpoint still there.
     /// [`RepoWriter::close`] removes the first that neither of the others names.
     lists: SessionLists,
+    /// Messages the last verify found damaged (`verified.json`): not taken as stored, so that
+    /// a run that meets one stores a good copy, which then takes the damaged one's place in
+    /// the index. A message leaves the set once its good copy's pack is written.
+    damaged: HashSet<MessageHash>,
+    /// Messages given a good copy in this session, in place of a damaged one.
+    healed: Vec<MessageHash>,
+    /// Messages being copied out of a pack that is to go: their copy takes over their index
+    /// location when its pack is written.
+    moving: HashSet<MessageHash>,
 }
 
 #[derive(Default)]
@@ -202,6 +211,11 @@ impl RepoWriter {
             _ => retrain_due(repo.index.len() as u64, compression.dictionary_messages),
         };
         let samples = due.then(Samples::default);
+        // An unreadable record only means nothing is known damaged; verify rewrites it.
+        let damaged = repo
+            .verified_state()
+            .map(|state| state.damaged_messages.into_keys().collect())
+            .unwrap_or_default();
         let mut writer = RepoWriter {
             repo,
             _lock: lock,
@@ -213,6 +227,9 @@ impl RepoWriter {
             adopted_dictionary: false,
             unindexed,
             lists: SessionLists::default(),
+            damaged,
+            healed: Vec::new(),
+            moving: HashSet::new(),
         };
         writer.write_index()?;
         Ok(writer)
@@ -233,9 +250,21 @@ impl RepoWriter {
         (self.repo.index.len() + self.pack.as_ref().map_or(0, |p| p.entries().len())) as u64
     }
 
-    /// True if the message is stored already (committed or written in this session).
+    /// True if the message is stored already (committed or written in this session), and not
+    /// known damaged.
     pub fn contains(&self, hash: &MessageHash) -> bool {
-        self.repo.index.contains(hash) || self.pack.as_ref().is_some_and(|p| p.contains(hash))
+        (self.repo.index.contains(hash) && !self.damaged.contains(hash))
+            || self.pack.as_ref().is_some_and(|p| p.contains(hash))
+    }
+
+    /// Messages known damaged (by the last verify) that this session has not stored again.
+    pub fn is_damaged(&self, hash: &MessageHash) -> bool {
+        self.damaged.contains(hash)
+    }
+
+    /// Messages this session stored again in place of a damaged copy.
+    pub fn healed(&self) -> &[MessageHash] {
+        &self.healed
     }
 
     /// Whether every new frame is checked before its pack is published (default: yes; it
@@ -302,6 +331,7 @@ impl RepoWriter {
         let io_err = |e| StoreError::Repo(RepoError::io("cannot write a pack in", &tmp)(e));
         self.open_pack().map_err(StoreError::Repo)?;
         let index = &self.repo.index;
+        let damaged = &self.damaged;
         let Some(pack) = &mut self.pack else {
             return Err(StoreError::Repo(RepoError::Invalid("no pack open".into())));
         };
@@ -316,7 +346,9 @@ impl RepoWriter {
             };
             io::Write::write_all(&mut writer, &buf[..n]).map_err(io_err)?;
         }
-        let stored = writer.finish(|h| index.contains(h)).map_err(io_err)?;
+        let stored = writer
+            .finish(|h| index.contains(h) && !damaged.contains(h))
+            .map_err(io_err)?;
         self.pack_written().map_err(StoreError::Repo)?;
         Ok(stored)
     }
@@ -657,8 +689,12 @@ impl RepoWriter {
     }
 
     /// Where a stored message is. Messages in the pack still being written are not there yet:
-    /// their location is known after the next `flush`, `checkpoint` or `commit`.
+    /// their location is known after the next `flush`, `checkpoint` or `commit`. A message
+    /// known damaged has none until it is stored again.
     pub fn location(&self, hash: &MessageHash) -> Option<Location> {
+        if self.damaged.contains(hash) {
+            return None;
+        }
         self.repo.index.get(hash)
     }
 
@@ -674,8 +710,59 @@ impl RepoWriter {
         let (id, entries) = pack
             .finish(&dir, verify)
             .map_err(RepoError::io("cannot write a pack to", &dir))?;
-        self.repo.index.add_pack(id, &entries);
+        let (damaged, moving) = (&self.damaged, &self.moving);
+        self.repo
+            .index
+            .add_pack_preferring(id, &entries, |h| damaged.contains(h) || moving.contains(h));
+        if !self.damaged.is_empty() || !self.moving.is_empty() {
+            for e in &entries {
+                if self.damaged.remove(&e.hash) {
+                    self.healed.push(e.hash);
+                }
+                self.moving.remove(&e.hash);
+            }
+        }
         self.unindexed.push(IndexedPack { id, entries });
+        Ok(())
+    }
+
+    /// Rewrites every index file that lists an entry `drop` names, without those entries
+    /// (a pack left with none is dropped from the file): each new file is written before the
+    /// one it replaces is removed, so a crash leaves every message findable. The in-memory
+    /// index forgets packs wholly dropped. For [`super::repair`], which retires damaged
+    /// packs and takes healed messages out of the damaged copies' listings.
+    pub(crate) fn drop_index_entries(
+        &mut self,
+        drop: &dyn Fn(&PackId, &PackEntry) -> bool,
+    ) -> Result<(), RepoError> {
+        self.flush()?;
+        let mut gone: Vec<PackId> = Vec::new();
+        let mut files = Vec::new();
+        for name in self.repo.index.files().to_vec() {
+            let mut packs: Vec<IndexedPack> = Vec::new();
+            Index::read_file(&self.repo.layout, &name, &mut |p| packs.push(p))?;
+            let mut changed = false;
+            for p in &mut packs {
+                let before = p.entries.len();
+                p.entries.retain(|e| !drop(&p.id, e));
+                changed |= p.entries.len() != before;
+                if p.entries.is_empty() && before > 0 {
+                    gone.push(p.id);
+                }
+            }
+            if !changed {
+                files.push(name);
+                continue;
+            }
+            packs.retain(|p| !p.entries.is_empty());
+            if !packs.is_empty() {
+                files.push(self.write_index_file(&packs)?);
+            }
+            let path = self.repo.layout.index_file(&name);
+            durable::remove_file(&path).map_err(RepoError::io("cannot remove", &path))?;
+        }
+        self.repo.index.forget_packs(&gone);
+        self.repo.index.set_files(files);
         Ok(())
     }
 
@@ -733,6 +820,18 @@ impl RepoWriter {
                 .map_err(RepoError::io("cannot write a pack in", &tmp))?;
         }
         self.pack_written()
+    }
+
+    /// Like [`RepoWriter::copy_frame`], for a frame moving out of a pack that is to go: once
+    /// its new pack is written, the index finds the message there.
+    pub(crate) fn move_frame(
+        &mut self,
+        hash: MessageHash,
+        frame: &[u8],
+        dict: Option<DictHash>,
+    ) -> Result<(), RepoError> {
+        self.moving.insert(hash);
+        self.copy_frame(hash, frame, dict)
     }
 
     /// Like [`RepoWriter::flush`], returning the packs it made findable.

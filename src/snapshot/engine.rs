@@ -25,6 +25,7 @@ use crate::pop3::{self, Fetch, FetchError, Reply, Session};
 use crate::repo::{
     ListingDigest, Manifest, MessageRecord, OpeningWriter, RecordsList, RepoError, RepoWriter,
     ServerInfo, SnapshotId, StoreError, Stored, Tool, manifest::MANIFEST_VERSION,
+    repair::RepairReport,
 };
 
 /// Checkpoints come at least every `checkpoint_size` bytes, but no closer than the bytes
@@ -149,14 +150,26 @@ pub fn exit_code(reports: &[AccountReport]) -> u8 {
     }
 }
 
+/// What [`run_snapshot`] did.
+pub struct SnapshotRun {
+    /// One report per account, in the order they were given.
+    pub reports: Vec<AccountReport>,
+    /// Damage that `verify` had found and this run healed (see [`crate::repo::repair`]).
+    pub repair: RepairReport,
+    /// The writer, still holding the lock, for the caller to close.
+    pub writer: Result<RepoWriter, RepoError>,
+}
+
 /// Backs up `accounts` into the repository held by `writer`, up to
-/// `options.parallel_accounts` at a time. Returns one report per account, in the given order.
+/// `options.parallel_accounts` at a time, then retires the damaged packs whose messages the
+/// run stored again (a message `verify` found damaged is downloaded again when the server
+/// still has it).
 pub fn run_snapshot(
     writer: OpeningWriter,
     accounts: &[&Account],
     options: &SnapshotOptions,
     observer: &dyn Observer,
-) -> (Vec<AccountReport>, Result<RepoWriter, RepoError>) {
+) -> SnapshotRun {
     let shared = Opening::new(writer);
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<AccountReport>>> = Mutex::new(vec![None; accounts.len()]);
@@ -192,7 +205,16 @@ pub fn run_snapshot(
             })
         })
         .collect();
-    (reports, shared.into_writer())
+    let mut repair = RepairReport::default();
+    let writer = shared.into_writer().and_then(|mut writer| {
+        repair = crate::repo::repair::repair(&mut writer)?;
+        Ok(writer)
+    });
+    SnapshotRun {
+        reports,
+        repair,
+        writer,
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

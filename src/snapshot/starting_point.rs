@@ -72,13 +72,19 @@ impl StartingPoint {
                 .filter(|c| c.account == account)
                 .collect::<Vec<_>>()
         });
+        // Recorded damage is healed by matching the listing against the records (a damaged
+        // message is downloaded again), so it rules the shortcut out.
+        let damage = crate::repo::verified_state_in(layout).is_ok_and(|s| s.has_damage());
         let found = match (&head, &checkpoints) {
-            (Ok(Some(head)), Ok(checkpoints)) if head.complete && checkpoints.is_empty() => head
-                .listing
-                .zip(head.records.clone())
-                // A lost records file is reported by the full path, with what to do.
-                .filter(|(_, list)| list.0.iter().all(|r| layout.records(r).is_file()))
-                .map(|(listing, records)| Shortcut { listing, records }),
+            (Ok(Some(head)), Ok(checkpoints))
+                if head.complete && checkpoints.is_empty() && !damage =>
+            {
+                head.listing
+                    .zip(head.records.clone())
+                    // A lost records file is reported by the full path, with what to do.
+                    .filter(|(_, list)| list.0.iter().all(|r| layout.records(r).is_file()))
+                    .map(|(listing, records)| Shortcut { listing, records })
+            }
             _ => None,
         };
         if !shortcut(found) {

@@ -213,3 +213,156 @@ fn configuration_mistakes_exit_78_naming_file_line_and_key() {
             .is_empty()
     );
 }
+
+/// A repository holding one message in one committed snapshot, made through the library.
+fn repository_with_one_message(repo: &std::path::Path) -> (MessageHash, Vec<u8>) {
+    let message = b"From: a@example.org\r\nSubject: home\r\n\r\nbody\r\n".to_vec();
+    Repository::init(repo).unwrap();
+    let mut writer = Repository::open(repo).unwrap().lock("test").unwrap();
+    let stored = writer.store_bytes(&message).unwrap();
+    let mut manifest =
+        crate::repo::manifest_for(writer.repo(), "work", &[(stored.hash(), stored.raw_len())]);
+    manifest.complete = true;
+    writer.commit(&manifest).unwrap();
+    (stored.hash(), message)
+}
+
+#[test]
+fn a_tilde_in_restore_and_repo_paths_means_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&cwd).unwrap();
+    repository_with_one_message(&home.join("archive"));
+    for (repo_arg, to) in [
+        ("--repo=~/archive", "maildir:~/Maildir-restored"),
+        ("--repo=$HOME/archive", "mbox:$HOME/restored.mbox"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_popbackup"))
+            .args(["restore", repo_arg, "--to", to])
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", dir.path())
+            .current_dir(&cwd)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{to}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(home.join("Maildir-restored/new"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert!(home.join("restored.mbox").is_file());
+    let left: Vec<_> = std::fs::read_dir(&cwd).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "files made in the current directory: {left:?}"
+    );
+    // `~user` is not guessed at.
+    let out = Command::new(env!("CARGO_BIN_EXE_popbackup"))
+        .args([
+            "restore",
+            "--repo",
+            "/nonexistent",
+            "--to",
+            "maildir:~bob/x",
+        ])
+        .env("HOME", &home)
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("~user"));
+}
+
+#[test]
+fn the_test_server_script_never_touches_a_system_service() {
+    // Fake service managers that record being called: `dovecot.sh install` must not stop (or
+    // start) a system Dovecot, which on a user's machine is their real mail server.
+    let dir = tempfile::tempdir().unwrap();
+    let called = dir.path().join("called");
+    for tool in ["systemctl", "service", "invoke-rc.d"] {
+        let path = dir.path().join(tool);
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\necho {tool} \"$@\" >> {}\n", called.display()),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/dovecot.sh"))
+        .arg("install")
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = std::fs::read_to_string(&called).unwrap_or_default();
+    assert!(calls.is_empty(), "dovecot.sh called: {calls}");
+}
+
+#[test]
+fn every_usage_mistake_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("r");
+    Repository::init(&repo).unwrap();
+    let repo = repo.to_str().unwrap();
+    for args in [
+        vec!["--no-such-flag"],
+        vec!["no-such-command"],
+        vec!["restore", "--repo", repo],
+        vec!["restore", "--repo", repo, "--to", "mh:/x"],
+        vec!["forget", "--repo", repo],
+        vec!["prune", "--repo", repo, "--max-unused", "150"],
+        vec!["verify", "--repo", repo, "--read-data-subset", "0/3"],
+    ] {
+        let out = popbackup(&args, dir.path());
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // --help and --version are not mistakes.
+    for args in [["--help"], ["--version"]] {
+        let out = popbackup(&args, dir.path());
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+    }
+}
+
+#[test]
+fn cat_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("r");
+    let (hash, _) = repository_with_one_message(&repo);
+    // A reader that closes at once, as `head -c0` does: the write fails with EPIPE.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_popbackup"))
+        .args(["cat", "--repo", repo.to_str().unwrap(), &hash.to_string()])
+        .env("XDG_CONFIG_HOME", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
