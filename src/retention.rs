@@ -21,6 +21,27 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::repo::{RepoError, RepoWriter, Repository, SnapshotId};
 
+/// Refuses to let `command` (`forget`, `prune`) decide from a damaged picture: the last
+/// `verify` found damage that no snapshot has healed since. The specification says retention
+/// refuses to run on a repository that fails verify; `--force` in the CLI skips this check.
+pub fn refuse_if_damaged(repo: &Repository, command: &str) -> Result<(), RepoError> {
+    let state = repo.verified_state()?;
+    if !state.has_damage() {
+        return Ok(());
+    }
+    Err(RepoError::Damaged {
+        detail: format!(
+            "{command} refuses to run: the verify of {} found {} damaged message(s) and {} \
+             damaged pack(s) that are not healed yet. Run `popbackup snapshot` (it downloads \
+             the damaged messages again from the servers that still have them and retires the \
+             damaged packs), then `popbackup verify`; or pass --force to {command} anyway",
+            state.damage_found.as_deref().unwrap_or("an earlier run"),
+            state.damaged_messages.len(),
+            state.damaged_packs.len()
+        ),
+    })
+}
+
 /// What `forget` decided, per account.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ForgetPlan {

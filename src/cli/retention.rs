@@ -31,6 +31,9 @@ pub struct ForgetArgs {
     /// Show the plan; remove nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Run even though the last verify found damage that is not healed yet
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -47,6 +50,9 @@ pub struct PruneArgs {
     /// Show the plan; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Run even though the last verify found damage that is not healed yet
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn forget(
@@ -70,6 +76,10 @@ pub fn forget(
                 .into(),
         )
         .into());
+    }
+    // A dry run changes nothing, so it may show what the command would do.
+    if !args.force && !args.dry_run {
+        retention::refuse_if_damaged(&repo, "forget")?;
     }
     let (plan, removed) = if args.dry_run {
         let plan = retention::plan_forget(&repo, &policy, args.account.as_deref(), &chrono::Local)?;
@@ -134,6 +144,10 @@ pub fn prune(
 ) -> anyhow::Result<()> {
     if !(0.0..=100.0).contains(&args.max_unused) {
         return Err(UsageError("--max-unused is a percentage from 0 to 100".into()).into());
+    }
+    // A dry run changes nothing, so it may show what the command would do.
+    if !args.force && !args.dry_run {
+        retention::refuse_if_damaged(&repo, "prune")?;
     }
     let mut writer = repo.lock("prune")?;
     let plan = retention::plan_prune(writer.repo(), args.max_unused)?;

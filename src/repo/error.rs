@@ -44,6 +44,9 @@ pub enum RepoError {
         path.display()
     )]
     Locked { path: PathBuf, holder: LockInfo },
+    /// `verify` found damage that is not healed yet; the command will not act on it.
+    #[error("{detail}")]
+    Damaged { detail: String },
     #[error("no {what} {id} in the repository")]
     NotFound { what: &'static str, id: String },
     #[error("{0}")]
@@ -99,6 +102,9 @@ impl RepoError {
                 id: id.clone(),
             },
             RepoError::Invalid(text) => RepoError::Invalid(text.clone()),
+            RepoError::Damaged { detail } => RepoError::Damaged {
+                detail: detail.clone(),
+            },
         }
     }
 
@@ -111,7 +117,9 @@ impl RepoError {
             }
             RepoError::Io { .. } => exit::IO_ERR,
             RepoError::NotARepository { .. } | RepoError::AlreadyExists { .. } => exit::CONFIG,
-            RepoError::UnsupportedVersion { .. } | RepoError::Corrupt { .. } => exit::DATA_ERR,
+            RepoError::UnsupportedVersion { .. }
+            | RepoError::Corrupt { .. }
+            | RepoError::Damaged { .. } => exit::DATA_ERR,
             RepoError::Locked { .. } => exit::TEMP_FAIL,
             RepoError::NotFound { .. } | RepoError::Invalid(_) => exit::USAGE,
         }

@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod fuzz_regressions;
+mod heal;
 mod hostile;
 mod local_faults;
 mod pop3_corpus;
