@@ -349,6 +349,7 @@ repository = "{repo}"
 # tls_fingerprints = ["sha256:AB:CD:..."]  # or pin the server's certificate
 # connect_timeout = "30s"
 # timeout = "2m"                           # longest wait for the server during a session
+# greeting_timeout = "30s"                 # longest wait for the greeting or the TLS handshake
 # pipelining = true                        # when the server announces PIPELINING
 # pipeline_window = 64                     # commands in flight
 # pipeline_window_bytes = "8 MiB"          # announced message bytes in flight

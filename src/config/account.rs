@@ -34,6 +34,8 @@ pub struct Account {
     pub connect_timeout: Duration,
     /// Longest wait for the server during the session.
     pub timeout: Duration,
+    /// Longest wait for the greeting (or the TLS handshake).
+    pub greeting_timeout: Duration,
     pub pipelining: bool,
     pub pipeline_window: PipelineWindow,
     /// zstd level for this account's new messages; the repository's level when unset.
@@ -56,6 +58,7 @@ impl Account {
         options.danger_allow_plaintext = self.allow_insecure;
         options.connect_timeout = self.connect_timeout;
         options.io_timeout = self.timeout;
+        options.greeting_timeout = self.greeting_timeout;
         options.session = SessionOptions {
             window: self.pipeline_window,
             pipelining: self.pipelining,
@@ -90,6 +93,7 @@ pub(super) struct RawAccount {
     allow_insecure: Option<Spanned<toml::Value>>,
     connect_timeout: Option<Spanned<toml::Value>>,
     timeout: Option<Spanned<toml::Value>>,
+    greeting_timeout: Option<Spanned<toml::Value>>,
     pipelining: Option<Spanned<toml::Value>>,
     pipeline_window: Option<Spanned<toml::Value>>,
     pipeline_window_bytes: Option<Spanned<toml::Value>>,
@@ -251,6 +255,10 @@ impl RawAccount {
             Some(v) => origin.duration(v, &key("timeout"))?,
             None => defaults.io_timeout,
         };
+        let greeting_timeout = match &self.greeting_timeout {
+            Some(v) => origin.duration(v, &key("greeting_timeout"))?,
+            None => defaults.greeting_timeout,
+        };
         let pipelining = match &self.pipelining {
             Some(v) => origin.boolean(v, &key("pipelining"))?,
             None => true,
@@ -287,6 +295,7 @@ impl RawAccount {
             allow_insecure,
             connect_timeout,
             timeout,
+            greeting_timeout,
             pipelining,
             pipeline_window,
             compression_level,

@@ -121,6 +121,21 @@ pub enum Pop3Error {
          nothing was sent (use `tls = \"implicit\"` if the server listens on port 995)"
     )]
     StlsNotOffered,
+    /// The port speaks the other kind of POP3 than the account's `tls` says: a server that
+    /// waits for a TLS handshake where a greeting was expected, or greets in plain text where
+    /// a TLS handshake was expected.
+    #[error(
+        "{host}:{port} speaks {found}, but the account has `tls = \"{configured}\"`; set \
+         `tls = \"{suggested}\"` (or use the port for {configured})"
+    )]
+    TlsModeMismatch {
+        host: String,
+        port: u16,
+        /// What the port speaks: `implicit TLS` or `plain POP3`.
+        found: &'static str,
+        configured: &'static str,
+        suggested: &'static str,
+    },
     #[error("{}", server_message(command, code.as_ref(), text))]
     Server {
         /// The command's name only (`PASS`, `RETR`): arguments may hold secrets.
@@ -165,7 +180,9 @@ impl Pop3Error {
             Pop3Error::Tls { .. } | Pop3Error::Certificate { .. } | Pop3Error::StlsNotOffered => {
                 ErrorClass::Auth
             }
-            Pop3Error::TlsConfig(_) | Pop3Error::InvalidArgument { .. } => ErrorClass::Config,
+            Pop3Error::TlsConfig(_)
+            | Pop3Error::InvalidArgument { .. }
+            | Pop3Error::TlsModeMismatch { .. } => ErrorClass::Config,
             Pop3Error::Server { code, command, .. } => match code {
                 Some(c) if c.is_temporary() => ErrorClass::Temporary,
                 Some(RespCode::Auth) => ErrorClass::Auth,

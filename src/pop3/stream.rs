@@ -114,6 +114,10 @@ pub struct ServerOptions {
     pub connect_timeout: Duration,
     /// Longest wait for any read or write on the connection.
     pub io_timeout: Duration,
+    /// Longest wait for the server's greeting (or, with implicit TLS, for the handshake).
+    /// Kept apart from `io_timeout`: a server that says nothing at first is usually one that
+    /// waits for a TLS handshake, and a night's run should say so in seconds, not minutes.
+    pub greeting_timeout: Duration,
     pub session: SessionOptions,
 }
 
@@ -128,6 +132,7 @@ impl ServerOptions {
             danger_allow_plaintext: false,
             connect_timeout: Duration::from_secs(30),
             io_timeout: Duration::from_secs(120),
+            greeting_timeout: Duration::from_secs(30),
             session: SessionOptions::default(),
         }
     }
@@ -217,10 +222,13 @@ pub fn connect(options: &ServerOptions) -> Result<Client<Transport>, Pop3Error> 
     let tcp = connect_tcp(options)?;
     let mut client = match (options.tls, tls) {
         (TlsMode::Implicit, Some(config)) => {
-            let stream = handshake(tcp, config, &options.host)?;
+            set_read_timeout(&tcp, options.greeting_timeout)?;
+            let stream = handshake(tcp, config, options)?;
+            set_read_timeout(stream.get_ref().0.get_ref(), options.io_timeout)?;
             Client::greet(Transport::Tls(Box::new(stream)), options.session)?
         }
         (TlsMode::Starttls, Some(config)) => {
+            wait_for_greeting(&tcp, options)?;
             let plain = Client::greet(Transport::Plain(tcp), options.session)?;
             let (transport, greeting, _discarded) = plain.stls()?;
             let Transport::Plain(tcp) = transport else {
@@ -228,13 +236,105 @@ pub fn connect(options: &ServerOptions) -> Result<Client<Transport>, Pop3Error> 
                     "STLS on a connection that is already TLS".into(),
                 ));
             };
-            let stream = handshake(tcp, config, &options.host)?;
+            let stream = handshake(tcp, config, options)?;
             Client::resume_after_stls(Transport::Tls(Box::new(stream)), greeting, options.session)?
         }
-        _ => Client::greet(Transport::Plain(tcp), options.session)?,
+        _ => {
+            wait_for_greeting(&tcp, options)?;
+            Client::greet(Transport::Plain(tcp), options.session)?
+        }
     };
     client.set_server(&options.host, options.port);
     Ok(client)
+}
+
+/// How long a plain connection waits for the greeting before it asks, on a second
+/// connection, whether the port is waiting for a TLS handshake instead.
+const TLS_PROBE_AFTER: Duration = Duration::from_secs(3);
+
+/// Waits until the server has sent something on a plain connection (its greeting), without
+/// reading it. A server silent for [`TLS_PROBE_AFTER`] is probed on a second connection: if
+/// it answers a TLS ClientHello, the account's `tls` is wrong, which is said at once.
+/// Otherwise the wait goes on, up to the greeting timeout.
+fn wait_for_greeting(tcp: &TcpStream, options: &ServerOptions) -> Result<(), Pop3Error> {
+    let during = "waiting for the server's greeting";
+    let first = TLS_PROBE_AFTER.min(options.greeting_timeout);
+    let waited = |timeout: Duration| -> Result<bool, Pop3Error> {
+        set_read_timeout(tcp, timeout)?;
+        match tcp.peek(&mut [0u8; 1]) {
+            Ok(0) => Err(Pop3Error::Closed {
+                during: during.into(),
+            }),
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Pop3Error::io(during, e)),
+        }
+    };
+    let mut greeted = waited(first)?;
+    if !greeted {
+        if speaks_tls(options) {
+            return Err(Pop3Error::TlsModeMismatch {
+                host: options.host.clone(),
+                port: options.port,
+                found: "implicit TLS (it waits for a TLS handshake and sends no greeting)",
+                configured: tls_name(options.tls),
+                suggested: "implicit",
+            });
+        }
+        let rest = options.greeting_timeout.saturating_sub(first);
+        greeted = !rest.is_zero() && waited(rest)?;
+    }
+    if !greeted {
+        return Err(Pop3Error::Timeout {
+            during: format!(
+                "waiting for the server's greeting (nothing within {} s)",
+                options.greeting_timeout.as_secs()
+            ),
+        });
+    }
+    set_read_timeout(tcp, options.io_timeout)
+}
+
+/// Whether the server answers a TLS ClientHello on a new connection with a TLS record
+/// (a handshake or an alert) within [`TLS_PROBE_AFTER`].
+fn speaks_tls(options: &ServerOptions) -> bool {
+    let probe = || -> Option<bool> {
+        let mut tcp = connect_tcp(options).ok()?;
+        tcp.set_read_timeout(Some(TLS_PROBE_AFTER)).ok()?;
+        let config = tls_config(options).ok()?;
+        let name = ServerName::try_from(options.host.clone()).ok()?;
+        let mut conn = ClientConnection::new(config, name).ok()?;
+        let mut hello = Vec::new();
+        conn.write_tls(&mut hello).ok()?;
+        tcp.write_all(&hello).ok()?;
+        let mut head = [0u8; 2];
+        tcp.read_exact(&mut head).ok()?;
+        // A TLS record: content type handshake (22) or alert (21), then major version 3.
+        Some(matches!(head, [0x16 | 0x15, 0x03]))
+    };
+    probe().unwrap_or(false)
+}
+
+fn tls_name(mode: TlsMode) -> &'static str {
+    match mode {
+        TlsMode::Implicit => "implicit",
+        TlsMode::Starttls => "starttls",
+        TlsMode::None => "none",
+    }
+}
+
+fn set_read_timeout(tcp: &TcpStream, timeout: Duration) -> Result<(), Pop3Error> {
+    // A zero timeout would mean "block forever" to the OS.
+    let timeout = timeout.max(Duration::from_millis(1));
+    tcp.set_read_timeout(Some(timeout))
+        .map_err(|e| Pop3Error::io("setting up the connection", e))
 }
 
 fn connect_tcp(options: &ServerOptions) -> Result<TcpStream, Pop3Error> {
@@ -272,12 +372,14 @@ fn connect_tcp(options: &ServerOptions) -> Result<TcpStream, Pop3Error> {
 }
 
 /// Runs the TLS handshake to completion so that certificate errors surface here, before the
-/// POP3 layer sends anything.
+/// POP3 layer sends anything. A server that answers the ClientHello with a plain-text POP3
+/// greeting is named as such.
 fn handshake(
     tcp: TcpStream,
     config: Arc<ClientConfig>,
-    host: &str,
+    options: &ServerOptions,
 ) -> Result<StreamOwned<ClientConnection, BufferedTcp>, Pop3Error> {
+    let host = options.host.as_str();
     let mut tcp = BufferedTcp::new(tcp);
     let name = ServerName::try_from(host.to_string())
         .map_err(|_| Pop3Error::TlsConfig(format!("{host:?} is not a valid host name for TLS")))?;
@@ -285,12 +387,52 @@ fn handshake(
         host: host.into(),
         source,
     })?;
+    let mut recording = FirstBytes {
+        inner: &mut tcp,
+        seen: Vec::new(),
+    };
     while conn.is_handshaking() {
-        if let Err(e) = conn.complete_io(&mut tcp) {
+        if let Err(e) = conn.complete_io(&mut recording) {
+            let first = &recording.seen;
+            if first.starts_with(b"+OK") || first.starts_with(b"-ERR") {
+                return Err(Pop3Error::TlsModeMismatch {
+                    host: host.to_string(),
+                    port: options.port,
+                    found: "plain POP3 (it sent a greeting where a TLS handshake was expected)",
+                    configured: tls_name(options.tls),
+                    suggested: "starttls",
+                });
+            }
             return Err(handshake_error(host, e));
         }
     }
     Ok(StreamOwned::new(conn, tcp))
+}
+
+/// Passes a stream through, keeping the first bytes read: what a server sent instead of a
+/// TLS handshake.
+struct FirstBytes<'a> {
+    inner: &'a mut BufferedTcp,
+    seen: Vec<u8>,
+}
+
+impl Read for FirstBytes<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let room = 8usize.saturating_sub(self.seen.len()).min(n);
+        self.seen.extend_from_slice(&buf[..room]);
+        Ok(n)
+    }
+}
+
+impl Write for FirstBytes<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn handshake_error(host: &str, err: io::Error) -> Pop3Error {

@@ -35,6 +35,7 @@ pub(crate) fn account(port: u16) -> Account {
         allow_insecure: true,
         connect_timeout: Duration::from_secs(5),
         timeout: Duration::from_secs(1),
+        greeting_timeout: Duration::from_secs(1),
         pipelining: true,
         pipeline_window: PipelineWindow::default(),
         compression_level: None,

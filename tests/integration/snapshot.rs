@@ -468,3 +468,36 @@ fn starttls_accounts_and_a_missing_repository() {
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
     assert!(stderr(&out).contains("popbackup init"), "{}", stderr(&out));
 }
+
+/// `tls = "starttls"` pointed at the implicit-TLS port, and `tls = "implicit"` at the plain
+/// one: each is named as a configuration error (78) within seconds, saying which `tls` to set,
+/// instead of a two-minute wait that ends as "temporary, retry next run".
+#[test]
+fn a_tls_mode_that_does_not_match_the_port_is_named_within_seconds() {
+    let Some(dovecot) = Dovecot::get() else {
+        return;
+    };
+    for (configured, port_of, suggested) in [
+        (TlsMode::Starttls, TlsMode::Implicit, "tls = \"implicit\""),
+        (TlsMode::Implicit, TlsMode::Starttls, "tls = \"starttls\""),
+    ] {
+        let setup = Setup::with_tls(&dovecot, &[("work", "u30")], "", configured);
+        let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+            &format!("port = {}", dovecot.port(configured)),
+            &format!("port = {}", dovecot.port(port_of)),
+        );
+        std::fs::write(&setup.config, text).unwrap();
+        let started = std::time::Instant::now();
+        let out = setup.run(&["snapshot"]);
+        let took = started.elapsed();
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(78), "{configured:?}: {text}");
+        assert!(
+            text.contains(suggested) && text.contains(&dovecot.port(port_of).to_string()),
+            "{configured:?}: {text}"
+        );
+        // The probe waits 3 s for a greeting; the rest is the TLS exchange (a loaded machine
+        // may be slow, hence the margin, which is still far below the 2-minute timeout).
+        assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    }
+}
