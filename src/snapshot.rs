@@ -39,13 +39,29 @@ pub enum SnapshotError {
     Pop3(#[from] Pop3Error),
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// The server refused the credentials: which account, user and host, and where the
+    /// secret came from, so that the user knows what to check (never the secret itself).
+    #[error(
+        "the login as {user:?} at {host} was refused ({source}); check `user` and the secret \
+         that `{secret_key}` gives in [accounts.{account}]"
+    )]
+    LoginRefused {
+        account: String,
+        user: String,
+        host: String,
+        secret_key: &'static str,
+        #[source]
+        source: Pop3Error,
+    },
 }
 
 impl SnapshotError {
     /// Worth retrying next run without changing anything.
     pub fn is_temporary(&self) -> bool {
         match self {
-            SnapshotError::Pop3(e) => e.is_temporary(),
+            SnapshotError::Pop3(e) | SnapshotError::LoginRefused { source: e, .. } => {
+                e.is_temporary()
+            }
             SnapshotError::Repo(e) => e.exit_code() == crate::exit::TEMP_FAIL,
             SnapshotError::Config(_) => false,
         }
@@ -54,7 +70,9 @@ impl SnapshotError {
     pub fn exit_code(&self) -> u8 {
         match self {
             SnapshotError::Config(_) => crate::exit::CONFIG,
-            SnapshotError::Pop3(e) => crate::exit::for_pop3(e.class()),
+            SnapshotError::Pop3(e) | SnapshotError::LoginRefused { source: e, .. } => {
+                crate::exit::for_pop3(e.class())
+            }
             SnapshotError::Repo(e) => e.exit_code(),
         }
     }

@@ -276,7 +276,7 @@ impl AccountRun<'_> {
             .account
             .credentials(&mut |w| self.report.warnings.push(w))?;
         let server = self.account.server_options();
-        let mut session = pop3::open_session(&server, &creds)?;
+        let mut session = pop3::open_session(&server, &creds).map_err(|e| self.login_error(e))?;
         drop(creds);
         let result = self.with_session(&mut session, id, time);
         // QUIT only after the manifest is committed. It is the server's commit point: the
@@ -300,6 +300,26 @@ impl AccountRun<'_> {
                 drop(session);
                 Err(e)
             }
+        }
+    }
+
+    /// A refused login names the account, user, host and secret source; other failures to
+    /// open the session stay as they are.
+    fn login_error(&self, error: pop3::Pop3Error) -> SnapshotError {
+        let refused_login = matches!(
+            &error,
+            pop3::Pop3Error::Server { command, .. }
+                if matches!(*command, "USER" | "PASS" | "APOP" | "AUTH")
+        ) && error.class() == pop3::ErrorClass::Auth;
+        if !refused_login {
+            return error.into();
+        }
+        SnapshotError::LoginRefused {
+            account: self.account.name.clone(),
+            user: self.account.user.clone(),
+            host: self.account.host.clone(),
+            secret_key: self.account.secret.key(),
+            source: error,
         }
     }
 

@@ -207,7 +207,10 @@ impl ContentChecks {
                 uidl.unwrap_or("-")
             ));
         }
-        if size != record.list_size {
+        // Two bytes more is the CRLF a server adds to a stored file that lacks a final line
+        // end, which LIST does not count (Dovecot does this): harmless, and common enough
+        // that warning about it would make `-q` useless in cron.
+        if size != record.list_size && size != record.list_size + 2 {
             self.resized.push(format!(
                 "message {}: LIST {}, received {size}",
                 record.msg, record.list_size

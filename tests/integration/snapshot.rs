@@ -501,3 +501,56 @@ fn a_tls_mode_that_does_not_match_the_port_is_named_within_seconds() {
         assert!(took < std::time::Duration::from_secs(20), "{took:?}");
     }
 }
+
+/// Dovecot adds a CRLF to a stored file that lacks a final line end and does not count it in
+/// LIST: that is harmless, and `snapshot -q` stays silent for cron.
+#[test]
+fn quiet_is_silent_for_files_without_a_final_newline() {
+    let Some(dovecot) = Dovecot::get() else {
+        return;
+    };
+    let files: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| {
+            (
+                format!("m{i}"),
+                format!("From: a@example.org\nSubject: no final newline {i}\n\nbody {i}")
+                    .into_bytes(),
+            )
+        })
+        .collect();
+    dovecot.fill_maildir(
+        "u35",
+        files.iter().map(|(n, b)| (n.clone(), b.as_slice())),
+    );
+    let setup = Setup::new(&dovecot, &[("work", "u35")], "");
+    let out = setup.run(&["snapshot", "-q"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    assert!(out.stdout.is_empty());
+    let repo = Repository::open(&setup.repo).unwrap();
+    for (_, bytes) in &files {
+        let wire = dovecot_retr_bytes(bytes);
+        assert_eq!(repo.read_message(&MessageHash::of(&wire)).unwrap(), wire);
+    }
+}
+
+/// A wrong password names the account, user and host and says what to check — and never
+/// shows the password.
+#[test]
+fn a_wrong_password_says_which_login_to_check() {
+    let Some(dovecot) = Dovecot::get() else {
+        return;
+    };
+    let setup = Setup::new(&dovecot, &[("work", "u36")], "");
+    let out = setup
+        .command(&["snapshot"])
+        .env("PW_U36", "not-the-password")
+        .output()
+        .unwrap();
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(77), "{text}");
+    for part in ["work", "\"u36\"", "localhost", "`user`", "password_env"] {
+        assert!(text.contains(part), "{part} missing: {text}");
+    }
+    assert!(!text.contains("not-the-password"), "{text}");
+}
