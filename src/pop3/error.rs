@@ -260,7 +260,36 @@ pub(crate) fn describe_certificate_error(err: &rustls::CertificateError) -> Stri
         C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet".into(),
         C::Revoked => "it has been revoked".into(),
         C::ApplicationVerificationFailure => "its SHA-256 fingerprint matches no pin".into(),
-        C::Other(other) => other.to_string(),
-        other => format!("{other:?}"),
+        C::BadSignature => "its signature does not verify: it was not issued by the \
+                            certificate authority it names, or it was altered"
+            .into(),
+        C::BadEncoding => "it is malformed".into(),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+            "it is not meant for a server (its extended key usage does not allow it)".into()
+        }
+        C::UnsupportedSignatureAlgorithmContext { .. }
+        | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "it is signed with an algorithm that is not accepted".into()
+        }
+        C::UnknownRevocationStatus => "its revocation status is unknown".into(),
+        C::Other(other) => match other.0.downcast_ref::<webpki::Error>() {
+            Some(webpki::Error::CaUsedAsEndEntity) => {
+                "it is a CA certificate (CA:TRUE), not a server certificate; if it is the \
+                 server's own self-signed certificate, name that certificate in `ca_file` or \
+                 pin it in `tls_fingerprints`"
+                    .into()
+            }
+            Some(webpki::Error::EndEntityUsedAsCa) => {
+                "its chain uses a server certificate as a certificate authority".into()
+            }
+            Some(webpki::Error::PathLenConstraintViolated) => {
+                "its chain is longer than a certificate authority in it allows".into()
+            }
+            Some(webpki::Error::NameConstraintViolation) => {
+                "a certificate authority in its chain may not issue for this name".into()
+            }
+            _ => format!("it was refused ({other})"),
+        },
+        other => format!("it was refused ({other:?})"),
     }
 }

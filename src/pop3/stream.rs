@@ -219,15 +219,16 @@ pub fn connect(options: &ServerOptions) -> Result<Client<Transport>, Pop3Error> 
         TlsMode::None => None,
         _ => Some(tls_config(options)?),
     };
+    let tls = tls.map(|(config, seen)| TlsSetup { config, seen });
     let tcp = connect_tcp(options)?;
     let mut client = match (options.tls, tls) {
-        (TlsMode::Implicit, Some(config)) => {
+        (TlsMode::Implicit, Some(tls)) => {
             set_read_timeout(&tcp, options.greeting_timeout)?;
-            let stream = handshake(tcp, config, options)?;
+            let stream = handshake(tcp, &tls, options)?;
             set_read_timeout(stream.get_ref().0.get_ref(), options.io_timeout)?;
             Client::greet(Transport::Tls(Box::new(stream)), options.session)?
         }
-        (TlsMode::Starttls, Some(config)) => {
+        (TlsMode::Starttls, Some(tls)) => {
             wait_for_greeting(&tcp, options)?;
             let plain = Client::greet(Transport::Plain(tcp), options.session)?;
             let (transport, greeting, _discarded) = plain.stls()?;
@@ -236,7 +237,7 @@ pub fn connect(options: &ServerOptions) -> Result<Client<Transport>, Pop3Error> 
                     "STLS on a connection that is already TLS".into(),
                 ));
             };
-            let stream = handshake(tcp, config, options)?;
+            let stream = handshake(tcp, &tls, options)?;
             Client::resume_after_stls(Transport::Tls(Box::new(stream)), greeting, options.session)?
         }
         _ => {
@@ -308,7 +309,7 @@ fn speaks_tls(options: &ServerOptions) -> bool {
     let probe = || -> Option<bool> {
         let mut tcp = connect_tcp(options).ok()?;
         tcp.set_read_timeout(Some(TLS_PROBE_AFTER)).ok()?;
-        let config = tls_config(options).ok()?;
+        let (config, _) = tls_config(options).ok()?;
         let name = ServerName::try_from(options.host.clone()).ok()?;
         let mut conn = ClientConnection::new(config, name).ok()?;
         let mut hello = Vec::new();
@@ -376,17 +377,18 @@ fn connect_tcp(options: &ServerOptions) -> Result<TcpStream, Pop3Error> {
 /// greeting is named as such.
 fn handshake(
     tcp: TcpStream,
-    config: Arc<ClientConfig>,
+    tls: &TlsSetup,
     options: &ServerOptions,
 ) -> Result<StreamOwned<ClientConnection, BufferedTcp>, Pop3Error> {
     let host = options.host.as_str();
     let mut tcp = BufferedTcp::new(tcp);
     let name = ServerName::try_from(host.to_string())
         .map_err(|_| Pop3Error::TlsConfig(format!("{host:?} is not a valid host name for TLS")))?;
-    let mut conn = ClientConnection::new(config, name).map_err(|source| Pop3Error::Tls {
-        host: host.into(),
-        source,
-    })?;
+    let mut conn =
+        ClientConnection::new(tls.config.clone(), name).map_err(|source| Pop3Error::Tls {
+            host: host.into(),
+            source,
+        })?;
     let mut recording = FirstBytes {
         inner: &mut tcp,
         seen: Vec::new(),
@@ -403,10 +405,16 @@ fn handshake(
                     suggested: "starttls",
                 });
             }
-            return Err(handshake_error(host, e));
+            return Err(handshake_error(host, e, tls.seen.get()));
         }
     }
     Ok(StreamOwned::new(conn, tcp))
+}
+
+/// A connection's TLS configuration, and the certificate its server showed.
+struct TlsSetup {
+    config: Arc<ClientConfig>,
+    seen: SeenCertificate,
 }
 
 /// Passes a stream through, keeping the first bytes read: what a server sent instead of a
@@ -435,7 +443,7 @@ impl Write for FirstBytes<'_> {
     }
 }
 
-fn handshake_error(host: &str, err: io::Error) -> Pop3Error {
+fn handshake_error(host: &str, err: io::Error, seen: Option<Fingerprint>) -> Pop3Error {
     let tls = err
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
@@ -443,7 +451,15 @@ fn handshake_error(host: &str, err: io::Error) -> Pop3Error {
     match tls {
         Some(rustls::Error::InvalidCertificate(reason)) => Pop3Error::Certificate {
             host: host.to_string(),
-            reason: super::error::describe_certificate_error(&reason),
+            reason: match seen {
+                // The form `tls_fingerprints` takes: a user who has checked it out of band
+                // can pin it.
+                Some(fingerprint) => format!(
+                    "{}; the certificate it showed has the fingerprint {fingerprint}",
+                    super::error::describe_certificate_error(&reason)
+                ),
+                None => super::error::describe_certificate_error(&reason),
+            },
         },
         Some(source) => Pop3Error::Tls {
             host: host.to_string(),
@@ -458,8 +474,8 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The rustls configuration for these options: TLS 1.2 and 1.3 only, with the verifier the
-/// options ask for.
-pub fn tls_config(options: &ServerOptions) -> Result<Arc<ClientConfig>, Pop3Error> {
+/// options ask for, and where the certificate the server shows will be noted.
+fn tls_config(options: &ServerOptions) -> Result<(Arc<ClientConfig>, SeenCertificate), Pop3Error> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -470,10 +486,12 @@ pub fn tls_config(options: &ServerOptions) -> Result<Arc<ClientConfig>, Pop3Erro
             provider,
         })
     } else if let Some(ca_file) = &options.ca_file {
-        let roots = load_ca_file(ca_file)?;
-        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(|e| Pop3Error::TlsConfig(format!("CA file {}: {e}", ca_file.display())))?
+        let (roots, certs) = load_ca_file(ca_file)?;
+        let chain =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| Pop3Error::TlsConfig(format!("CA file {}: {e}", ca_file.display())))?;
+        Arc::new(CaFileVerifier { chain, certs })
     } else {
         match rustls_platform_verifier::Verifier::new(provider.clone()) {
             Ok(platform) => Arc::new(platform),
@@ -490,14 +508,146 @@ pub fn tls_config(options: &ServerOptions) -> Result<Arc<ClientConfig>, Pop3Erro
             }
         }
     };
+    let seen = SeenCertificate::default();
+    let verifier = Arc::new(Observing {
+        inner: verifier,
+        seen: seen.clone(),
+    });
     let config = builder
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), seen))
 }
 
-fn load_ca_file(path: &Path) -> Result<RootCertStore, Pop3Error> {
+/// The fingerprint of the certificate a server showed, for the error that refuses it.
+#[derive(Debug, Clone, Default)]
+struct SeenCertificate(Arc<std::sync::Mutex<Option<Fingerprint>>>);
+
+impl SeenCertificate {
+    fn get(&self) -> Option<Fingerprint> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Notes the server's certificate, then lets `inner` decide.
+#[derive(Debug)]
+struct Observing {
+    inner: Arc<dyn ServerCertVerifier>,
+    seen: SeenCertificate,
+}
+
+impl ServerCertVerifier for Observing {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.seen.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Fingerprint::of_certificate(end_entity.as_ref()));
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `ca_file`: the chain must lead to a certificate in the file and name the host — or the
+/// server's certificate is itself one of the file's. That second case is the self-signed
+/// certificate many small hosts use: `openssl req -x509` marks it `CA:TRUE`, which WebPKI
+/// refuses as a server's own certificate; naming it in `ca_file` is an explicit trust of
+/// exactly that certificate, as a pin is (its host name is still checked).
+#[derive(Debug)]
+struct CaFileVerifier {
+    chain: Arc<rustls::client::WebPkiServerVerifier>,
+    certs: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for CaFileVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self.chain.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        let given = self.certs.iter().any(|c| c.as_ref() == end_entity.as_ref());
+        match verdict {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)))
+                if given
+                    && matches!(
+                        other.0.downcast_ref::<webpki::Error>(),
+                        Some(webpki::Error::CaUsedAsEndEntity)
+                    ) =>
+            {
+                let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
+                    rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+                })?;
+                cert.verify_is_valid_for_subject_name(server_name)
+                    .map_err(|_| {
+                        rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
+                    })?;
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+fn load_ca_file(path: &Path) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), Pop3Error> {
     let bad = |what: String| Pop3Error::TlsConfig(format!("CA file {}: {what}", path.display()));
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| bad(e.to_string()))?
@@ -507,10 +657,10 @@ fn load_ca_file(path: &Path) -> Result<RootCertStore, Pop3Error> {
         return Err(bad("no PEM certificate in it".into()));
     }
     let mut roots = RootCertStore::empty();
-    for cert in certs {
-        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    for cert in &certs {
+        roots.add(cert.clone()).map_err(|e| bad(e.to_string()))?;
     }
-    Ok(roots)
+    Ok((roots, certs))
 }
 
 /// Accepts exactly the certificates whose SHA-256 fingerprint is pinned. Handshake signatures

@@ -237,3 +237,61 @@ fn fake_tls_right_pin_is_accepted_whatever_the_name() {
     pop3::open_session(&options, &bob()).unwrap();
     server.finish_ok();
 }
+
+#[test]
+fn a_self_signed_ca_certificate_named_in_ca_file_is_trusted_for_its_names() {
+    let pki = crate::support::fake_server::TestPki::self_signed_ca(&["localhost"]);
+    let ca = write_temp(&pki.ca_pem);
+    let server = implicit_tls_server(&pki);
+    let mut options = fake_options(server.port, "localhost", TlsMode::Implicit);
+    options.ca_file = Some(ca.path().to_path_buf());
+    let client = pop3::connect(&options).unwrap();
+    let session = client.login(&bob()).map_err(|(e, _)| e).unwrap();
+    drop(session);
+    server.finish();
+
+    // The same certificate under a name it does not carry is still refused.
+    let server = implicit_tls_server(&pki);
+    let mut options = fake_options(server.port, "127.0.0.1", TlsMode::Implicit);
+    options.ca_file = Some(ca.path().to_path_buf());
+    let err = pop3::connect(&options).err().unwrap();
+    assert!(
+        err.to_string().contains("not valid for this host name"),
+        "{err}"
+    );
+    assert_refused_without_credentials(err, server);
+}
+
+#[test]
+fn certificate_errors_are_in_words_with_the_fingerprint_to_pin() {
+    // A self-signed CA:TRUE server certificate that the configuration does not name.
+    let pki = crate::support::fake_server::TestPki::self_signed_ca(&["localhost"]);
+    let other = crate::support::fake_server::TestPki::new(&["localhost"]);
+    let ca = write_temp(&other.ca_pem);
+    let server = implicit_tls_server(&pki);
+    let mut options = fake_options(server.port, "localhost", TlsMode::Implicit);
+    options.ca_file = Some(ca.path().to_path_buf());
+    let err = pop3::connect(&options).err().unwrap();
+    let text = err.to_string();
+    let fingerprint = Fingerprint::of_certificate(&pki.server_cert_der).to_string();
+    assert!(text.contains(&fingerprint), "{text}");
+    // The printed form is one `tls_fingerprints` takes, and pinning it works.
+    assert_eq!(
+        Fingerprint::parse(&fingerprint).unwrap().to_string(),
+        fingerprint
+    );
+    for internal in [
+        "CaUsedAsEndEntity",
+        "BadSignature",
+        "UnknownIssuer",
+        "Other(",
+    ] {
+        assert!(!text.contains(internal), "{text}");
+    }
+    assert_refused_without_credentials(err, server);
+    let server = implicit_tls_server(&pki);
+    let mut options = fake_options(server.port, "localhost", TlsMode::Implicit);
+    options.fingerprints = vec![Fingerprint::parse(&fingerprint).unwrap()];
+    pop3::connect(&options).unwrap();
+    drop(server);
+}

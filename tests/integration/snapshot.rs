@@ -518,10 +518,7 @@ fn quiet_is_silent_for_files_without_a_final_newline() {
             )
         })
         .collect();
-    dovecot.fill_maildir(
-        "u35",
-        files.iter().map(|(n, b)| (n.clone(), b.as_slice())),
-    );
+    dovecot.fill_maildir("u35", files.iter().map(|(n, b)| (n.clone(), b.as_slice())));
     let setup = Setup::new(&dovecot, &[("work", "u35")], "");
     let out = setup.run(&["snapshot", "-q"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

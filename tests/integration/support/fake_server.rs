@@ -325,4 +325,33 @@ impl TestPki {
             server_cert_der: cert_der,
         }
     }
+
+    /// A server whose certificate is self-signed and marked `CA:TRUE`, as
+    /// `openssl req -x509` makes by default; `ca_pem` is that certificate itself.
+    pub fn self_signed_ca(names: &[&str]) -> TestPki {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "self-signed mail host");
+        let cert = params.self_signed(&key).unwrap();
+        let cert_der = cert.der().to_vec();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert_der.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        TestPki {
+            ca_pem: cert.pem(),
+            server_config: Arc::new(config),
+            server_cert_der: cert_der,
+        }
+    }
 }
