@@ -51,7 +51,7 @@ pub enum SnapshotError {
         host: String,
         secret_key: &'static str,
         #[source]
-        source: Pop3Error,
+        source: Box<Pop3Error>,
     },
 }
 
@@ -59,9 +59,8 @@ impl SnapshotError {
     /// Worth retrying next run without changing anything.
     pub fn is_temporary(&self) -> bool {
         match self {
-            SnapshotError::Pop3(e) | SnapshotError::LoginRefused { source: e, .. } => {
-                e.is_temporary()
-            }
+            SnapshotError::Pop3(e) => e.is_temporary(),
+            SnapshotError::LoginRefused { source, .. } => source.is_temporary(),
             SnapshotError::Repo(e) => e.exit_code() == crate::exit::TEMP_FAIL,
             SnapshotError::Config(_) => false,
         }
@@ -70,9 +69,8 @@ impl SnapshotError {
     pub fn exit_code(&self) -> u8 {
         match self {
             SnapshotError::Config(_) => crate::exit::CONFIG,
-            SnapshotError::Pop3(e) | SnapshotError::LoginRefused { source: e, .. } => {
-                crate::exit::for_pop3(e.class())
-            }
+            SnapshotError::Pop3(e) => crate::exit::for_pop3(e.class()),
+            SnapshotError::LoginRefused { source, .. } => crate::exit::for_pop3(source.class()),
             SnapshotError::Repo(e) => e.exit_code(),
         }
     }

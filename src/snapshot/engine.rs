@@ -319,7 +319,7 @@ impl AccountRun<'_> {
             user: self.account.user.clone(),
             host: self.account.host.clone(),
             secret_key: self.account.secret.key(),
-            source: error,
+            source: Box::new(error),
         }
     }
 
