@@ -215,6 +215,22 @@ fn warn(account: Option<&str>, message: &str) {
     }
 }
 
+/// A time for people: local time with its offset, to the second (JSON output keeps UTC).
+/// Every command's human output uses this one rule.
+fn human_time(time: &chrono::DateTime<chrono::Utc>) -> String {
+    time.with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
+}
+
+/// [`human_time`] of an RFC 3339 time as the repository stores it (shown as it is when it
+/// does not parse).
+fn human_time_text(text: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| human_time(&t.with_timezone(&chrono::Utc)))
+        .unwrap_or_else(|_| text.to_string())
+}
+
 /// `1.5 MiB`-style sizes for people.
 fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -174,6 +174,10 @@ pub fn run<'a>(
         damaged: Vec::new(),
         would_write: Vec::new(),
     };
+    // Nothing selected: not even an empty Maildir or mbox is made.
+    if items.is_empty() {
+        return Ok(report);
+    }
     if options.dry_run {
         let present = mbox::present_for_dry_run(repo, items, destination, options)?;
         for (item, present) in items.iter().zip(present) {

@@ -82,6 +82,13 @@ pub fn run(
     if global.json {
         serde_json::to_writer_pretty(&mut *out, &report)?;
         writeln!(out)?;
+    } else if items.is_empty() {
+        // Said even with -q: the user asked for something and got nothing.
+        writeln!(
+            out,
+            "no archived message matches the selection; nothing was written to {}",
+            args.to.path().display()
+        )?;
     } else if report.dry_run {
         for item in &report.would_write {
             writeln!(
@@ -120,9 +127,6 @@ pub fn run(
                 )
             }
         )?;
-        if items.is_empty() {
-            writeln!(out, "no archived message matches the selection")?;
-        }
         if report.not_reversible > 0 {
             writeln!(
                 out,

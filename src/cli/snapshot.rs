@@ -149,6 +149,15 @@ fn human_line(r: &AccountReport) -> String {
             r.new_messages,
             human_bytes(r.bytes_written)
         ));
+        if r.duplicates > 0 {
+            parts.push(format!(
+                "{} identical to messages already archived (kept once)",
+                r.duplicates
+            ));
+        }
+        if r.refused > 0 {
+            parts.push(format!("{} listed but not sent by the server", r.refused));
+        }
     }
     if r.vanished > 0 {
         parts.push(format!(

@@ -130,12 +130,36 @@ fn print_human(
         human_bytes(rate as u64),
     )?;
     if report.clean {
-        writeln!(
-            out,
-            "no damage found; {} of {} snapshots have all their data verified",
-            report.verified_snapshots.len(),
-            report.snapshots
-        )?;
+        // What vouches for the data: this run's reads, earlier ones' (packs are immutable, so
+        // a pack read back intact once stays verified), or both.
+        let oldest = report
+            .verified_state
+            .packs
+            .values()
+            .min()
+            .map(|t| super::human_time_text(t));
+        let by = match (report.packs_read.len(), oldest) {
+            (n, _) if n == report.packs => "by this check".to_string(),
+            (0, Some(oldest)) => format!("by earlier checks, the oldest of {oldest}"),
+            (_, Some(oldest)) => {
+                format!("by this check and earlier ones, the oldest of {oldest}")
+            }
+            (_, None) => String::new(),
+        };
+        if by.is_empty() {
+            writeln!(
+                out,
+                "no damage found in the structure; no data has been read back yet (run \
+                 `popbackup verify` without --quick to read it)"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "no damage found; {} of {} snapshots have all their data verified {by}",
+                report.verified_snapshots.len(),
+                report.snapshots
+            )?;
+        }
     } else {
         writeln!(
             out,
@@ -147,6 +171,14 @@ fn print_human(
             report.damaged_dictionaries.len(),
             report.index_problems.len()
         )?;
+        if !report.damaged_messages.is_empty() || !report.damaged_packs.is_empty() {
+            writeln!(
+                out,
+                "to heal: run `popbackup snapshot`: it downloads the damaged messages again from \
+                 the servers that still have them and retires the damaged packs; then run \
+                 `popbackup verify` again (forget and prune refuse to run until then)"
+            )?;
+        }
     }
     Ok(())
 }

@@ -366,3 +366,29 @@ fn cat_into_a_closed_pipe_ends_quietly() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
+
+#[test]
+fn a_restore_that_matches_nothing_says_so_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("r");
+    repository_with_one_message(&repo);
+    for to in ["maildir", "mbox"] {
+        let target = dir.path().join(format!("out-{to}"));
+        let out = popbackup(
+            &[
+                "restore",
+                "--repo",
+                repo.to_str().unwrap(),
+                "--subject",
+                "no such subject",
+                "--to",
+                &format!("{to}:{}", target.display()),
+            ],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("no archived message matches"), "{text}");
+        assert!(!target.exists(), "{to}: created {}", target.display());
+    }
+}

@@ -551,3 +551,31 @@ fn a_wrong_password_says_which_login_to_check() {
     }
     assert!(!text.contains("not-the-password"), "{text}");
 }
+
+/// The human summary says what happened: downloaded, stored, and identical copies kept once.
+#[test]
+fn the_summary_counts_identical_copies() {
+    let Some(dovecot) = Dovecot::get() else {
+        return;
+    };
+    let same = b"From: a@example.org\nSubject: twice\n\nthe same bytes\n".to_vec();
+    let other = b"From: b@example.org\nSubject: once\n\nother bytes\n".to_vec();
+    dovecot.fill_maildir(
+        "u37",
+        [
+            ("a".to_string(), same.as_slice()),
+            ("b".to_string(), same.as_slice()),
+            ("c".to_string(), other.as_slice()),
+        ],
+    );
+    let setup = Setup::new(&dovecot, &[("work", "u37")], "");
+    let out = setup.run(&["snapshot"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("3 downloaded"), "{text}");
+    assert!(text.contains("2 stored"), "{text}");
+    assert!(
+        text.contains("1 identical to messages already archived"),
+        "{text}"
+    );
+}

@@ -454,3 +454,36 @@ fn data_subsets_cover_the_repository_over_several_runs() {
     let report = verify(&path, &["--read-data-subset", "100%"], 0);
     assert_eq!(hashes(&report["packs_read"]), all);
 }
+
+/// What `verify` says vouches for the data: this run's reads, or earlier ones (with the date),
+/// never "verified" after reading nothing without saying so.
+#[test]
+fn quick_says_which_check_verified_the_data() {
+    let Some((_dir, path)) = copy() else { return };
+    let human = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_popbackup"))
+            .arg("--repo")
+            .arg(&path)
+            .arg("verify")
+            .args(args)
+            .env("XDG_CONFIG_HOME", path.parent().unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let never = human(&["--quick"]);
+    assert!(never.contains("no data has been read back yet"), "{never}");
+    let full = human(&[]);
+    assert!(
+        full.contains("2 of 2 snapshots have all their data verified by this check"),
+        "{full}"
+    );
+    let quick = human(&["--quick"]);
+    assert!(
+        quick.contains(
+            "2 of 2 snapshots have all their data verified by earlier checks, the oldest of 20"
+        ),
+        "{quick}"
+    );
+}
