@@ -10,6 +10,7 @@
 //! failure is recorded in the account's report and the other accounts go on.
 
 pub mod engine;
+mod interrupt;
 pub mod inventory;
 mod run_list;
 mod starting_point;
@@ -20,6 +21,7 @@ pub use engine::{
     AccountReport, Observer, Outcome, Silent, SnapshotOptions, SnapshotRun, exit_code,
     run_snapshot, snapshot_account,
 };
+pub use interrupt::Interrupt;
 pub use inventory::{
     Inventory, InventoryEntry, InventoryReport, Listing, NewMessage, ServerMessage,
     VanishedMessage, fetch_headers, inspect, take_listing,
@@ -39,6 +41,9 @@ pub enum SnapshotError {
     Pop3(#[from] Pop3Error),
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// SIGINT or SIGTERM: the run stopped after a checkpoint of what it had downloaded.
+    #[error("interrupted by signal {signal}; what was downloaded is kept, run again to resume")]
+    Interrupted { signal: i32 },
     /// The server refused the credentials: which account, user and host, and where the
     /// secret came from, so that the user knows what to check (never the secret itself).
     #[error(
@@ -63,12 +68,14 @@ impl SnapshotError {
             SnapshotError::LoginRefused { source, .. } => source.is_temporary(),
             SnapshotError::Repo(e) => e.exit_code() == crate::exit::TEMP_FAIL,
             SnapshotError::Config(_) => false,
+            SnapshotError::Interrupted { .. } => true,
         }
     }
 
     pub fn exit_code(&self) -> u8 {
         match self {
             SnapshotError::Config(_) => crate::exit::CONFIG,
+            SnapshotError::Interrupted { .. } => crate::exit::TEMP_FAIL,
             SnapshotError::Pop3(e) => crate::exit::for_pop3(e.class()),
             SnapshotError::LoginRefused { source, .. } => crate::exit::for_pop3(source.class()),
             SnapshotError::Repo(e) => e.exit_code(),

@@ -48,12 +48,17 @@ pub fn run(
         Ok((config, accounts, writer))
     })();
     let (config, accounts, writer) = prepared.map_err(super::classify)?;
+    // Ctrl-C and systemd's stop end the run cleanly at the next message (a second one ends
+    // it at once); without a handler they would kill it like SIGKILL, which loses nothing
+    // committed but says nothing either.
+    let interrupt = snapshot::Interrupt::install().unwrap_or_default();
     let options = SnapshotOptions {
         parallel_accounts: config.parallel_accounts,
         compression_level: config.compression_level,
         checkpoint_size: config.checkpoint_size,
         checkpoint_interval: config.checkpoint_interval,
         dry_run,
+        interrupt: interrupt.clone(),
     };
     let account_refs: Vec<&crate::config::Account> = accounts.iter().collect();
     let bars = (!global.quiet && std::io::stderr().is_terminal()).then(ProgressBars::default);
@@ -67,13 +72,12 @@ pub fn run(
         .writer
         .and_then(|w| w.close())
         .map_err(|e| super::classify(e.into()));
-    let code = snapshot::exit_code(&reports);
-
+    let mut code = snapshot::exit_code(&reports);
     for r in &reports {
         for w in &r.warnings {
             warn(Some(&r.account), w);
         }
-        if let Some(message) = &r.message {
+        if let Some(message) = r.message.as_ref().filter(|_| !r.interrupted) {
             eprintln!(
                 "popbackup: {}: {} (exit {}): {message}",
                 r.account,
@@ -84,6 +88,12 @@ pub fn run(
                 r.exit_code
             );
         }
+    }
+    if let Some(signal) = interrupt.signal() {
+        // The progress bars were cleared as each account finished.
+        let kept: usize = reports.iter().map(|r| r.downloaded).sum();
+        eprintln!("popbackup: interrupted: {kept} messages kept; run again to resume");
+        code = 128u8.saturating_add(u8::try_from(signal).unwrap_or(0));
     }
     let repair = &run.repair;
     if !repair.healed.is_empty() || !repair.retired_packs.is_empty() {

@@ -47,6 +47,8 @@ pub struct SnapshotOptions {
     pub checkpoint_interval: Duration,
     /// Send no DELE; report what `delete_after_days` would delete.
     pub dry_run: bool,
+    /// Set by SIGINT/SIGTERM: stop at the next message, keeping what was downloaded.
+    pub interrupt: super::Interrupt,
 }
 
 /// Hooks for progress display; every method has a no-op default.
@@ -108,6 +110,8 @@ pub struct AccountReport {
     pub snapshot: Option<SnapshotId>,
     pub elapsed_seconds: f64,
     pub warnings: Vec<String>,
+    /// Stopped (or not started) by SIGINT/SIGTERM; what it downloaded is in a checkpoint.
+    pub interrupted: bool,
 }
 
 impl AccountReport {
@@ -131,6 +135,7 @@ impl AccountReport {
             snapshot: None,
             elapsed_seconds: 0.0,
             warnings: Vec::new(),
+            interrupted: false,
         }
     }
 }
@@ -182,6 +187,16 @@ pub fn run_snapshot(
                     let Some(account) = accounts.get(i) else {
                         break;
                     };
+                    if let Some(signal) = options.interrupt.signal() {
+                        let mut report = AccountReport::new(&account.name);
+                        let error = SnapshotError::Interrupted { signal };
+                        report.outcome = Outcome::Temporary;
+                        report.exit_code = error.exit_code();
+                        report.message = Some(format!("not started: {error}"));
+                        report.interrupted = true;
+                        lock(&results)[i] = Some(report);
+                        continue;
+                    }
                     let report = snapshot_account(&shared, account, options, observer);
                     observer.finished(&report);
                     lock(&results)[i] = Some(report);
@@ -240,6 +255,7 @@ pub fn snapshot_account(
     }
     .run();
     if let Err(error) = result {
+        report.interrupted = matches!(error, SnapshotError::Interrupted { .. });
         report.outcome = if error.is_temporary() {
             Outcome::Temporary
         } else {
@@ -414,6 +430,12 @@ impl AccountRun<'_> {
         };
         let mut list = RunList::new(&self.shared.layout(), &inventory, &head.time);
         let downloaded = self.download(session, &mut inventory, &head, &mut list);
+        // A signal ends the download between two messages (a run that got everything
+        // commits as usual).
+        let downloaded = match (downloaded, self.options.interrupt.signal()) {
+            (Err(_), Some(signal)) => Err(SnapshotError::Interrupted { signal }),
+            (result, _) => result,
+        };
         if let Err(error) = downloaded {
             // Keep what arrived: the next run resumes from this checkpoint.
             if self.report.downloaded > 0
@@ -624,6 +646,13 @@ impl AccountRun<'_> {
                 report.downloaded += 1;
                 report.bytes_downloaded += bytes;
                 observer.downloaded(&account, bytes);
+                if options.interrupt.is_set() {
+                    // Ends the fetch; the caller checkpoints what arrived.
+                    return Err(StoreError::Source(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "interrupted by a signal",
+                    )));
+                }
                 since_checkpoint += bytes;
                 // Each checkpoint finishes the open pack and holds up the queue while it
                 // writes, so on a long first run they are spaced by at least an eighth of

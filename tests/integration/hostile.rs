@@ -52,6 +52,7 @@ pub(crate) fn run(writer: &Mutex<RepoWriter>, script: Vec<Step>) -> (AccountRepo
         checkpoint_size: 1,
         checkpoint_interval: Duration::from_secs(3600),
         dry_run: false,
+        interrupt: Default::default(),
     };
     let report = snapshot_account(writer, &account(server.port), &options, &Silent);
     (report, server)

@@ -30,6 +30,7 @@ fn options() -> SnapshotOptions {
         checkpoint_size: 1,
         checkpoint_interval: Duration::from_secs(3600),
         dry_run: false,
+        interrupt: Default::default(),
     }
 }
 

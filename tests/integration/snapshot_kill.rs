@@ -247,3 +247,98 @@ fn sigkill_during_a_first_run_then_resume() {
         assert_eq!(counter(&line, "del"), 0, "{line}");
     }
 }
+
+/// Ctrl-C (SIGINT) and systemd's stop (SIGTERM) during a long first run: the run commits a
+/// checkpoint of what it downloaded, says how many messages it kept, and exits 130 or 143;
+/// the next run resumes and retrieves none of the kept messages again.
+#[test]
+fn sigint_and_sigterm_checkpoint_and_exit_with_the_signal() {
+    let Some(dovecot) = Dovecot::get() else {
+        return;
+    };
+    let Some(corpus) = corpus_messages() else {
+        return;
+    };
+    let user = "u38";
+    dovecot.fill_maildir(
+        user,
+        corpus
+            .iter()
+            .enumerate()
+            .map(|(i, (_, bytes))| (format!("{i:05}"), bytes.as_slice())),
+    );
+    let setup = Setup::with_tls(&dovecot, &[("big", user)], "", TlsMode::None);
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let server_port = format!("port = {}", dovecot.port(TlsMode::None));
+    let run_through_proxy = |args: &[&str]| {
+        let proxy = CountingProxy::start(
+            dovecot.port(TlsMode::None),
+            8 * 1024,
+            Duration::from_millis(10),
+        );
+        let config = text.replace(&server_port, &format!("port = {}", proxy.port));
+        std::fs::write(&setup.config, config).unwrap();
+        (setup.command(args), proxy.retr)
+    };
+    let committed = || -> HashSet<u32> {
+        let repo = Repository::open(&setup.repo).unwrap();
+        repo.checkpoints()
+            .unwrap()
+            .iter()
+            .flat_map(|c| &c.messages)
+            .filter(|r| r.sha256.is_some())
+            .map(|r| r.msg)
+            .collect()
+    };
+    let mut kept_before = HashSet::new();
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let (mut command, retr) = run_through_proxy(&["snapshot", "-q"]);
+        let child = command
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until it is downloading (the proxy has seen RETRs), then signal it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while retr.lock().unwrap().len() < 20 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = child.wait_with_output().unwrap();
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "SIG{signal}: {text}");
+        let kept = committed();
+        let line = text
+            .lines()
+            .find(|l| l.contains("interrupted:"))
+            .unwrap_or_else(|| panic!("SIG{signal}: {text}"));
+        assert!(
+            line.ends_with("messages kept; run again to resume"),
+            "{line}"
+        );
+        let said: usize = line
+            .split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap();
+        assert!(said > 0, "{line}");
+        assert_eq!(kept.len(), kept_before.len() + said, "{line}");
+        assert!(kept.is_superset(&kept_before));
+        // Nothing kept by the run before was retrieved again.
+        let asked: HashSet<u32> = retr.lock().unwrap().iter().copied().collect();
+        assert!(
+            asked.is_disjoint(&kept_before),
+            "SIG{signal} run re-retrieved kept messages"
+        );
+        kept_before = kept;
+    }
+    let (mut command, retr) = run_through_proxy(&["snapshot"]);
+    let out = command.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let asked: HashSet<u32> = retr.lock().unwrap().iter().copied().collect();
+    assert!(asked.is_disjoint(&kept_before));
+    assert_eq!(asked.len() + kept_before.len(), corpus.len());
+}
