@@ -137,9 +137,38 @@ impl Failure {
     }
 }
 
+/// Sends the library's log to stderr: `-v` what happens (connections, TLS, capabilities,
+/// phases and their times), `-vv` the POP3 dialogue too (secrets hidden), `-vvv` everything.
+/// `POPBACKUP_LOG` (env_logger's syntax) overrides, for debugging one module.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => log::LevelFilter::Off,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let mut builder = env_logger::Builder::new();
+    // Our own messages only, unless asked for all: rustls logs its own handshake at debug.
+    builder
+        .filter_level(log::LevelFilter::Off)
+        .filter_module("popbackup", level)
+        .format(|out, record| {
+            use std::io::Write as _;
+            writeln!(out, "popbackup: [{}] {}", record.level(), record.args())
+        });
+    if verbose >= 3 {
+        builder.filter_level(level);
+    }
+    if let Ok(spec) = std::env::var("POPBACKUP_LOG") {
+        builder.parse_filters(&spec);
+    }
+    let _ = builder.try_init();
+}
+
 /// Runs one command.
 pub fn run(cli: Cli) -> Result<(), Failure> {
     let global = &cli.global;
+    init_logging(global.verbose);
     let config_path = global.config.clone().unwrap_or_else(config::default_path);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

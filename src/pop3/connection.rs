@@ -91,6 +91,11 @@ impl<S: Read + Write> Connection<S> {
 
     /// Sends bytes that hold one or more complete commands.
     pub fn send(&mut self, wire: &[u8], command: &'static str) -> Result<(), Pop3Error> {
+        if log::log_enabled!(log::Level::Debug) {
+            for line in wire.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                log::debug!("> {}", loggable(command, line));
+            }
+        }
         let during = || format!("sending {command}");
         self.stream
             .write_all(wire)
@@ -164,6 +169,7 @@ impl<S: Read + Write> Connection<S> {
         if !self.secrets.is_empty() {
             line = self.redact(&String::from_utf8_lossy(&line)).into_bytes();
         }
+        log::debug!("< {}", String::from_utf8_lossy(&line).trim_end());
         parse_status(&line).ok_or_else(|| Pop3Error::Protocol {
             command,
             detail: format!("expected +OK or -ERR, got {}", excerpt(&line)),
@@ -327,4 +333,46 @@ pub(crate) fn excerpt(line: &[u8]) -> String {
         text.push_str("...");
     }
     text
+}
+
+/// A command line as `-vv` shows it: what carries a secret (the password, a SASL response,
+/// an APOP digest) is replaced by `(hidden)`.
+fn loggable(command: &str, line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end();
+    let mut words = text.split(' ');
+    let first = words.next().unwrap_or_default();
+    match command {
+        "PASS" => "PASS (hidden)".into(),
+        "APOP" => format!("APOP {} (hidden)", words.next().unwrap_or_default()),
+        // `AUTH MECH [initial response]`, then continuation lines that are all secret.
+        "AUTH" if first.eq_ignore_ascii_case("AUTH") => match (words.next(), words.next()) {
+            (Some(mechanism), Some(_)) => format!("AUTH {mechanism} (hidden)"),
+            _ => text.to_string(),
+        },
+        "AUTH" => "(hidden)".into(),
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable;
+
+    #[test]
+    fn logged_commands_hide_their_secrets() {
+        assert_eq!(loggable("PASS", b"PASS hunter2\r"), "PASS (hidden)");
+        assert_eq!(
+            loggable("APOP", b"APOP bob c4c9334bac560ecc979e58001b3e22fb\r"),
+            "APOP bob (hidden)"
+        );
+        assert_eq!(
+            loggable("AUTH", b"AUTH PLAIN AGJvYgBzZWNyZXQ=\r"),
+            "AUTH PLAIN (hidden)"
+        );
+        assert_eq!(loggable("AUTH", b"AUTH LOGIN\r"), "AUTH LOGIN");
+        assert_eq!(loggable("AUTH", b"c2VjcmV0\r"), "(hidden)");
+        assert_eq!(loggable("USER", b"USER bob\r"), "USER bob");
+        assert_eq!(loggable("RETR", b"RETR 7\r"), "RETR 7");
+    }
 }

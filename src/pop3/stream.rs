@@ -357,6 +357,11 @@ fn connect_tcp(options: &ServerOptions) -> Result<TcpStream, Pop3Error> {
                 // Commands are small and latency-bound: do not let Nagle hold them back.
                 tcp.set_nodelay(true)
                     .map_err(|e| Pop3Error::io(during(), e))?;
+                log::info!(
+                    "connected to {} ({addr}), tls = {}",
+                    options.host,
+                    tls_name(options.tls)
+                );
                 return Ok(tcp);
             }
             Err(e) => last = Some((addr, e)),
@@ -407,6 +412,20 @@ fn handshake(
             }
             return Err(handshake_error(host, e, tls.seen.get()));
         }
+    }
+    if log::log_enabled!(log::Level::Info) {
+        log::info!(
+            "{host}:{}: {}, {}, server certificate {}",
+            options.port,
+            conn.protocol_version()
+                .map_or_else(|| "TLS".into(), |v| format!("{v:?}")),
+            conn.negotiated_cipher_suite()
+                .map_or_else(String::new, |s| format!("{:?}", s.suite())),
+            conn.peer_certificates()
+                .and_then(|certs| certs.first())
+                .map(|c| Fingerprint::of_certificate(c.as_ref()).to_string())
+                .unwrap_or_else(|| "(none)".into())
+        );
     }
     Ok(StreamOwned::new(conn, tcp))
 }

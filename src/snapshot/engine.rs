@@ -292,8 +292,15 @@ impl AccountRun<'_> {
             .account
             .credentials(&mut |w| self.report.warnings.push(w))?;
         let server = self.account.server_options();
+        let phase = Instant::now();
         let mut session = pop3::open_session(&server, &creds).map_err(|e| self.login_error(e))?;
         drop(creds);
+        log::info!(
+            "{}: logged in as {:?} in {:.2} s",
+            self.account.name,
+            self.account.user,
+            phase.elapsed().as_secs_f64()
+        );
         let result = self.with_session(&mut session, id, time);
         // QUIT only after the manifest is committed. It is the server's commit point: the
         // DELEs a retention rule sent take effect only if it succeeds.
@@ -372,7 +379,19 @@ impl AccountRun<'_> {
                 })
                 .collect(),
         };
+        log::info!(
+            "{}: capabilities: {}",
+            self.account.name,
+            server_info.capabilities.join(", ")
+        );
+        let phase = Instant::now();
         let listing = take_listing(session)?;
+        log::info!(
+            "{}: listed {} messages in {:.2} s",
+            self.account.name,
+            listing.messages.len(),
+            phase.elapsed().as_secs_f64()
+        );
         self.report
             .warnings
             .extend(listing.warnings.iter().cloned());
@@ -429,7 +448,15 @@ impl AccountRun<'_> {
             messages: Vec::new(),
         };
         let mut list = RunList::new(&self.shared.layout(), &inventory, &head.time);
+        let phase = Instant::now();
         let downloaded = self.download(session, &mut inventory, &head, &mut list);
+        log::info!(
+            "{}: downloaded {} of {} new messages in {:.2} s",
+            self.account.name,
+            self.report.downloaded,
+            inventory.new_count(),
+            phase.elapsed().as_secs_f64()
+        );
         // A signal ends the download between two messages (a run that got everything
         // commits as usual).
         let downloaded = match (downloaded, self.options.interrupt.signal()) {
@@ -448,8 +475,14 @@ impl AccountRun<'_> {
         // Named unless a message could not be retrieved: a later run seeing this listing
         // then has nothing to download.
         head.listing = digest;
+        let phase = Instant::now();
         let mut writer = lock(self.shared.writer()?);
         let checks = list.commit(&mut writer, &head, &mut inventory)?;
+        log::info!(
+            "{}: committed snapshot {id} in {:.2} s",
+            self.account.name,
+            phase.elapsed().as_secs_f64()
+        );
         // What deletion needs of the run is in `checks`; the listing goes before its plan.
         drop(inventory);
         self.report.warnings.extend(checks.warnings());

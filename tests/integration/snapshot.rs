@@ -579,3 +579,50 @@ fn the_summary_counts_identical_copies() {
         "{text}"
     );
 }
+
+/// `-v` says what happens (connection, TLS, capabilities, phases with times); `-vv` adds the
+/// POP3 dialogue; neither shows the password.
+#[test]
+fn verbose_shows_the_connection_and_the_dialogue_without_secrets() {
+    let Some(dovecot) = Dovecot::get() else {
+        return;
+    };
+    dovecot.fill_maildir("u39", [("a".to_string(), &b"Subject: v\n\nbody\n"[..])]);
+    let setup = Setup::new(&dovecot, &[("work", "u39")], "");
+    let out = setup.run(&["snapshot", "-v"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let info = stderr(&out);
+    for part in [
+        "connected to localhost",
+        "tls = implicit",
+        "TLSv1_",
+        "server certificate sha256:",
+        "work: capabilities:",
+        "work: logged in as \"u39\"",
+        "work: listed 1 messages",
+        "work: downloaded 1 of 1 new messages",
+        "work: committed snapshot",
+    ] {
+        assert!(info.contains(part), "-v lacks {part:?}: {info}");
+    }
+    assert!(!info.contains("> "), "-v shows the dialogue: {info}");
+    let out = setup.run(&["snapshot", "-vv"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let debug = stderr(&out);
+    for part in [
+        "> CAPA",
+        "> AUTH PLAIN (hidden)",
+        "< +OK",
+        "> UIDL",
+        "> QUIT",
+    ] {
+        assert!(debug.contains(part), "-vv lacks {part:?}: {debug}");
+    }
+    assert!(
+        !debug.contains("pw-u39"),
+        "the password is in the log: {debug}"
+    );
+    // Quiet runs stay silent.
+    let out = setup.run(&["snapshot", "-q"]);
+    assert_eq!(stderr(&out), "");
+}
