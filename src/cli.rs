@@ -88,6 +88,14 @@ pub enum Command {
     Forget(retention::ForgetArgs),
     /// Remove data that no snapshot refers to
     Prune(retention::PruneArgs),
+    /// Print a shell completion script (e.g. `popbackup completions bash > ~/.local/share/bash-completion/completions/popbackup`)
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page in roff (e.g. `popbackup man > ~/.local/share/man/man1/popbackup.1`)
+    Man,
 }
 
 impl Command {
@@ -104,6 +112,8 @@ impl Command {
             Command::Verify(_) => "verify",
             Command::Forget(_) => "forget",
             Command::Prune(_) => "prune",
+            Command::Completions { .. } => "completions",
+            Command::Man => "man",
         }
     }
 }
@@ -135,6 +145,11 @@ impl Failure {
             reported: true,
         }
     }
+}
+
+/// The manual page, from the clap definitions, so that it cannot drift from `--help`.
+fn manual(command: &clap::Command, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(command.clone()).render(out)
 }
 
 /// Sends the library's log to stderr: `-v` what happens (connections, TLS, capabilities,
@@ -212,6 +227,15 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             account,
             no_headers,
         } => inventory::run(global, &config_path, account, *no_headers, &mut out),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(*shell, &mut Cli::command(), "popbackup", &mut out);
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory as _;
+            manual(&Cli::command(), &mut out).map_err(anyhow::Error::from)
+        }
     };
     result.map_err(classify)
 }

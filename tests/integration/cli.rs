@@ -392,3 +392,48 @@ fn a_restore_that_matches_nothing_says_so_and_creates_nothing() {
         assert!(!target.exists(), "{to}: created {}", target.display());
     }
 }
+
+#[test]
+fn shell_completions_and_the_manual_page_are_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let bash = popbackup(&["completions", "bash"], dir.path());
+    assert_eq!(bash.status.code(), Some(0));
+    let script = String::from_utf8_lossy(&bash.stdout);
+    for command in ["snapshot", "restore", "verify", "prune", "completions"] {
+        assert!(script.contains(command), "bash completion lacks {command}");
+    }
+    // The script is valid bash.
+    let file = dir.path().join("popbackup.bash");
+    std::fs::write(&file, &bash.stdout).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    for shell in ["zsh", "fish"] {
+        let out = popbackup(&["completions", shell], dir.path());
+        assert_eq!(out.status.code(), Some(0));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("snapshot"),
+            "{shell}"
+        );
+    }
+    let out = popbackup(&["completions", "tcsh"], dir.path());
+    assert_eq!(out.status.code(), Some(64));
+
+    let man = popbackup(&["man"], dir.path());
+    assert_eq!(man.status.code(), Some(0));
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(page.contains(".TH popbackup 1"), "{page}");
+    for command in [
+        "snapshot",
+        "inventory",
+        "restore",
+        "verify",
+        "forget",
+        "prune",
+    ] {
+        assert!(page.contains(command), "the manual lacks {command}");
+    }
+}
