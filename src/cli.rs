@@ -69,12 +69,13 @@ pub enum Command {
         no_headers: bool,
     },
     /// List snapshots
-    Snapshots,
-    /// List the messages of a snapshot
-    Ls {
-        /// Snapshot id (or a unique prefix of it)
-        snapshot: String,
+    Snapshots {
+        /// Only this account's snapshots
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
     },
+    /// List the messages of a snapshot [default: the latest of each account]
+    Ls(browse::LsArgs),
     /// Print one message's exact archived bytes
     Cat {
         /// Message hash (SHA-256, or a unique prefix of it)
@@ -105,8 +106,8 @@ impl Command {
             Command::Init => "init",
             Command::Snapshot { .. } => "snapshot",
             Command::Inventory { .. } => "inventory",
-            Command::Snapshots => "snapshots",
-            Command::Ls { .. } => "ls",
+            Command::Snapshots { .. } => "snapshots",
+            Command::Ls(_) => "ls",
             Command::Cat { .. } => "cat",
             Command::Restore(_) => "restore",
             Command::Verify(_) => "verify",
@@ -189,10 +190,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     let mut out = stdout.lock();
     let result = match &cli.command {
         Command::Init => init::run(global, &config_path, &mut out),
-        Command::Snapshots => open_repo(global, &config_path)
-            .and_then(|repo| browse::snapshots(&repo, global.json, &mut out)),
-        Command::Ls { snapshot } => open_repo(global, &config_path)
-            .and_then(|repo| browse::ls(&repo, snapshot, global.json, &mut out)),
+        Command::Snapshots { account } => open_repo(global, &config_path)
+            .and_then(|repo| browse::snapshots(&repo, account.as_deref(), global.json, &mut out)),
+        Command::Ls(args) => open_repo(global, &config_path)
+            .and_then(|repo| browse::ls(&repo, args, global.json, &mut out)),
         Command::Cat { message } => {
             open_repo(global, &config_path).and_then(|repo| browse::cat(&repo, message, &mut out))
         }

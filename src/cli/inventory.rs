@@ -49,31 +49,46 @@ pub fn run(
         report.new.len(),
         human_bytes(new_bytes)
     )?;
-    for m in &report.new {
+    let width = super::browse::terminal_width();
+    let fit = |line: String| match width {
+        Some(w) => super::browse::cut(&line, w),
+        None => line,
+    };
+    if !report.new.is_empty() {
         writeln!(
             out,
+            "  {:>6} {:>10}  {:<31}  {:<30}  SUBJECT",
+            "MSG", "SIZE", "DATE", "FROM"
+        )?;
+    }
+    for m in &report.new {
+        let line = format!(
             "  {:>6} {:>10}  {:<31}  {:<30}  {}",
             m.msg,
             human_bytes(m.size),
             dash(&m.date),
-            dash(&m.from),
+            super::browse::cut(&dash(&m.from), 30),
             dash(&m.subject)
-        )?;
+        );
+        writeln!(out, "{}", fit(line))?;
     }
     writeln!(
         out,
         "vanished from the server since the latest snapshot (still archived): {}",
         report.vanished.len()
     )?;
+    if !report.vanished.is_empty() {
+        writeln!(out, "  {:<31}  {:<30}  SUBJECT  [UIDL]", "DATE", "FROM")?;
+    }
     for m in &report.vanished {
-        writeln!(
-            out,
+        let line = format!(
             "  {:<31}  {:<30}  {}  [{}]",
             dash(&m.date),
-            dash(&m.from),
+            super::browse::cut(&dash(&m.from), 30),
             dash(&m.subject),
             dash(&m.uidl)
-        )?;
+        );
+        writeln!(out, "{}", fit(line))?;
     }
     Ok(())
 }

@@ -114,9 +114,7 @@ pub fn forget(
                 if d.keep() { "keep  " } else { "remove" },
                 d.snapshot,
                 d.account,
-                d.time
-                    .with_timezone(&chrono::Local)
-                    .format("%Y-%m-%d %H:%M %Z"),
+                super::human_time(&d.time),
                 d.reasons.join(", ")
             )?;
         }

@@ -65,8 +65,8 @@ fn init_then_browse_a_repository() {
     assert_eq!(parsed[0]["account"], "work");
     let ls = popbackup(&["ls", &manifest.id.as_str()[..10]], dir.path());
     assert!(String::from_utf8_lossy(&ls.stdout).contains(&MessageHash::of(message).to_hex()[..16]));
-    // `ls --json` streams the records; it is the manifest as the library reads it, also for
-    // a list of several records files.
+    // `ls --json --manifest` streams the records; it is the manifest as the library reads
+    // it, also for a list of several records files.
     let mut writer = Repository::open(&repo).unwrap().lock("test").unwrap();
     let many: Vec<_> = (0..700)
         .map(|i| {
@@ -82,7 +82,7 @@ fn init_then_browse_a_repository() {
     let read = Repository::open(&repo).unwrap();
     for id in [&manifest.id, &longer.id] {
         let head = read.manifest_head(id).unwrap();
-        let out = popbackup(&["ls", id.as_str(), "--json"], dir.path());
+        let out = popbackup(&["ls", id.as_str(), "--json", "--manifest"], dir.path());
         assert_eq!(out.status.code(), Some(0));
         let streamed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let whole = serde_json::to_value(read.manifest(id).unwrap()).unwrap();
@@ -436,4 +436,68 @@ fn shell_completions_and_the_manual_page_are_generated() {
     ] {
         assert!(page.contains(command), "the manual lacks {command}");
     }
+}
+
+#[test]
+fn browsing_has_headers_filters_and_user_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("r");
+    let (hash, message) = repository_with_one_message(&repo);
+    // A second account with its own snapshot.
+    let mut writer = Repository::open(&repo).unwrap().lock("test").unwrap();
+    let other = writer
+        .store_bytes(b"From: b@example.org\r\nSubject: other\r\n\r\nx\r\n")
+        .unwrap();
+    let mut manifest =
+        crate::repo::manifest_for(writer.repo(), "home", &[(other.hash(), other.raw_len())]);
+    manifest.complete = true;
+    writer.commit(&manifest).unwrap();
+    drop(writer);
+    let r = repo.to_str().unwrap();
+
+    let out = popbackup(&["snapshots", "--repo", r], dir.path());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("MESSAGES"),
+        "{text}"
+    );
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        text.contains(&format!("{} B", message.len())),
+        "human sizes: {text}"
+    );
+    let out = popbackup(&["snapshots", "--repo", r, "--account", "home"], dir.path());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.contains("home") && !text.contains("work"), "{text}");
+
+    // `ls` without a snapshot: the latest of each account.
+    let out = popbackup(&["ls", "--repo", r], dir.path());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&hash.to_hex()[..16]), "{text}");
+    assert!(text.contains(&other.hash().to_hex()[..16]), "{text}");
+    assert!(text.contains("HASH"), "{text}");
+    let out = popbackup(
+        &["ls", "--repo", r, "--account", "work", "--json"],
+        dir.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+    assert_eq!(json[0]["account"], "work");
+    let listed = &json[0]["messages"][0];
+    assert_eq!(listed["sha256"], hash.to_hex());
+    assert_eq!(listed["size"], message.len());
+    assert!(
+        listed.get("pack").is_none() && listed.get("offset").is_none(),
+        "{listed}"
+    );
+    let out = popbackup(&["ls", "--repo", r, "--account", "nobody"], dir.path());
+    assert_eq!(out.status.code(), Some(64));
 }

@@ -338,8 +338,8 @@ fn corpus_snapshot_is_exact_incremental_and_never_deletes() {
     let human = setup.run(&["snapshots"]);
     assert_eq!(
         String::from_utf8_lossy(&human.stdout).lines().count(),
-        4,
-        "four snapshots"
+        5,
+        "a header and four snapshots"
     );
 }
 
