@@ -186,8 +186,8 @@ pub fn ls(
         )?;
         writeln!(
             out,
-            "{:<16}  {:>9}  {:<31}  {}",
-            "HASH", "SIZE", "DATE", "FROM / SUBJECT / UIDL"
+            "{:<16}  {:>9}  {:<31}  FROM / SUBJECT / UIDL",
+            "HASH", "SIZE", "DATE"
         )?;
         let mut written = Ok(());
         repo.for_each_record(&mut manifest, |m| {
