@@ -12,7 +12,7 @@ demo="${POPBACKUP_DEMO_DIR:-/tmp/popbackup-demo}"
 scripts/dovecot.sh install
 echo "== building popbackup (release)"
 cargo build --release -q
-bin="$PWD/target/release/popbackup"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release/popbackup"
 
 state=$(mktemp -d /tmp/popbackup-demo-server.XXXXXX)
 trap 'scripts/dovecot.sh stop "$state" >/dev/null 2>&1 || true; rm -rf "$state"' EXIT
@@ -52,4 +52,11 @@ run snapshot
 run snapshot
 run inventory demo --no-headers
 run snapshots
+# What proves a backup: the archive reads back intact, and a restore gives the mail back.
+run verify
+run restore --to "maildir:$demo/restored"
+restored=$(find "$demo/restored/new" -type f | wc -l)
+served=$(find "$POPBACKUP_DOVECOT_MAIL/u01/Maildir" -path '*/tmp' -prune -o -type f -name '*.demo*' -print | wc -l)
+echo "== $restored messages restored into $demo/restored (the server holds $served)"
+[ "$restored" -eq "$served" ] || { echo "demo.sh: the restore does not match the server" >&2; exit 1; }
 echo "== the archive is in $demo/archive ($(du -sh "$demo/archive" | cut -f1)); its config is $demo/config.toml"

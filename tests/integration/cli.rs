@@ -501,3 +501,59 @@ fn browsing_has_headers_filters_and_user_fields() {
     let out = popbackup(&["ls", "--repo", r, "--account", "nobody"], dir.path());
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// The examples run the binary where the README's install command puts it, and systemd
+/// accepts the units.
+#[test]
+fn the_examples_use_the_installed_binary_and_the_units_verify() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    assert!(read("README.md").contains("cargo install --locked --path ."));
+    let cron = read("examples/crontab");
+    let line = cron
+        .lines()
+        .find(|l| l.contains("snapshot") && !l.starts_with('#'))
+        .unwrap();
+    assert!(line.contains("$HOME/.cargo/bin/popbackup snapshot -q"), "{line}");
+    let service = read("examples/popbackup.service");
+    assert!(
+        service.contains("ExecStart=%h/.cargo/bin/popbackup snapshot -q"),
+        "{service}"
+    );
+    let Ok(analyze) = which("systemd-analyze") else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true but systemd-analyze is missing (scripts/test.sh installs systemd)");
+        }
+        eprintln!("SKIPPED: no systemd-analyze");
+        return;
+    };
+    // A home with the binary installed where the units expect it, and a runtime directory
+    // for the user manager that `--user` needs.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("home/.cargo/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_popbackup"), bin.join("popbackup")).unwrap();
+    let runtime = dir.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = Command::new(analyze)
+        .args(["verify", "--user"])
+        .arg(root.join("examples/popbackup.service"))
+        .arg(root.join("examples/popbackup.timer"))
+        .env("HOME", dir.path().join("home"))
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+}
+
+fn which(tool: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
