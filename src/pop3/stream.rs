@@ -499,18 +499,18 @@ fn tls_config(options: &ServerOptions) -> Result<(Arc<ClientConfig>, SeenCertifi
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| Pop3Error::TlsConfig(e.to_string()))?;
+    let mut ca_file = Vec::new();
     let verifier: Arc<dyn ServerCertVerifier> = if !options.fingerprints.is_empty() {
         Arc::new(PinnedVerifier {
             pins: options.fingerprints.clone(),
             provider,
         })
-    } else if let Some(ca_file) = &options.ca_file {
-        let (roots, certs) = load_ca_file(ca_file)?;
-        let chain =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| Pop3Error::TlsConfig(format!("CA file {}: {e}", ca_file.display())))?;
-        Arc::new(CaFileVerifier { chain, certs })
+    } else if let Some(path) = &options.ca_file {
+        let (roots, certs) = load_ca_file(path)?;
+        ca_file = certs;
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| Pop3Error::TlsConfig(format!("CA file {}: {e}", path.display())))?
     } else {
         match rustls_platform_verifier::Verifier::new(provider.clone()) {
             Ok(platform) => Arc::new(platform),
@@ -528,9 +528,10 @@ fn tls_config(options: &ServerOptions) -> Result<(Arc<ClientConfig>, SeenCertifi
         }
     };
     let seen = SeenCertificate::default();
-    let verifier = Arc::new(Observing {
+    let verifier = Arc::new(Verifier {
         inner: verifier,
         seen: seen.clone(),
+        ca_file,
     });
     let config = builder
         .dangerous()
@@ -549,14 +550,21 @@ impl SeenCertificate {
     }
 }
 
-/// Notes the server's certificate, then lets `inner` decide.
+/// What every connection's TLS uses: notes the certificate the server showed (for the error
+/// that refuses it), lets `inner` decide, and trusts a certificate of `ca_file` that is the
+/// server's own. That last case is the self-signed certificate many small hosts use:
+/// `openssl req -x509` marks it `CA:TRUE`, which WebPKI refuses as a server's own certificate;
+/// naming it in `ca_file` is an explicit trust of exactly that certificate, as a pin is (its
+/// host name is still checked).
 #[derive(Debug)]
-struct Observing {
+struct Verifier {
     inner: Arc<dyn ServerCertVerifier>,
     seen: SeenCertificate,
+    /// The certificates of `ca_file`, which may be the server's own.
+    ca_file: Vec<CertificateDer<'static>>,
 }
 
-impl ServerCertVerifier for Observing {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -567,8 +575,34 @@ impl ServerCertVerifier for Observing {
     ) -> Result<ServerCertVerified, rustls::Error> {
         *self.seen.0.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Fingerprint::of_certificate(end_entity.as_ref()));
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        let verdict = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        let given = || {
+            self.ca_file
+                .iter()
+                .any(|c| c.as_ref() == end_entity.as_ref())
+        };
+        match verdict {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)))
+                if matches!(
+                    other.0.downcast_ref::<webpki::Error>(),
+                    Some(webpki::Error::CaUsedAsEndEntity)
+                ) && given() =>
+            {
+                let refused = rustls::Error::InvalidCertificate;
+                webpki::EndEntityCert::try_from(end_entity)
+                    .map_err(|_| refused(rustls::CertificateError::BadEncoding))?
+                    .verify_is_valid_for_subject_name(server_name)
+                    .map_err(|_| refused(rustls::CertificateError::NotValidForName))?;
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -591,78 +625,6 @@ impl ServerCertVerifier for Observing {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
-    }
-}
-
-/// `ca_file`: the chain must lead to a certificate in the file and name the host — or the
-/// server's certificate is itself one of the file's. That second case is the self-signed
-/// certificate many small hosts use: `openssl req -x509` marks it `CA:TRUE`, which WebPKI
-/// refuses as a server's own certificate; naming it in `ca_file` is an explicit trust of
-/// exactly that certificate, as a pin is (its host name is still checked).
-#[derive(Debug)]
-struct CaFileVerifier {
-    chain: Arc<rustls::client::WebPkiServerVerifier>,
-    certs: Vec<CertificateDer<'static>>,
-}
-
-impl ServerCertVerifier for CaFileVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let verdict = self.chain.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        );
-        let given = self.certs.iter().any(|c| c.as_ref() == end_entity.as_ref());
-        match verdict {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)))
-                if given
-                    && matches!(
-                        other.0.downcast_ref::<webpki::Error>(),
-                        Some(webpki::Error::CaUsedAsEndEntity)
-                    ) =>
-            {
-                let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
-                    rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-                })?;
-                cert.verify_is_valid_for_subject_name(server_name)
-                    .map_err(|_| {
-                        rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
-                    })?;
-                Ok(ServerCertVerified::assertion())
-            }
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
     }
 }
 

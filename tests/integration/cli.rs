@@ -514,7 +514,10 @@ fn the_examples_use_the_installed_binary_and_the_units_verify() {
         .lines()
         .find(|l| l.contains("snapshot") && !l.starts_with('#'))
         .unwrap();
-    assert!(line.contains("$HOME/.cargo/bin/popbackup snapshot -q"), "{line}");
+    assert!(
+        line.contains("$HOME/.cargo/bin/popbackup snapshot -q"),
+        "{line}"
+    );
     let service = read("examples/popbackup.service");
     assert!(
         service.contains("ExecStart=%h/.cargo/bin/popbackup snapshot -q"),

@@ -88,6 +88,51 @@ impl CountingProxy {
     }
 }
 
+/// The corpus in a Dovecot mailbox, reached through a fresh throttled proxy for each run.
+struct SlowMailbox {
+    setup: Setup,
+    /// The configuration, its port still the server's.
+    text: String,
+    server_port: u16,
+}
+
+impl SlowMailbox {
+    /// `top`: keys for the top of the configuration; `account`: for the account's table.
+    fn new(
+        dovecot: &Dovecot,
+        corpus: &[(String, Vec<u8>)],
+        user: &str,
+        top: &str,
+        account: &str,
+    ) -> Self {
+        dovecot.fill_maildir(
+            user,
+            corpus
+                .iter()
+                .enumerate()
+                .map(|(i, (_, bytes))| (format!("{i:05}"), bytes.as_slice())),
+        );
+        let setup = Setup::with_tls(dovecot, &[("big", user)], top, TlsMode::None);
+        let text = std::fs::read_to_string(&setup.config).unwrap() + account + "\n";
+        SlowMailbox {
+            setup,
+            text,
+            server_port: dovecot.port(TlsMode::None),
+        }
+    }
+
+    /// Points the configuration at a new proxy; returns what that proxy records.
+    fn next_run(&self) -> Arc<Mutex<Vec<u32>>> {
+        let proxy = CountingProxy::start(self.server_port, 8 * 1024, Duration::from_millis(10));
+        let config = self.text.replace(
+            &format!("port = {}", self.server_port),
+            &format!("port = {}", proxy.port),
+        );
+        std::fs::write(&self.setup.config, config).unwrap();
+        proxy.retr
+    }
+}
+
 #[test]
 fn sigkill_during_a_first_run_then_resume() {
     let Some(dovecot) = Dovecot::get() else {
@@ -96,37 +141,18 @@ fn sigkill_during_a_first_run_then_resume() {
     let Some(corpus) = corpus_messages() else {
         return;
     };
-    let user = "u27";
-    dovecot.fill_maildir(
-        user,
-        corpus
-            .iter()
-            .enumerate()
-            .map(|(i, (_, bytes))| (format!("{i:05}"), bytes.as_slice())),
-    );
-    let setup = Setup::with_tls(
-        &dovecot,
-        &[("big", user)],
-        "checkpoint_size = \"128 KiB\"",
-        TlsMode::None,
-    );
-    let text = std::fs::read_to_string(&setup.config).unwrap();
-    let server_port = format!("port = {}", dovecot.port(TlsMode::None));
     // Bound what is in flight when a kill comes (the default window is 8 MiB, more than this
     // whole mailbox): whatever was requested but not checkpointed is at most 256 KiB of RETRs
     // plus one checkpoint's worth.
-    let text = text + "pipeline_window_bytes = \"256 KiB\"\n";
-    // A proxy for the next run, and the configuration pointed at it.
-    let proxy_for_run = || {
-        let proxy = CountingProxy::start(
-            dovecot.port(TlsMode::None),
-            8 * 1024,
-            Duration::from_millis(10),
-        );
-        let config = text.replace(&server_port, &format!("port = {}", proxy.port));
-        std::fs::write(&setup.config, config).unwrap();
-        proxy.retr
-    };
+    let user = "u27";
+    let slow = SlowMailbox::new(
+        &dovecot,
+        &corpus,
+        user,
+        "checkpoint_size = \"128 KiB\"",
+        "pipeline_window_bytes = \"256 KiB\"",
+    );
+    let (setup, proxy_for_run) = (&slow.setup, || slow.next_run());
     let mut retr: Vec<Arc<Mutex<Vec<u32>>>> = Vec::new();
 
     // Deterministic "random" kill times between 0.9 and 1.7 s. After each kill, the message
@@ -259,26 +285,11 @@ fn sigint_and_sigterm_checkpoint_and_exit_with_the_signal() {
     let Some(corpus) = corpus_messages() else {
         return;
     };
-    let user = "u38";
-    dovecot.fill_maildir(
-        user,
-        corpus
-            .iter()
-            .enumerate()
-            .map(|(i, (_, bytes))| (format!("{i:05}"), bytes.as_slice())),
-    );
-    let setup = Setup::with_tls(&dovecot, &[("big", user)], "", TlsMode::None);
-    let text = std::fs::read_to_string(&setup.config).unwrap();
-    let server_port = format!("port = {}", dovecot.port(TlsMode::None));
+    let slow = SlowMailbox::new(&dovecot, &corpus, "u38", "", "");
+    let setup = &slow.setup;
     let run_through_proxy = |args: &[&str]| {
-        let proxy = CountingProxy::start(
-            dovecot.port(TlsMode::None),
-            8 * 1024,
-            Duration::from_millis(10),
-        );
-        let config = text.replace(&server_port, &format!("port = {}", proxy.port));
-        std::fs::write(&setup.config, config).unwrap();
-        (setup.command(args), proxy.retr)
+        let retr = slow.next_run();
+        (setup.command(args), retr)
     };
     let committed = || -> HashSet<u32> {
         let repo = Repository::open(&setup.repo).unwrap();

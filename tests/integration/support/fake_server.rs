@@ -308,21 +308,10 @@ impl TestPki {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let params = rcgen::CertificateParams::new(names).unwrap();
         let cert = params.signed_by(&key, &issuer).unwrap();
-        let cert_der = cert.der().to_vec();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(cert_der.clone())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )
-            .unwrap();
         TestPki {
             ca_pem: ca_cert.pem(),
-            server_config: Arc::new(config),
-            server_cert_der: cert_der,
+            server_config: server_config(cert.der(), &key),
+            server_cert_der: cert.der().to_vec(),
         }
     }
 
@@ -337,21 +326,25 @@ impl TestPki {
             .distinguished_name
             .push(rcgen::DnType::CommonName, "self-signed mail host");
         let cert = params.self_signed(&key).unwrap();
-        let cert_der = cert.der().to_vec();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(cert_der.clone())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )
-            .unwrap();
         TestPki {
             ca_pem: cert.pem(),
-            server_config: Arc::new(config),
-            server_cert_der: cert_der,
+            server_config: server_config(cert.der(), &key),
+            server_cert_der: cert.der().to_vec(),
         }
     }
+}
+
+/// A TLS server configuration presenting `cert` alone.
+fn server_config(cert: &[u8], key: &rcgen::KeyPair) -> Arc<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    Arc::new(config)
 }
