@@ -9,6 +9,7 @@
 pub mod compressed;
 pub mod dictionary;
 pub mod error;
+mod files;
 pub mod format;
 mod frame;
 pub mod id;
@@ -379,17 +380,6 @@ impl Repository {
     /// Where a message is stored.
     pub fn location(&self, hash: &MessageHash) -> Option<Location> {
         self.index.get(hash)
-    }
-
-    /// The bytes of the frame `entry` of pack `pack` as they are stored (compressed), for
-    /// copying it into another pack.
-    pub fn read_frame(&self, pack: &PackId, entry: &PackEntry) -> Result<Vec<u8>, RepoError> {
-        let path = self.layout.pack(pack);
-        let file = std::fs::File::open(&path).map_err(RepoError::io("cannot read", &path))?;
-        let mut frame = vec![0u8; entry.length as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&file, &mut frame, entry.offset)
-            .map_err(RepoError::io("cannot read", &path))?;
-        Ok(frame)
     }
 
     /// Streams a message's bytes: one seek into its pack, then sequential reads of its frame.

@@ -73,7 +73,7 @@ pub fn plan_forget<Tz: TimeZone>(
             .map(|t| t.with_timezone(&Utc))
             .map_err(|e| {
                 RepoError::corrupt(
-                    repo.layout().snapshot(&id),
+                    repo.snapshot_file(&id),
                     format!("its time {:?} is not RFC 3339: {e}", manifest.time),
                 )
             })?;

@@ -21,7 +21,7 @@ use serde::Serialize;
 pub use pack::{EntryState, PackCheck, check_pack};
 
 use crate::repo::{
-    MessageHash, PackId, RepoError, RepoWriter, Repository, SnapshotId, VerifiedState, layout,
+    MessageHash, PackId, RepoError, RepoWriter, Repository, SnapshotId, VerifiedState,
 };
 use index::IndexClaims;
 
@@ -225,7 +225,6 @@ fn rank(state: &EntryState) -> u8 {
 
 pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport, RepoError> {
     let started = std::time::Instant::now();
-    let repo_layout = repo.layout();
     let mut notes = Vec::new();
 
     let ids = repo.snapshots()?;
@@ -236,14 +235,12 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
     }
 
     // Packs on disk, and files that do not belong.
-    let packs_dir = repo_layout.dir(layout::PACKS);
-    let packs: Vec<PackId> = layout::list(&packs_dir, layout::PACK_SUFFIX, |s| s.parse().ok())
-        .map_err(RepoError::io("cannot list", &packs_dir))?;
-    notes.extend(stray_files(repo)?);
+    let packs: Vec<PackId> = repo.pack_ids()?;
+    notes.extend(repo.stray_files());
 
     // The index files, read first: they say what each pack should hold, which matters when a
     // pack's own table is lost.
-    let claims = IndexClaims::read(repo_layout, &mut notes)?;
+    let claims = IndexClaims::read(repo, &mut notes)?;
 
     // Read the packs, spread over the cores, each sequentially.
     let seed = u64::from_be_bytes(
@@ -265,7 +262,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(id) = packs.get(i) else { break };
                     let read = options.data.reads(id, seed);
-                    let check = check_pack(repo, *id, read, || claims.listing(repo_layout, *id));
+                    let check = check_pack(repo, *id, read, || claims.listing(repo, *id));
                     results
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -386,8 +383,9 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
         if let Some(done) = by_file.lock().unwrap_or_else(|e| e.into_inner()).get(file) {
             return Ok(done.clone());
         }
-        let locations =
-            crate::repo::records::read_file(repo_layout, id, file).map_err(|e| e.to_string())?;
+        let locations = repo
+            .read_records_file(id, file)
+            .map_err(|e| e.to_string())?;
         let check = check_run(&locations);
         by_file
             .lock()
@@ -416,7 +414,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
                 list.0.iter().map(|file| check_file(id, file)).collect()
             }
             _ => vec![
-                crate::repo::record_locations(repo_layout, &manifest)
+                repo.record_locations(&manifest)
                     .map(|l| check_run(&l))
                     .map_err(|e| e.to_string()),
             ],
@@ -500,7 +498,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
     let detail = (!claims.all_match(&checks)
         || checks.iter().any(|c| !c.is_clean())
         || !unreadable_needed.is_empty())
-    .then(|| claims.detail(repo_layout, &checks));
+    .then(|| claims.detail(repo, &checks));
     drop(claims);
     let (mut index_problems, expected_in) = match detail {
         Some(d) => (d.problems, d.expected),
@@ -656,16 +654,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
     let damaged_dictionaries: Vec<String> = repo
         .damaged_dictionaries()
         .iter()
-        .map(|(hash, problem)| {
-            format!(
-                "{}: {problem}",
-                repo_layout
-                    .dict(hash)
-                    .strip_prefix(repo.root())
-                    .unwrap_or(&repo_layout.dict(hash))
-                    .display()
-            )
-        })
+        .map(|(hash, problem)| format!("{}: {problem}", repo.dictionary_label(hash)))
         .collect();
     record_damage(
         &mut state,
@@ -747,56 +736,6 @@ fn record_damage(
 /// Stores what the report found intact, crash-safely (`verified.json`).
 pub fn record(writer: &mut RepoWriter, report: &VerifyReport) -> Result<(), RepoError> {
     writer.record_verified(&report.verified_state)
-}
-
-/// Files that belong to no part of the format: leftovers of crashed writers in `tmp/`, foreign
-/// files elsewhere. Reported, never an error.
-fn stray_files(repo: &Repository) -> Result<Vec<String>, RepoError> {
-    let mut notes = Vec::new();
-    type IsValidStem = fn(&str) -> bool;
-    let checks: [(&str, &str, IsValidStem); 5] = [
-        (layout::PACKS, layout::PACK_SUFFIX, |s| {
-            s.parse::<PackId>().is_ok()
-        }),
-        (layout::SNAPSHOTS, layout::MANIFEST_SUFFIX, |s| {
-            SnapshotId::parse(s).is_some()
-        }),
-        (layout::CHECKPOINTS, layout::MANIFEST_SUFFIX, |s| {
-            SnapshotId::parse(s).is_some()
-        }),
-        (layout::INDEX, layout::INDEX_SUFFIX, |s| {
-            s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())
-        }),
-        (layout::RECORDS, layout::RECORDS_SUFFIX, |s| {
-            s.parse::<crate::repo::RecordsId>().is_ok()
-        }),
-    ];
-    for (dir, suffix, valid) in checks {
-        let path = repo.layout().dir(dir);
-        let Ok(entries) = std::fs::read_dir(&path) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let ok = name.strip_suffix(suffix).is_some_and(valid);
-            if !ok {
-                notes.push(format!(
-                    "stray file {dir}/{name} (not part of the repository format)"
-                ));
-            }
-        }
-    }
-    let tmp = repo.layout().tmp();
-    if let Ok(entries) = std::fs::read_dir(&tmp) {
-        for entry in entries.flatten() {
-            notes.push(format!(
-                "stray temporary file tmp/{} (left by an interrupted writer; the next writer \
-                 removes it)",
-                entry.file_name().to_string_lossy()
-            ));
-        }
-    }
-    Ok(notes)
 }
 
 #[cfg(test)]

@@ -78,9 +78,9 @@ pub fn repair(writer: &mut RepoWriter) -> Result<RepairReport, RepoError> {
             {
                 continue;
             }
+            let mut frames = writer.repo().frames_of(id)?;
             for e in placed.iter().filter(|e| !lost.contains(&e.hash)) {
-                let frame = writer.repo().read_frame(id, e)?;
-                writer.move_frame(e.hash, &frame, e.dict)?;
+                writer.move_frame(e.hash, frames.read(e)?, e.dict)?;
                 moved += 1;
             }
             retiring.push(*id);

@@ -7,11 +7,10 @@
 //! other index files → removal of the packs that go.
 
 use std::collections::HashSet;
-use std::io::{Read, Seek, SeekFrom};
 
 use serde::Serialize;
 
-use crate::repo::pack::{self, PackEntry};
+use crate::repo::pack::PackEntry;
 use crate::repo::{IndexedPack, MessageHash, PackId, RecordsId, RepoError, RepoWriter, Repository};
 
 /// What happens to one pack.
@@ -112,8 +111,7 @@ pub fn plan_prune(repo: &Repository, max_unused_percent: f64) -> Result<PrunePla
     ids.sort();
     let mut packs = Vec::new();
     for id in ids {
-        let mut entries = pack::scan_pack(&repo.layout().pack(&id))
-            .map_err(RepoError::io("cannot read", repo.layout().pack(&id)))?;
+        let mut entries = repo.pack_entries(&id)?;
         // Parsed into a vector grown by doubling: up to twice the room, for every kept pack.
         entries.shrink_to_fit();
         let used: Vec<PackEntry> = entries
@@ -172,14 +170,9 @@ pub fn prune(writer: &mut RepoWriter, mut plan: PrunePlan) -> Result<PruneReport
     // 1. Copy the used frames of the packs to repack into new packs, byte for byte.
     let mut new_packs = Vec::new();
     for p in plan.packs.iter().filter(|p| p.action == PackAction::Repack) {
-        let path = writer.repo().layout().pack(&p.pack);
-        let mut file = std::fs::File::open(&path).map_err(RepoError::io("cannot open", &path))?;
+        let mut frames = writer.repo().frames_of(&p.pack)?;
         for e in &p.used {
-            let mut frame = vec![0u8; e.length as usize];
-            file.seek(SeekFrom::Start(e.offset))
-                .and_then(|_| file.read_exact(&mut frame))
-                .map_err(RepoError::io("cannot read", &path))?;
-            writer.copy_frame(e.hash, &frame, e.dict)?;
+            writer.copy_frame(e.hash, frames.read(e)?, e.dict)?;
         }
     }
     new_packs.extend(writer.flush_packs()?);

@@ -12,9 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::repo::index::Index;
-use crate::repo::layout::Layout;
-use crate::repo::{IndexedPack, MessageHash, PackEntry, PackId, RepoError, layout};
+use crate::repo::{IndexedPack, MessageHash, PackEntry, PackId, RepoError, Repository};
 
 use super::pack::PackCheck;
 
@@ -65,14 +63,14 @@ pub struct IndexDetail {
 impl IndexClaims {
     /// Reads every index file once. A file that cannot be read whole is left out, with a note
     /// saying so: the packs it covers are checked by their own tables.
-    pub fn read(layout: &Layout, notes: &mut Vec<String>) -> Result<IndexClaims, RepoError> {
+    pub fn read(repo: &Repository, notes: &mut Vec<String>) -> Result<IndexClaims, RepoError> {
         let mut claims = IndexClaims {
             files: Vec::new(),
             listings: HashMap::new(),
         };
-        for name in Index::file_names(layout)? {
+        for name in repo.index_file_names()? {
             let mut digests = Vec::new();
-            let read = Index::read_file(layout, &name, &mut |pack| {
+            let read = repo.read_index_file(&name, &mut |pack| {
                 digests.push((pack.id, EntriesDigest::of_entries(&pack.entries)));
             });
             if let Err(e) = read {
@@ -97,11 +95,11 @@ impl IndexClaims {
 
     /// What the first index file that lists `pack` says it holds, read again: for a pack whose
     /// own table cannot be read.
-    pub fn listing(&self, layout: &Layout, pack: PackId) -> Option<Vec<PackEntry>> {
+    pub fn listing(&self, repo: &Repository, pack: PackId) -> Option<Vec<PackEntry>> {
         let &(file, _) = self.listings.get(&pack)?.first()?;
         let mut found = None;
         // A file that became unreadable since: the pack is reported without a listing.
-        let _ = Index::read_file(layout, &self.files[file], &mut |listed: IndexedPack| {
+        let _ = repo.read_index_file(&self.files[file], &mut |listed: IndexedPack| {
             if listed.id == pack && found.is_none() {
                 found = Some(listed.entries);
             }
@@ -122,7 +120,7 @@ impl IndexClaims {
     }
 
     /// Compares every listing with its pack entry by entry, reading the files again.
-    pub fn detail(&self, layout: &Layout, checks: &[PackCheck]) -> IndexDetail {
+    pub fn detail(&self, repo: &Repository, checks: &[PackCheck]) -> IndexDetail {
         let mut detail = IndexDetail {
             problems: Vec::new(),
             expected: BTreeMap::new(),
@@ -153,16 +151,15 @@ impl IndexClaims {
                 if misplaced > 0 && check.problems.is_empty() {
                     detail.problems.push(format!(
                         "index file {name} places {misplaced} message(s) in pack {} where the \
-                         pack does not hold them; remove index/{name}{} (it is rebuilt from \
-                         the packs)",
+                         pack does not hold them; remove {} (it is rebuilt from the packs)",
                         listed.id,
-                        layout::INDEX_SUFFIX
+                        repo.index_file_label(name)
                     ));
                 }
             };
             // The file was read whole by `read`; if it fails now it changed since, and what
             // it handed over before failing is compared all the same.
-            let _ = Index::read_file(layout, name, &mut compare);
+            let _ = repo.read_index_file(name, &mut compare);
         }
         detail
     }

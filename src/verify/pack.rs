@@ -5,7 +5,6 @@
 //! used instead; when that is missing too, the frames are walked one after the other and every
 //! message that still decompresses is recovered by its hash.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 
 use sha2::{Digest as _, Sha256};
@@ -67,7 +66,6 @@ pub fn check_pack(
     read_data: bool,
     expected: impl FnOnce() -> Option<Vec<PackEntry>>,
 ) -> PackCheck {
-    let path = repo.layout().pack(&id);
     let mut check = PackCheck {
         id,
         read_data,
@@ -76,8 +74,8 @@ pub fn check_pack(
         message_bytes: 0,
         pack_bytes: 0,
     };
-    let file_len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    let (listed, frames) = match pack::read_layout(&path) {
+    let file_len = repo.pack_size(&id).unwrap_or(0);
+    let (listed, frames) = match repo.pack_layout(&id) {
         Ok(layout) => match layout.table {
             Ok(table) => (Some(table), layout.frames),
             Err(problem) => {
@@ -116,7 +114,7 @@ pub fn check_pack(
         return check;
     }
 
-    let file = match File::open(&path) {
+    let file = match repo.open_pack(&id) {
         Ok(f) => f,
         Err(e) => {
             check.problems.push(format!("cannot be opened: {e}"));
@@ -156,7 +154,7 @@ pub fn check_pack(
     check
 }
 
-type PackReader = Position<BufReader<Hashing<File>>>;
+type PackReader = Position<BufReader<Hashing<Box<dyn Read + Send>>>>;
 
 /// Frames up to this size are read into memory to be decoded.
 const WHOLE_FRAME_BYTES: u64 = 1 << 20;

@@ -1,0 +1,168 @@
+//! The repository's files as the commands that check and maintain it need them: packs by id
+//! (their size, tar structure, a sequential stream, frames by location), index files by name,
+//! records files, and files that belong to no part of the format. Verify and prune go through
+//! these, never through paths, so that the storage under them can change (see `docs/DESIGN.md`,
+//! "The storage seam").
+
+use std::io::{self, Read};
+
+use super::pack::{self, PackEntry, PackLayout};
+use super::{
+    DictHash, IndexedPack, Manifest, PackId, RecordLocation, RecordsId, RepoError, Repository,
+    SnapshotId, index::Index, layout,
+};
+
+impl Repository {
+    /// The packs there are, by id.
+    pub fn pack_ids(&self) -> Result<Vec<PackId>, RepoError> {
+        let dir = self.layout.dir(layout::PACKS);
+        layout::list(&dir, layout::PACK_SUFFIX, |s| s.parse().ok())
+            .map_err(RepoError::io("cannot list", &dir))
+    }
+
+    /// A pack's size in bytes, if it exists.
+    pub fn pack_size(&self, id: &PackId) -> Option<u64> {
+        std::fs::metadata(self.layout.pack(id))
+            .ok()
+            .map(|m| m.len())
+    }
+
+    /// A pack's tar structure and table (see [`pack::read_layout`]).
+    pub fn pack_layout(&self, id: &PackId) -> io::Result<PackLayout> {
+        pack::read_layout(&self.layout.pack(id))
+    }
+
+    /// A pack's bytes, from the first to the last, for reading it once in order.
+    pub fn open_pack(&self, id: &PackId) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(std::fs::File::open(self.layout.pack(id))?))
+    }
+
+    /// A pack's entries, from its own table (or tar headers).
+    pub fn pack_entries(&self, id: &PackId) -> Result<Vec<PackEntry>, RepoError> {
+        let path = self.layout.pack(id);
+        pack::scan_pack(&path).map_err(RepoError::io("cannot read", &path))
+    }
+
+    /// A reader of pack `id`'s frames as they are stored, the pack opened once: for copying
+    /// frames into another pack (it borrows nothing, so the writer can write meanwhile).
+    pub fn frames_of(&self, id: &PackId) -> Result<PackFrames, RepoError> {
+        let path = self.layout.pack(id);
+        let file = std::fs::File::open(&path).map_err(RepoError::io("cannot read", &path))?;
+        Ok(PackFrames {
+            file,
+            path,
+            frame: Vec::new(),
+        })
+    }
+
+    /// The index files there are, by name, in order.
+    pub fn index_file_names(&self) -> Result<Vec<String>, RepoError> {
+        Index::file_names(&self.layout)
+    }
+
+    /// Index file `name` as it is stored, a pack's listing at a time.
+    pub fn read_index_file(
+        &self,
+        name: &str,
+        each: &mut dyn FnMut(IndexedPack),
+    ) -> Result<(), RepoError> {
+        Index::read_file(&self.layout, name, each)
+    }
+
+    /// How an index file is named for people: its path in the repository.
+    pub fn index_file_label(&self, name: &str) -> String {
+        format!("{}/{name}{}", layout::INDEX, layout::INDEX_SUFFIX)
+    }
+
+    /// Where snapshot `id`'s manifest is, for messages about it.
+    pub fn snapshot_file(&self, id: &SnapshotId) -> std::path::PathBuf {
+        self.layout.snapshot(id)
+    }
+
+    /// How a dictionary is named for people: its path in the repository.
+    pub fn dictionary_label(&self, hash: &DictHash) -> String {
+        let path = self.layout.dict(hash);
+        path.strip_prefix(self.root())
+            .unwrap_or(&path)
+            .display()
+            .to_string()
+    }
+
+    /// The records of records file `file`, which snapshot `snapshot` names.
+    pub fn read_records_file<T: serde::de::DeserializeOwned>(
+        &self,
+        snapshot: &SnapshotId,
+        file: &RecordsId,
+    ) -> Result<Vec<T>, RepoError> {
+        super::records::read_file(&self.layout, snapshot, file)
+    }
+
+    /// Where `manifest`'s records place their messages (inline, or from its records files).
+    pub fn record_locations(&self, manifest: &Manifest) -> Result<Vec<RecordLocation>, RepoError> {
+        super::record_locations(&self.layout, manifest)
+    }
+
+    /// Files that belong to no part of the format: leftovers of crashed writers in `tmp/`,
+    /// foreign files elsewhere. For `verify`'s notes; never an error.
+    pub fn stray_files(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        type IsValidStem = fn(&str) -> bool;
+        let checks: [(&str, &str, IsValidStem); 5] = [
+            (layout::PACKS, layout::PACK_SUFFIX, |s| {
+                s.parse::<PackId>().is_ok()
+            }),
+            (layout::SNAPSHOTS, layout::MANIFEST_SUFFIX, |s| {
+                SnapshotId::parse(s).is_some()
+            }),
+            (layout::CHECKPOINTS, layout::MANIFEST_SUFFIX, |s| {
+                SnapshotId::parse(s).is_some()
+            }),
+            (layout::INDEX, layout::INDEX_SUFFIX, |s| {
+                s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())
+            }),
+            (layout::RECORDS, layout::RECORDS_SUFFIX, |s| {
+                s.parse::<RecordsId>().is_ok()
+            }),
+        ];
+        for (dir, suffix, valid) in checks {
+            let Ok(entries) = std::fs::read_dir(self.layout.dir(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.strip_suffix(suffix).is_some_and(valid) {
+                    notes.push(format!(
+                        "stray file {dir}/{name} (not part of the repository format)"
+                    ));
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.layout.tmp()) {
+            for entry in entries.flatten() {
+                notes.push(format!(
+                    "stray temporary file tmp/{} (left by an interrupted writer; the next writer \
+                     removes it)",
+                    entry.file_name().to_string_lossy()
+                ));
+            }
+        }
+        notes
+    }
+}
+
+/// See [`Repository::frames_of`].
+pub struct PackFrames {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    frame: Vec<u8>,
+}
+
+impl PackFrames {
+    /// The stored bytes of one frame (valid until the next call).
+    pub fn read(&mut self, entry: &PackEntry) -> Result<&[u8], RepoError> {
+        self.frame.resize(entry.length as usize, 0);
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut self.frame, entry.offset)
+            .map_err(RepoError::io("cannot read", &self.path))?;
+        Ok(&self.frame)
+    }
+}
