@@ -14,7 +14,7 @@ pub mod format;
 mod frame;
 pub mod id;
 pub mod index;
-pub mod layout;
+mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod pack;
@@ -308,7 +308,7 @@ impl Repository {
         };
         let mut position = 0;
         for file in &list.0 {
-            let records = read_records_file(&self.layout, &manifest.id, file, position)?;
+            let records = read_records_file(&self.layout, &manifest.id, file, position, None)?;
             position += records.len();
             records.into_iter().for_each(&mut each);
         }
@@ -833,15 +833,36 @@ pub fn load_records(layout: &Layout, manifest: &mut Manifest) -> Result<(), Repo
     Ok(())
 }
 
+/// Whether every records file of `list` is there (a run that would name them again checks).
+pub fn records_present(layout: &Layout, list: &RecordsList) -> bool {
+    list.0.iter().all(|r| layout.records(r).is_file())
+}
+
+/// Reads `list`'s records files into the page cache, for a run about to read them, maybe
+/// twice; errors are left for the real read to report.
+pub fn warm_records(layout: &Layout, list: &RecordsList) {
+    for file in &list.0 {
+        let _ = std::fs::read(layout.records(file));
+    }
+}
+
 /// The records of one records file of snapshot `snapshot`'s list, whose first record is at
-/// `first` in the whole list (numbers left out are put back).
+/// `first` in the whole list (numbers left out are put back). With `expected`, a file that
+/// holds another number of records is damaged (it changed since it was counted).
 pub fn read_records_file(
     layout: &Layout,
     snapshot: &SnapshotId,
     id: &RecordsId,
     first: usize,
+    expected: Option<usize>,
 ) -> Result<Vec<MessageRecord>, RepoError> {
     let mut records: Vec<MessageRecord> = records::read_file(layout, snapshot, id)?;
+    if expected.is_some_and(|n| n != records.len()) {
+        return Err(RepoError::corrupt(
+            layout.records(id),
+            "the file changed while the snapshot ran",
+        ));
+    }
     for (k, record) in records.iter_mut().enumerate() {
         put_back_number(record, first + k);
     }

@@ -39,78 +39,77 @@ pub const MANIFEST_SUFFIX: &str = ".json.zst";
 pub const INDEX_SUFFIX: &str = ".json.zst";
 pub const RECORDS_SUFFIX: &str = ".json.zst";
 pub const DICT_SUFFIX: &str = ".zdict.zst";
-/// Suffix of a message's entry name inside a pack: `<message-hash>.zst`.
-pub const ENTRY_SUFFIX: &str = ".zst";
 
-/// Paths of one repository.
+/// Paths of one repository. Outside `repo` it is only a handle to pass back to the
+/// repository's functions: no other module computes, opens or lists a repository path.
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
 }
 
 impl Layout {
-    pub fn new(root: impl Into<PathBuf>) -> Layout {
+    pub(crate) fn new(root: impl Into<PathBuf>) -> Layout {
         Layout { root: root.into() }
     }
 
-    pub fn root(&self) -> &Path {
+    pub(super) fn root(&self) -> &Path {
         &self.root
     }
 
-    pub fn config(&self) -> PathBuf {
+    pub(super) fn config(&self) -> PathBuf {
         self.root.join(CONFIG)
     }
 
-    pub fn verified(&self) -> PathBuf {
+    pub(super) fn verified(&self) -> PathBuf {
         self.root.join(VERIFIED)
     }
 
-    pub fn lock(&self) -> PathBuf {
+    pub(super) fn lock(&self) -> PathBuf {
         self.root.join(LOCK)
     }
 
-    pub fn dir(&self, name: &str) -> PathBuf {
+    pub(super) fn dir(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
 
-    pub fn tmp(&self) -> PathBuf {
+    pub(super) fn tmp(&self) -> PathBuf {
         self.root.join(TMP)
     }
 
-    pub fn pack(&self, id: &PackId) -> PathBuf {
+    pub(super) fn pack(&self, id: &PackId) -> PathBuf {
         self.root.join(PACKS).join(format!("{id}{PACK_SUFFIX}"))
     }
 
-    pub fn index_file(&self, name: &str) -> PathBuf {
+    pub(super) fn index_file(&self, name: &str) -> PathBuf {
         self.root.join(INDEX).join(format!("{name}{INDEX_SUFFIX}"))
     }
 
-    pub fn snapshot(&self, id: &SnapshotId) -> PathBuf {
+    pub(super) fn snapshot(&self, id: &SnapshotId) -> PathBuf {
         self.root
             .join(SNAPSHOTS)
             .join(format!("{id}{MANIFEST_SUFFIX}"))
     }
 
-    pub fn checkpoint(&self, id: &SnapshotId) -> PathBuf {
+    pub(super) fn checkpoint(&self, id: &SnapshotId) -> PathBuf {
         self.root
             .join(CHECKPOINTS)
             .join(format!("{id}{MANIFEST_SUFFIX}"))
     }
 
-    pub fn records(&self, id: &RecordsId) -> PathBuf {
+    pub(super) fn records(&self, id: &RecordsId) -> PathBuf {
         self.root
             .join(RECORDS)
             .join(format!("{id}{RECORDS_SUFFIX}"))
     }
 
-    pub fn dict(&self, hash: &DictHash) -> PathBuf {
+    pub(super) fn dict(&self, hash: &DictHash) -> PathBuf {
         self.root.join(DICTS).join(format!("{hash}{DICT_SUFFIX}"))
     }
 }
 
 /// Lists `dir`'s files ending in `suffix` whose stem parses with `parse`, sorted; other files
 /// (temporary, foreign) are skipped.
-pub fn list<T: Ord>(
+pub(super) fn list<T: Ord>(
     dir: &Path,
     suffix: &str,
     parse: impl Fn(&str) -> Option<T>,

@@ -82,7 +82,7 @@ impl StartingPoint {
                 head.listing
                     .zip(head.records.clone())
                     // A lost records file is reported by the full path, with what to do.
-                    .filter(|(_, list)| list.0.iter().all(|r| layout.records(r).is_file()))
+                    .filter(|(_, list)| crate::repo::records_present(layout, list))
                     .map(|(listing, records)| Shortcut { listing, records })
             }
             _ => None,
@@ -93,11 +93,8 @@ impl StartingPoint {
         let previous = head?;
         // The run reads the records as soon as it has the listing, a file at a time, to
         // match them, and again to write them: bring them into the page cache meanwhile.
-        for file in previous
-            .iter()
-            .flat_map(|m| m.records.iter().flat_map(|l| &l.0))
-        {
-            let _ = std::fs::read(layout.records(file));
+        for list in previous.iter().flat_map(|m| &m.records) {
+            crate::repo::warm_records(layout, list);
         }
         Ok(Some(StartingPoint {
             previous,

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use popbackup::pop3::TlsMode;
-use popbackup::repo::{MessageHash, Repository, layout, pack};
+use popbackup::repo::{MessageHash, Repository, pack};
 
 use crate::snapshot::{Setup, counter, stderr};
 use crate::support::corpus_messages;
@@ -218,7 +218,7 @@ fn sigkill_during_a_first_run_then_resume() {
     }
     assert_eq!(listed, expected);
     let mut copies: HashMap<MessageHash, usize> = HashMap::new();
-    let packs = repo.layout().dir(layout::PACKS);
+    let packs = crate::support::files::packs_dir(repo.root());
     for entry in std::fs::read_dir(&packs).unwrap() {
         for e in pack::scan_pack(&entry.unwrap().path()).unwrap() {
             *copies.entry(e.hash).or_default() += 1;

@@ -3,6 +3,7 @@
 
 pub mod dovecot;
 pub mod fake_server;
+pub mod files;
 pub mod mock_stream;
 
 use std::path::PathBuf;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use popbackup::repo::{MessageHash, PackId, Repository, layout};
+use popbackup::repo::{MessageHash, PackId, Repository};
 use serde_json::Value;
 
 use crate::snapshot::stderr;
@@ -156,7 +156,7 @@ fn packs(repo: &Repository) -> Vec<(PackId, Vec<Entry>)> {
 
 /// One of the repository's index files.
 fn first_index_file(repo: &Path) -> PathBuf {
-    std::fs::read_dir(repo.join(layout::INDEX))
+    std::fs::read_dir(crate::support::files::index_dir(repo))
         .unwrap()
         .next()
         .unwrap()
@@ -205,7 +205,7 @@ fn a_flipped_byte_names_exactly_its_message() {
     let refs = references(&repo);
     let (pack, entries) = &packs(&repo)[1];
     let (hash, offset, length) = entries[entries.len() / 2];
-    let file = repo.layout().pack(pack);
+    let file = crate::support::files::pack(repo.root(), pack);
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[(offset + length / 2) as usize] ^= 0x55;
     std::fs::write(&file, bytes).unwrap();
@@ -259,7 +259,7 @@ fn a_truncated_pack_names_what_was_cut_off() {
     let repo = Repository::open(&path).unwrap();
     let refs = references(&repo);
     let (pack, entries) = &packs(&repo)[2];
-    let file = repo.layout().pack(pack);
+    let file = crate::support::files::pack(repo.root(), pack);
     let len = std::fs::metadata(&file).unwrap().len();
     let cut = len / 2;
     std::fs::OpenOptions::new()
@@ -309,7 +309,7 @@ fn a_deleted_pack_names_its_messages() {
     let repo = Repository::open(&path).unwrap();
     let refs = references(&repo);
     let (pack, entries) = &packs(&repo)[0];
-    std::fs::remove_file(repo.layout().pack(pack)).unwrap();
+    std::fs::remove_file(crate::support::files::pack(repo.root(), pack)).unwrap();
     let report = verify(&path, &[], 65);
     let expected: BTreeSet<String> = entries
         .iter()
@@ -331,7 +331,7 @@ fn a_corrupt_manifest_names_its_snapshot() {
     let Some((_dir, path)) = copy() else { return };
     let repo = Repository::open(&path).unwrap();
     let id = repo.snapshots().unwrap()[0].clone();
-    let file = repo.layout().snapshot(&id);
+    let file = crate::support::files::snapshot(repo.root(), &id);
     let mut text = std::fs::read(&file).unwrap();
     text.truncate(text.len() / 2);
     std::fs::write(&file, text).unwrap();
@@ -347,7 +347,7 @@ fn a_corrupt_manifest_names_its_snapshot() {
 #[test]
 fn a_lost_index_is_not_damage() {
     let Some((_dir, path)) = copy() else { return };
-    std::fs::remove_dir_all(path.join(layout::INDEX)).unwrap();
+    std::fs::remove_dir_all(crate::support::files::index_dir(&path)).unwrap();
     let report = verify(&path, &[], 0);
     assert_eq!(report["clean"], true, "{report}");
     // A corrupt index file is only a note as well.
@@ -377,8 +377,7 @@ fn an_index_file_that_misplaces_a_message_is_named() {
     let name = "ab".repeat(32);
     std::fs::remove_file(&file).unwrap();
     std::fs::write(
-        path.join(layout::INDEX)
-            .join(format!("{name}{}", layout::INDEX_SUFFIX)),
+        crate::support::files::index_file(&path, &name),
         // `version` first, as the format requires (a `Value` would sort it after `packs`).
         zstd::encode_all(
             format!(
@@ -411,7 +410,11 @@ fn a_renamed_pack_is_named_and_its_messages_stay_readable() {
     let repo = Repository::open(&path).unwrap();
     let (pack, entries) = &packs(&repo)[3];
     let wrong = PackId::of(b"not the content");
-    std::fs::rename(repo.layout().pack(pack), repo.layout().pack(&wrong)).unwrap();
+    std::fs::rename(
+        crate::support::files::pack(repo.root(), pack),
+        crate::support::files::pack(repo.root(), &wrong),
+    )
+    .unwrap();
     let report = verify(&path, &[], 65);
     assert!(
         report["damaged_messages"].as_array().unwrap().is_empty(),
