@@ -6,6 +6,7 @@
 //! through [`crate::durable`], so a crash at any moment leaves a repository whose committed
 //! snapshots are complete. The repository knows no POP3 and no mail syntax.
 
+pub mod backend;
 pub mod compressed;
 pub mod dictionary;
 pub mod error;

@@ -1,0 +1,261 @@
+//! The storage seam: every repository file is reached through a [`Backend`], keyed by its
+//! kind and name, never by a path. [`LocalBackend`] keeps today's on-disk layout (the paths of
+//! `layout.rs`, written crash-safely by `durable.rs`); an object store is another backend with
+//! the same object names (see `docs/FORMAT.md`).
+//!
+//! The contract every backend keeps:
+//! - `write` publishes a finished file whole, or not at all (readers never see part of one),
+//!   and durably before it returns; the ordering rules of `docs/FORMAT.md` rest on that.
+//! - Names are the file's stem (`<pack-id>`, `<snapshot-id>`, ...); the kind says where it
+//!   lives and how it ends. `Config`, `Verified` and `Lock` have one file each (name `""`).
+//! - A missing file is `io::ErrorKind::NotFound`, so callers can tell "absent" from "broken".
+//! - `list` gives the names that have the kind's shape, with sizes, sorted; anything else in
+//!   the place (temporary files, foreign files) is not listed.
+//!
+//! Step by step, the repository's modules move onto this trait; what still uses `Layout`
+//! paths directly is the pack writer (packs are built as local temporary files and renamed
+//! into place), the records batch and the lock. See `docs/DESIGN.md`, "The storage seam".
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use super::layout::{self, Layout};
+use crate::durable;
+
+/// What a repository file is: where it lives and how its name ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Config,
+    Verified,
+    Pack,
+    Index,
+    Snapshot,
+    Checkpoint,
+    Records,
+    Dictionary,
+}
+
+impl FileKind {
+    /// The directory it lives in (`None`: the repository's top level) and its suffix.
+    fn place(self) -> (Option<&'static str>, &'static str) {
+        match self {
+            FileKind::Config => (None, layout::CONFIG),
+            FileKind::Verified => (None, layout::VERIFIED),
+            FileKind::Pack => (Some(layout::PACKS), layout::PACK_SUFFIX),
+            FileKind::Index => (Some(layout::INDEX), layout::INDEX_SUFFIX),
+            FileKind::Snapshot => (Some(layout::SNAPSHOTS), layout::MANIFEST_SUFFIX),
+            FileKind::Checkpoint => (Some(layout::CHECKPOINTS), layout::MANIFEST_SUFFIX),
+            FileKind::Records => (Some(layout::RECORDS), layout::RECORDS_SUFFIX),
+            FileKind::Dictionary => (Some(layout::DICTS), layout::DICT_SUFFIX),
+        }
+    }
+
+    /// The file's name relative to the repository: `packs/<id>.tar`, `config.json`. The
+    /// object name on an object store, too.
+    pub fn relative(self, name: &str) -> String {
+        match self.place() {
+            (None, file) => file.to_string(),
+            (Some(dir), suffix) => format!("{dir}/{name}{suffix}"),
+        }
+    }
+}
+
+/// Where a repository's files are kept.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Where the file is, for messages: a path, or an object store's URL.
+    fn location(&self, kind: FileKind, name: &str) -> PathBuf;
+    /// The names of the files of `kind` and their sizes, sorted by name.
+    fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>>;
+    /// The whole file.
+    fn read(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>>;
+    /// `length` bytes from `offset`; fewer only where the file ends.
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, length: u64)
+    -> io::Result<Vec<u8>>;
+    /// The file's bytes from the first on, for reading it once in order.
+    fn open(&self, kind: FileKind, name: &str) -> io::Result<Box<dyn Read + Send>>;
+    /// Publishes a finished file (see the module's contract).
+    fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> io::Result<()>;
+    /// Removes a file; a file that is not there is no error.
+    fn remove(&self, kind: FileKind, name: &str) -> io::Result<()>;
+}
+
+/// A repository in a local directory, laid out as `docs/FORMAT.md` says.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    layout: Layout,
+}
+
+impl LocalBackend {
+    pub fn new(layout: Layout) -> LocalBackend {
+        LocalBackend { layout }
+    }
+
+    fn path(&self, kind: FileKind, name: &str) -> PathBuf {
+        self.layout.root().join(kind.relative(name))
+    }
+}
+
+impl Backend for LocalBackend {
+    fn location(&self, kind: FileKind, name: &str) -> PathBuf {
+        self.path(kind, name)
+    }
+
+    fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>> {
+        let (Some(dir), suffix) = kind.place() else {
+            let path = self.path(kind, "");
+            return match std::fs::metadata(&path) {
+                Ok(m) => Ok(vec![(String::new(), m.len())]),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(e),
+            };
+        };
+        let dir = self.layout.dir(dir);
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // A missing directory holds nothing; writers recreate it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let file_name = entry.file_name();
+            let Some(stem) = file_name.to_str().and_then(|n| n.strip_suffix(suffix)) else {
+                continue;
+            };
+            // Temporary files of older writers started with `.tmp-`; no name of the format
+            // starts with a dot.
+            if stem.is_empty() || stem.starts_with('.') {
+                continue;
+            }
+            let size = match entry.metadata() {
+                Ok(m) if m.is_file() => m.len(),
+                Ok(_) => continue,
+                // Removed meanwhile (prune, another writer's rename).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            out.push((stem.to_string(), size));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn read(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
+        std::fs::read(self.path(kind, name))
+    }
+
+    fn read_range(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<Vec<u8>> {
+        let file = std::fs::File::open(self.path(kind, name))?;
+        let mut out = Vec::with_capacity(length.min(1 << 24) as usize);
+        let mut limited = ReadAt {
+            file: &file,
+            offset,
+        }
+        .take(length);
+        limited.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    fn open(&self, kind: FileKind, name: &str) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(std::fs::File::open(self.path(kind, name))?))
+    }
+
+    fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> io::Result<()> {
+        durable::write_file(&self.layout.tmp(), &self.path(kind, name), bytes)
+    }
+
+    fn remove(&self, kind: FileKind, name: &str) -> io::Result<()> {
+        durable::remove_file(&self.path(kind, name))
+    }
+}
+
+/// Reads a file from a position without moving a shared cursor.
+struct ReadAt<'a> {
+    file: &'a std::fs::File,
+    offset: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// The backend for the repository at `root` (a local directory, for now).
+pub fn local(root: &Path) -> LocalBackend {
+    LocalBackend::new(Layout::new(root))
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+
+    fn backend() -> (tempfile::TempDir, LocalBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        for d in layout::DIRECTORIES {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let backend = local(dir.path());
+        (dir, backend)
+    }
+
+    #[test]
+    fn names_are_the_formats_paths() {
+        assert_eq!(FileKind::Pack.relative("ab"), "packs/ab.tar");
+        assert_eq!(FileKind::Snapshot.relative("x"), "snapshots/x.json.zst");
+        assert_eq!(FileKind::Config.relative(""), "config.json");
+        assert_eq!(FileKind::Dictionary.relative("d"), "dicts/d.zdict.zst");
+    }
+
+    #[test]
+    fn written_files_read_back_list_with_sizes_and_go() {
+        let (dir, b) = backend();
+        assert!(b.list(FileKind::Index).unwrap().is_empty());
+        b.write(FileKind::Index, "bb", b"second").unwrap();
+        b.write(FileKind::Index, "aa", b"first!!").unwrap();
+        // Foreign and temporary files are not listed.
+        std::fs::write(dir.path().join("index/notes.txt"), b"x").unwrap();
+        std::fs::write(dir.path().join("index/.tmp-1.json.zst"), b"x").unwrap();
+        assert_eq!(
+            b.list(FileKind::Index).unwrap(),
+            [("aa".to_string(), 7), ("bb".to_string(), 6)]
+        );
+        assert_eq!(b.read(FileKind::Index, "aa").unwrap(), b"first!!");
+        assert_eq!(b.read_range(FileKind::Index, "aa", 2, 3).unwrap(), b"rst");
+        assert_eq!(b.read_range(FileKind::Index, "aa", 5, 10).unwrap(), b"!!");
+        let mut all = Vec::new();
+        b.open(FileKind::Index, "bb").unwrap().read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"second");
+        assert_eq!(
+            b.read(FileKind::Index, "zz").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        b.remove(FileKind::Index, "aa").unwrap();
+        b.remove(FileKind::Index, "aa").unwrap();
+        assert_eq!(b.list(FileKind::Index).unwrap().len(), 1);
+        // Nothing is left in tmp/ by a write.
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn single_files_list_as_one_nameless_entry() {
+        let (_dir, b) = backend();
+        assert!(b.list(FileKind::Verified).unwrap().is_empty());
+        b.write(FileKind::Verified, "", b"{}").unwrap();
+        assert_eq!(b.list(FileKind::Verified).unwrap(), [(String::new(), 2)]);
+        assert_eq!(
+            b.location(FileKind::Verified, ""),
+            b.layout.root().join("verified.json")
+        );
+    }
+}
