@@ -7,6 +7,7 @@
 //! snapshots are complete. The repository knows no POP3 and no mail syntax.
 
 pub mod backend;
+use backend::FileKind;
 pub mod compressed;
 pub mod dictionary;
 pub mod error;
@@ -26,7 +27,7 @@ mod writer;
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use error::RepoError;
 pub use format::RepoConfig;
@@ -102,7 +103,7 @@ impl Repository {
             durable::create_dir_all(&d).map_err(RepoError::io("cannot create", &d))?;
         }
         let config = RepoConfig::new(RepoId(id::random_bytes()), chrono::Utc::now());
-        write_json(&layout, &layout.config(), &config)?;
+        write_json(&layout, FileKind::Config, &config)?;
         durable::sync_dir(path).map_err(RepoError::io("cannot sync", path))?;
         Repository::open(path)
     }
@@ -182,9 +183,7 @@ impl Repository {
 
     /// The records files present (named by snapshots, or left over after `forget`).
     pub fn records_files(&self) -> Result<Vec<RecordsId>, RepoError> {
-        let dir = self.layout.dir(layout::RECORDS);
-        layout::list(&dir, layout::RECORDS_SUFFIX, |s| s.parse().ok())
-            .map_err(RepoError::io("cannot list", &dir))
+        self.layout.names(FileKind::Records, |s| s.parse().ok())
     }
 
     /// Checkpoints of snapshots that were interrupted, oldest first.
@@ -203,9 +202,9 @@ impl Repository {
     ) -> Result<std::collections::BTreeMap<String, SnapshotId>, RepoError> {
         let mut latest = std::collections::BTreeMap::new();
         for id in self.snapshots()? {
-            let path = self.layout.snapshot(&id);
-            let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
-            let account = manifest_account(&bytes).map_err(|e| RepoError::corrupt(&path, e))?;
+            let bytes = self.layout.read(FileKind::Snapshot, id.as_str())?;
+            let account = manifest_account(&bytes)
+                .map_err(|e| RepoError::corrupt(self.layout.snapshot(&id), e))?;
             latest.insert(account, id);
         }
         Ok(latest)
@@ -279,13 +278,17 @@ impl Repository {
     /// in a records file (`records` names it; [`load_records`] reads it).
     pub fn manifest_head(&self, id: &SnapshotId) -> Result<Manifest, RepoError> {
         let path = self.layout.snapshot(id);
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => RepoError::NotFound {
-                what: "snapshot",
-                id: id.to_string(),
-            },
-            _ => RepoError::io("cannot read", &path)(e),
-        })?;
+        let bytes = self
+            .layout
+            .backend()
+            .read(FileKind::Snapshot, id.as_str())
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => RepoError::NotFound {
+                    what: "snapshot",
+                    id: id.to_string(),
+                },
+                _ => RepoError::io("cannot read", &path)(e),
+            })?;
         parse_manifest(&path, &bytes)
     }
 
@@ -630,16 +633,14 @@ impl serde::Serialize for ViewRecords<'_> {
 /// [`Repository::snapshots`] of the repository at `layout`, without opening it (these
 /// readers need no index, so a snapshot can read its starting point while it connects).
 pub fn snapshots_in(layout: &Layout) -> Result<Vec<SnapshotId>, RepoError> {
-    let dir = layout.dir(layout::SNAPSHOTS);
-    layout::list(&dir, layout::MANIFEST_SUFFIX, SnapshotId::parse)
-        .map_err(RepoError::io("cannot list", &dir))
+    layout.names(FileKind::Snapshot, SnapshotId::parse)
 }
 
 /// [`Repository::checkpoints`] of the repository at `layout`.
 /// What earlier verifications found (empty when none ran yet) in the repository at `layout`.
 pub fn verified_state_in(layout: &Layout) -> Result<VerifiedState, RepoError> {
     let path = layout.verified();
-    match std::fs::read(&path) {
+    match layout.backend().read(FileKind::Verified, "") {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| RepoError::corrupt(&path, format!("not a verification record: {e}"))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(VerifiedState::default()),
@@ -658,14 +659,11 @@ pub fn checkpoints_in(layout: &Layout) -> Result<Vec<Manifest>, RepoError> {
 /// The checkpoints of the repository at `layout` as their files have them: one that names
 /// records files comes without its records (see [`load_records`]).
 pub fn checkpoint_heads_in(layout: &Layout) -> Result<Vec<Manifest>, RepoError> {
-    let dir = layout.dir(layout::CHECKPOINTS);
-    let ids = layout::list(&dir, layout::MANIFEST_SUFFIX, SnapshotId::parse)
-        .map_err(RepoError::io("cannot list", &dir))?;
+    let ids = layout.names(FileKind::Checkpoint, SnapshotId::parse)?;
     ids.iter()
         .map(|id| {
-            let path = layout.checkpoint(id);
-            let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
-            parse_manifest(&path, &bytes)
+            let bytes = layout.read(FileKind::Checkpoint, id.as_str())?;
+            parse_manifest(&layout.checkpoint(id), &bytes)
         })
         .collect()
 }
@@ -690,7 +688,7 @@ pub fn latest_snapshot_head_in(
 ) -> Result<Option<Manifest>, RepoError> {
     for id in snapshots_in(layout)?.iter().rev() {
         let path = layout.snapshot(id);
-        let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
+        let bytes = layout.read(FileKind::Snapshot, id.as_str())?;
         if manifest_account(&bytes).map_err(|e| RepoError::corrupt(&path, e))? == account {
             return parse_manifest(&path, &bytes).map(Some);
         }
@@ -700,7 +698,7 @@ pub fn latest_snapshot_head_in(
 
 fn read_config(layout: &Layout) -> Result<RepoConfig, RepoError> {
     let path = layout.config();
-    let bytes = match std::fs::read(&path) {
+    let bytes = match layout.backend().read(FileKind::Config, "") {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(RepoError::NotARepository {
@@ -754,14 +752,11 @@ pub fn parse_config(path: &Path, bytes: &[u8]) -> Result<RepoConfig, RepoError> 
 type LoadedDicts = (HashMap<DictHash, Dictionary>, Vec<(DictHash, String)>);
 
 fn load_dicts(layout: &Layout) -> Result<LoadedDicts, RepoError> {
-    let dir = layout.dir(layout::DICTS);
-    let hashes: Vec<DictHash> = layout::list(&dir, layout::DICT_SUFFIX, |s| s.parse().ok())
-        .map_err(RepoError::io("cannot list", &dir))?;
+    let hashes: Vec<DictHash> = layout.names(FileKind::Dictionary, |s| s.parse().ok())?;
     let mut out = HashMap::new();
     let mut damaged = Vec::new();
     for hash in hashes {
-        let path = layout.dict(&hash);
-        let file = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
+        let file = layout.read(FileKind::Dictionary, &hash.to_string())?;
         match dictionary_from_file(&file, &hash) {
             Ok(bytes) => {
                 out.insert(hash, Dictionary { hash, bytes });
@@ -939,13 +934,14 @@ pub fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest, RepoError> 
     Ok(manifest)
 }
 
+/// Writes `value` as the pretty JSON file of `kind` (`config.json`, `verified.json`).
 fn write_json<T: serde::Serialize>(
     layout: &Layout,
-    path: &PathBuf,
+    kind: FileKind,
     value: &T,
 ) -> Result<(), RepoError> {
     let mut bytes =
         serde_json::to_vec_pretty(value).map_err(|e| RepoError::Invalid(e.to_string()))?;
     bytes.push(b'\n');
-    durable::write_file(&layout.tmp(), path, &bytes).map_err(RepoError::io("cannot write", path))
+    layout.write(kind, "", &bytes)
 }

@@ -17,9 +17,9 @@
 //! into place), the records batch and the lock. See `docs/DESIGN.md`, "The storage seam".
 
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::layout::{self, Layout};
+use super::layout;
 use crate::durable;
 
 /// What a repository file is: where it lives and how its name ends.
@@ -66,11 +66,18 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn location(&self, kind: FileKind, name: &str) -> PathBuf;
     /// The names of the files of `kind` and their sizes, sorted by name.
     fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>>;
+    /// The file's size in bytes.
+    fn size(&self, kind: FileKind, name: &str) -> io::Result<u64>;
     /// The whole file.
     fn read(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>>;
     /// `length` bytes from `offset`; fewer only where the file ends.
-    fn read_range(&self, kind: FileKind, name: &str, offset: u64, length: u64)
-    -> io::Result<Vec<u8>>;
+    fn read_range(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<Vec<u8>>;
     /// The file's bytes from the first on, for reading it once in order.
     fn open(&self, kind: FileKind, name: &str) -> io::Result<Box<dyn Read + Send>>;
     /// Publishes a finished file (see the module's contract).
@@ -82,16 +89,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 /// A repository in a local directory, laid out as `docs/FORMAT.md` says.
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
-    layout: Layout,
+    root: PathBuf,
 }
 
 impl LocalBackend {
-    pub fn new(layout: Layout) -> LocalBackend {
-        LocalBackend { layout }
+    pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
+        LocalBackend { root: root.into() }
     }
 
     fn path(&self, kind: FileKind, name: &str) -> PathBuf {
-        self.layout.root().join(kind.relative(name))
+        self.root.join(kind.relative(name))
     }
 }
 
@@ -109,7 +116,7 @@ impl Backend for LocalBackend {
                 Err(e) => Err(e),
             };
         };
-        let dir = self.layout.dir(dir);
+        let dir = self.root.join(dir);
         let mut out = Vec::new();
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -141,6 +148,10 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
+    fn size(&self, kind: FileKind, name: &str) -> io::Result<u64> {
+        Ok(std::fs::metadata(self.path(kind, name))?.len())
+    }
+
     fn read(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>> {
         std::fs::read(self.path(kind, name))
     }
@@ -168,7 +179,7 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> io::Result<()> {
-        durable::write_file(&self.layout.tmp(), &self.path(kind, name), bytes)
+        durable::write_file(&self.root.join(layout::TMP), &self.path(kind, name), bytes)
     }
 
     fn remove(&self, kind: FileKind, name: &str) -> io::Result<()> {
@@ -190,11 +201,6 @@ impl Read for ReadAt<'_> {
     }
 }
 
-/// The backend for the repository at `root` (a local directory, for now).
-pub fn local(root: &Path) -> LocalBackend {
-    LocalBackend::new(Layout::new(root))
-}
-
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)]
 mod tests {
@@ -205,7 +211,7 @@ mod tests {
         for d in layout::DIRECTORIES {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
-        let backend = local(dir.path());
+        let backend = LocalBackend::new(dir.path());
         (dir, backend)
     }
 
@@ -231,10 +237,14 @@ mod tests {
             [("aa".to_string(), 7), ("bb".to_string(), 6)]
         );
         assert_eq!(b.read(FileKind::Index, "aa").unwrap(), b"first!!");
+        assert_eq!(b.size(FileKind::Index, "aa").unwrap(), 7);
         assert_eq!(b.read_range(FileKind::Index, "aa", 2, 3).unwrap(), b"rst");
         assert_eq!(b.read_range(FileKind::Index, "aa", 5, 10).unwrap(), b"!!");
         let mut all = Vec::new();
-        b.open(FileKind::Index, "bb").unwrap().read_to_end(&mut all).unwrap();
+        b.open(FileKind::Index, "bb")
+            .unwrap()
+            .read_to_end(&mut all)
+            .unwrap();
         assert_eq!(all, b"second");
         assert_eq!(
             b.read(FileKind::Index, "zz").unwrap_err().kind(),
@@ -244,7 +254,10 @@ mod tests {
         b.remove(FileKind::Index, "aa").unwrap();
         assert_eq!(b.list(FileKind::Index).unwrap().len(), 1);
         // Nothing is left in tmp/ by a write.
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[test]
@@ -255,7 +268,7 @@ mod tests {
         assert_eq!(b.list(FileKind::Verified).unwrap(), [(String::new(), 2)]);
         assert_eq!(
             b.location(FileKind::Verified, ""),
-            b.layout.root().join("verified.json")
+            b.root.join("verified.json")
         );
     }
 }

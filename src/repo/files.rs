@@ -6,6 +6,7 @@
 
 use std::io::{self, Read};
 
+use super::backend::FileKind;
 use super::pack::{self, PackEntry, PackLayout};
 use super::{
     DictHash, IndexedPack, Manifest, PackId, RecordLocation, RecordsId, RepoError, Repository,
@@ -15,16 +16,15 @@ use super::{
 impl Repository {
     /// The packs there are, by id.
     pub fn pack_ids(&self) -> Result<Vec<PackId>, RepoError> {
-        let dir = self.layout.dir(layout::PACKS);
-        layout::list(&dir, layout::PACK_SUFFIX, |s| s.parse().ok())
-            .map_err(RepoError::io("cannot list", &dir))
+        self.layout.names(FileKind::Pack, |s| s.parse().ok())
     }
 
     /// A pack's size in bytes, if it exists.
     pub fn pack_size(&self, id: &PackId) -> Option<u64> {
-        std::fs::metadata(self.layout.pack(id))
+        self.layout
+            .backend()
+            .size(FileKind::Pack, &id.to_string())
             .ok()
-            .map(|m| m.len())
     }
 
     /// A pack's tar structure and table (see [`pack::read_layout`]).
@@ -34,7 +34,7 @@ impl Repository {
 
     /// A pack's bytes, from the first to the last, for reading it once in order.
     pub fn open_pack(&self, id: &PackId) -> io::Result<Box<dyn Read + Send>> {
-        Ok(Box::new(std::fs::File::open(self.layout.pack(id))?))
+        self.layout.backend().open(FileKind::Pack, &id.to_string())
     }
 
     /// A pack's entries, from its own table (or tar headers).

@@ -11,9 +11,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::backend::FileKind;
 use super::error::RepoError;
 use super::id::{DictHash, MessageHash, PackId};
-use super::layout::{self, Layout};
+use super::layout::Layout;
 use super::pack::PackEntry;
 
 /// Version of the index file schema.
@@ -237,17 +238,12 @@ impl Index {
     /// not even be scanned (damaged; their messages are simply not in the index — `verify`
     /// reports them, and a writer stores their messages again when it meets them).
     pub fn load(layout: &Layout) -> Result<Loaded, RepoError> {
-        let index_dir = layout.dir(layout::INDEX);
-        let packs_dir = layout.dir(layout::PACKS);
-        let present: Vec<PackId> =
-            layout::list(&packs_dir, layout::PACK_SUFFIX, |s| s.parse().ok())
-                .map_err(RepoError::io("cannot list", &packs_dir))?;
-        let names = layout::list(&index_dir, layout::INDEX_SUFFIX, |s| Some(s.to_string()))
-            .map_err(RepoError::io("cannot list", &index_dir))?;
+        let present: Vec<PackId> = layout.names(FileKind::Pack, |s| s.parse().ok())?;
+        let names = Index::file_names(layout)?;
         let mut index = Index::default();
         for name in names {
             let path = layout.index_file(&name);
-            let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
+            let bytes = layout.read(FileKind::Index, &name)?;
             let mut added = Vec::new();
             let read = parse_index_packs(&path, &bytes, &mut |pack| {
                 if present.binary_search(&pack.id).is_ok() && !index.has_pack(&pack.id) {
@@ -290,9 +286,7 @@ impl Index {
     /// The stems of the index files on disk, in order: for `verify`, which reads them one at
     /// a time with [`Index::read_file`].
     pub fn file_names(layout: &Layout) -> Result<Vec<String>, RepoError> {
-        let index_dir = layout.dir(layout::INDEX);
-        layout::list(&index_dir, layout::INDEX_SUFFIX, |s| Some(s.to_string()))
-            .map_err(RepoError::io("cannot list", &index_dir))
+        layout.names(FileKind::Index, |s| Some(s.to_string()))
     }
 
     /// Index file `name` as it is on disk, handed over a pack at a time (see
@@ -302,9 +296,8 @@ impl Index {
         name: &str,
         each: &mut dyn FnMut(IndexedPack),
     ) -> Result<(), RepoError> {
-        let path = layout.index_file(name);
-        let bytes = std::fs::read(&path).map_err(RepoError::io("cannot read", &path))?;
-        parse_index_packs(&path, &bytes, each)
+        let bytes = layout.read(FileKind::Index, name)?;
+        parse_index_packs(&layout.index_file(name), &bytes, each)
     }
 }
 

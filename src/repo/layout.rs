@@ -15,7 +15,10 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::backend::{Backend, FileKind, LocalBackend};
+use super::error::RepoError;
 use super::id::{DictHash, PackId, RecordsId, SnapshotId};
 
 pub const CONFIG: &str = "config.json";
@@ -40,16 +43,68 @@ pub const INDEX_SUFFIX: &str = ".json.zst";
 pub const RECORDS_SUFFIX: &str = ".json.zst";
 pub const DICT_SUFFIX: &str = ".zdict.zst";
 
-/// Paths of one repository. Outside `repo` it is only a handle to pass back to the
+/// One repository's files: the [`Backend`] that holds them, and (for the parts not moved
+/// onto it yet) their paths. Outside `repo` it is only a handle to pass back to the
 /// repository's functions: no other module computes, opens or lists a repository path.
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
+    backend: Arc<dyn Backend>,
 }
 
 impl Layout {
+    /// The repository in the local directory `root`.
     pub(crate) fn new(root: impl Into<PathBuf>) -> Layout {
-        Layout { root: root.into() }
+        let root = root.into();
+        Layout {
+            backend: Arc::new(LocalBackend::new(root.clone())),
+            root,
+        }
+    }
+
+    /// Where the files are kept.
+    pub(super) fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// The names of the files of `kind` that `parse` accepts, sorted.
+    pub(super) fn names<T: Ord>(
+        &self,
+        kind: FileKind,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Vec<T>, RepoError> {
+        let listed = self.backend.list(kind).map_err(|e| RepoError::Io {
+            op: "cannot list",
+            path: self.backend.location(kind, ""),
+            source: e,
+        })?;
+        let mut out: Vec<T> = listed.iter().filter_map(|(name, _)| parse(name)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The whole file `name` of `kind`, or the error that names it.
+    pub(super) fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>, RepoError> {
+        self.backend.read(kind, name).map_err(RepoError::io(
+            "cannot read",
+            self.backend.location(kind, name),
+        ))
+    }
+
+    /// Publishes the finished file `name` of `kind` (see [`Backend::write`]).
+    pub(super) fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<(), RepoError> {
+        self.backend.write(kind, name, bytes).map_err(RepoError::io(
+            "cannot write",
+            self.backend.location(kind, name),
+        ))
+    }
+
+    /// Removes the file `name` of `kind`; one that is not there is no error.
+    pub(super) fn remove(&self, kind: FileKind, name: &str) -> Result<(), RepoError> {
+        self.backend.remove(kind, name).map_err(RepoError::io(
+            "cannot remove",
+            self.backend.location(kind, name),
+        ))
     }
 
     pub(super) fn root(&self) -> &Path {
@@ -105,31 +160,4 @@ impl Layout {
     pub(super) fn dict(&self, hash: &DictHash) -> PathBuf {
         self.root.join(DICTS).join(format!("{hash}{DICT_SUFFIX}"))
     }
-}
-
-/// Lists `dir`'s files ending in `suffix` whose stem parses with `parse`, sorted; other files
-/// (temporary, foreign) are skipped.
-pub(super) fn list<T: Ord>(
-    dir: &Path,
-    suffix: &str,
-    parse: impl Fn(&str) -> Option<T>,
-) -> std::io::Result<Vec<T>> {
-    let mut out = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        // A missing directory holds nothing; writers recreate it.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let name = entry?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(stem) = name.strip_suffix(suffix)
-            && let Some(item) = parse(stem)
-        {
-            out.push(item);
-        }
-    }
-    out.sort();
-    Ok(out)
 }

@@ -15,6 +15,7 @@ use std::path::Path;
 use sha2::{Digest as _, Sha256};
 
 use super::RepoError;
+use super::backend::FileKind;
 use super::compressed;
 use super::id::{RecordsId, SnapshotId};
 use super::layout::Layout;
@@ -215,7 +216,7 @@ pub fn read_file<T: serde::de::DeserializeOwned>(
     id: &RecordsId,
 ) -> Result<Vec<T>, RepoError> {
     let path = layout.records(id);
-    let bytes = match std::fs::read(&path) {
+    let bytes = match layout.backend().read(FileKind::Records, &id.to_string()) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(RepoError::corrupt(

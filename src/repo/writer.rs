@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::Path;
 
+use super::backend::FileKind;
 use super::frame::compressed_total;
 use super::{
     DictHash, Dictionary, Frame, FrameCompressor, FramePlan, Index, IndexedPack, Layout, Location,
@@ -199,7 +200,7 @@ impl RepoWriter {
             // repository from then on, not misread it.
             let mut config = repo.config.clone();
             config.version = format::FORMAT_VERSION;
-            write_json(&layout, &layout.config(), &config)?;
+            write_json(&layout, FileKind::Config, &config)?;
             repo.config = config;
         }
         let unindexed = std::mem::take(&mut repo.unindexed);
@@ -505,7 +506,7 @@ impl RepoWriter {
     fn dictionary_checked(&mut self, messages: u64) -> Result<(), RepoError> {
         let mut config = self.repo.config.clone();
         config.compression.dictionary_messages = messages;
-        write_json(&self.repo.layout, &self.repo.layout.config(), &config)?;
+        write_json(&self.repo.layout, FileKind::Config, &config)?;
         self.repo.config = config;
         Ok(())
     }
@@ -610,7 +611,7 @@ impl RepoWriter {
         let mut config = self.repo.config.clone();
         config.compression.dictionary = Some(hash);
         config.compression.dictionary_messages = messages;
-        write_json(&self.repo.layout, &self.repo.layout.config(), &config)?;
+        write_json(&self.repo.layout, FileKind::Config, &config)?;
         self.repo.config = config;
         Ok(hash)
     }
@@ -758,8 +759,7 @@ impl RepoWriter {
             if !packs.is_empty() {
                 files.push(self.write_index_file(&packs)?);
             }
-            let path = self.repo.layout.index_file(&name);
-            durable::remove_file(&path).map_err(RepoError::io("cannot remove", &path))?;
+            self.repo.layout.remove(FileKind::Index, &name)?;
         }
         self.repo.index.forget_packs(&gone);
         self.repo.index.set_files(files);
@@ -797,9 +797,7 @@ impl RepoWriter {
         serde_json::to_writer(&mut out, &file).map_err(|e| cannot(&e))?;
         let bytes = out.finish().map_err(|e| cannot(&e))?;
         let name = id::to_hex(&pack::hash_reader(&bytes[..]).unwrap_or_default());
-        let path = self.repo.layout.index_file(&name);
-        durable::write_file(&self.repo.layout.tmp(), &path, &bytes)
-            .map_err(RepoError::io("cannot write", &path))?;
+        self.repo.layout.write(FileKind::Index, &name, &bytes)?;
         Ok(name)
     }
 
@@ -851,8 +849,7 @@ impl RepoWriter {
         let old: Vec<String> = self.repo.index.files().to_vec();
         let name = self.write_index_file(&packs)?;
         for file in old.iter().filter(|f| **f != name) {
-            let path = self.repo.layout.index_file(file);
-            durable::remove_file(&path).map_err(RepoError::io("cannot remove", &path))?;
+            self.repo.layout.remove(FileKind::Index, file)?;
         }
         // The old index goes first and the new one is sized once: at 100,000 messages the two
         // together, one of them doubling, were prune's peak.
@@ -869,20 +866,17 @@ impl RepoWriter {
 
     /// Deletes a pack (prune, after the index no longer names it).
     pub fn remove_pack(&mut self, id: &PackId) -> Result<(), RepoError> {
-        let path = self.repo.layout.pack(id);
-        durable::remove_file(&path).map_err(RepoError::io("cannot remove", &path))
+        self.repo.layout.remove(FileKind::Pack, &id.to_string())
     }
 
     /// Deletes a records file no manifest names (prune).
     pub fn remove_records(&mut self, id: &RecordsId) -> Result<(), RepoError> {
-        let path = self.repo.layout.records(id);
-        durable::remove_file(&path).map_err(RepoError::io("cannot remove", &path))
+        self.repo.layout.remove(FileKind::Records, &id.to_string())
     }
 
     /// Deletes a committed snapshot's manifest (forget).
     pub fn remove_snapshot(&mut self, id: &SnapshotId) -> Result<(), RepoError> {
-        let path = self.repo.layout.snapshot(id);
-        durable::remove_file(&path).map_err(RepoError::io("cannot remove", &path))
+        self.repo.layout.remove(FileKind::Snapshot, id.as_str())
     }
 
     /// Makes everything stored so far durable and findable: pack, then index.
@@ -918,7 +912,7 @@ impl RepoWriter {
         let (names, made) = list.publish()?;
         self.lists.made_for_checkpoints.extend(made);
         head.records = Some(names);
-        self.write_head(&self.repo.layout.checkpoint(&head.id), &head)?;
+        self.write_head(FileKind::Checkpoint, &head)?;
         let names = head.records.map(|list| list.0).unwrap_or_default();
         self.lists.checkpoints.insert(head.id, names);
         Ok(())
@@ -989,7 +983,7 @@ impl RepoWriter {
 
     /// Writes a committed manifest (its records files are written) and removes its checkpoint.
     fn publish_snapshot(&mut self, head: &Manifest) -> Result<(), RepoError> {
-        self.write_head(&self.repo.layout.snapshot(&head.id), head)?;
+        self.write_head(FileKind::Snapshot, head)?;
         let names = head.records.iter().flat_map(|list| &list.0);
         self.lists.committed.extend(names.copied());
         self.discard_checkpoint(&head.id)
@@ -1023,14 +1017,14 @@ impl RepoWriter {
         Ok(())
     }
 
-    /// Writes a manifest without inline records (the list is in records files).
-    fn write_head(&self, path: &Path, head: &Manifest) -> Result<(), RepoError> {
+    /// Writes a manifest without inline records (the list is in records files), as a
+    /// snapshot or a checkpoint.
+    fn write_head(&self, kind: FileKind, head: &Manifest) -> Result<(), RepoError> {
         let invalid =
             |e: &dyn std::fmt::Display| RepoError::Invalid(format!("cannot write a manifest: {e}"));
         let json = serde_json::to_vec(head).map_err(|e| invalid(&e))?;
         let bytes = compressed::compress(&json).map_err(|e| invalid(&e))?;
-        durable::write_file(&self.repo.layout.tmp(), path, &bytes)
-            .map_err(RepoError::io("cannot write", path))
+        self.repo.layout.write(kind, head.id.as_str(), &bytes)
     }
 
     /// Where `record`'s message is stored, from the index: `None` for a record with no
@@ -1053,13 +1047,12 @@ impl RepoWriter {
 
     /// Replaces the verification record (crash-safely).
     pub fn record_verified(&mut self, state: &VerifiedState) -> Result<(), RepoError> {
-        write_json(&self.repo.layout, &self.repo.layout.verified(), state)
+        write_json(&self.repo.layout, FileKind::Verified, state)
     }
 
     /// Removes a checkpoint whose run will not be resumed.
     pub fn discard_checkpoint(&mut self, id: &SnapshotId) -> Result<(), RepoError> {
-        let path = self.repo.layout.checkpoint(id);
-        durable::remove_file(&path).map_err(RepoError::io("cannot remove", path))?;
+        self.repo.layout.remove(FileKind::Checkpoint, id.as_str())?;
         self.lists.checkpoints.remove(id);
         Ok(())
     }
