@@ -217,14 +217,9 @@ impl Repository {
 
     /// A committed snapshot's manifest.
     pub fn manifest(&self, id: &SnapshotId) -> Result<Manifest, RepoError> {
-        let path = self.layout.snapshot(id);
-        if !path.exists() {
-            return Err(RepoError::NotFound {
-                what: "snapshot",
-                id: id.to_string(),
-            });
-        }
-        read_manifest(&self.layout, &path)
+        let mut manifest = self.manifest_head(id)?;
+        load_records(&self.layout, &mut manifest)?;
+        Ok(manifest)
     }
 
     /// Every committed snapshot's summary, oldest first (`popbackup snapshots`). A records
@@ -807,14 +802,6 @@ pub fn manifest_account(bytes: &[u8]) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Reads the manifest at `path` with its records (from its records file, if it has one).
-fn read_manifest(layout: &Layout, path: &Path) -> Result<Manifest, RepoError> {
-    let bytes = std::fs::read(path).map_err(RepoError::io("cannot read", path))?;
-    let mut manifest = parse_manifest(path, &bytes)?;
-    load_records(layout, &mut manifest)?;
-    Ok(manifest)
-}
-
 /// Fills in the records of a manifest that keeps them in a records file. The file must hash
 /// to its name: a damaged list is an error, never a shorter snapshot.
 pub fn load_records(layout: &Layout, manifest: &mut Manifest) -> Result<(), RepoError> {
@@ -831,14 +818,19 @@ pub fn load_records(layout: &Layout, manifest: &mut Manifest) -> Result<(), Repo
 
 /// Whether every records file of `list` is there (a run that would name them again checks).
 pub fn records_present(layout: &Layout, list: &RecordsList) -> bool {
-    list.0.iter().all(|r| layout.records(r).is_file())
+    list.0.iter().all(|r| {
+        layout
+            .backend()
+            .size(FileKind::Records, &r.to_string())
+            .is_ok()
+    })
 }
 
 /// Reads `list`'s records files into the page cache, for a run about to read them, maybe
 /// twice; errors are left for the real read to report.
 pub fn warm_records(layout: &Layout, list: &RecordsList) {
     for file in &list.0 {
-        let _ = std::fs::read(layout.records(file));
+        let _ = layout.backend().read(FileKind::Records, &file.to_string());
     }
 }
 

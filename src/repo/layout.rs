@@ -112,11 +112,11 @@ impl Layout {
     }
 
     pub(super) fn config(&self) -> PathBuf {
-        self.root.join(CONFIG)
+        self.backend.location(FileKind::Config, "")
     }
 
     pub(super) fn verified(&self) -> PathBuf {
-        self.root.join(VERIFIED)
+        self.backend.location(FileKind::Verified, "")
     }
 
     pub(super) fn lock(&self) -> PathBuf {
@@ -132,32 +132,27 @@ impl Layout {
     }
 
     pub(super) fn pack(&self, id: &PackId) -> PathBuf {
-        self.root.join(PACKS).join(format!("{id}{PACK_SUFFIX}"))
+        self.backend.location(FileKind::Pack, &id.to_string())
     }
 
     pub(super) fn index_file(&self, name: &str) -> PathBuf {
-        self.root.join(INDEX).join(format!("{name}{INDEX_SUFFIX}"))
+        self.backend.location(FileKind::Index, name)
     }
 
     pub(super) fn snapshot(&self, id: &SnapshotId) -> PathBuf {
-        self.root
-            .join(SNAPSHOTS)
-            .join(format!("{id}{MANIFEST_SUFFIX}"))
+        self.backend.location(FileKind::Snapshot, id.as_str())
     }
 
     pub(super) fn checkpoint(&self, id: &SnapshotId) -> PathBuf {
-        self.root
-            .join(CHECKPOINTS)
-            .join(format!("{id}{MANIFEST_SUFFIX}"))
+        self.backend.location(FileKind::Checkpoint, id.as_str())
     }
 
     pub(super) fn records(&self, id: &RecordsId) -> PathBuf {
-        self.root
-            .join(RECORDS)
-            .join(format!("{id}{RECORDS_SUFFIX}"))
+        self.backend.location(FileKind::Records, &id.to_string())
     }
 
     pub(super) fn dict(&self, hash: &DictHash) -> PathBuf {
-        self.root.join(DICTS).join(format!("{hash}{DICT_SUFFIX}"))
+        self.backend
+            .location(FileKind::Dictionary, &hash.to_string())
     }
 }

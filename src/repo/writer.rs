@@ -600,12 +600,19 @@ impl RepoWriter {
                 "not a zstd dictionary (no dictionary header)".into(),
             ));
         }
-        let path = self.repo.layout.dict(&hash);
-        if !path.exists() {
-            let file = zstd::bulk::compress(&dictionary.bytes, DICTIONARY_FILE_LEVEL)
-                .map_err(RepoError::io("cannot compress", &path))?;
-            durable::write_file(&self.repo.layout.tmp(), &path, &file)
-                .map_err(RepoError::io("cannot write", &path))?;
+        let name = hash.to_string();
+        // Content-addressed: one already there is this one.
+        if self
+            .repo
+            .layout
+            .backend()
+            .size(FileKind::Dictionary, &name)
+            .is_err()
+        {
+            let file = zstd::bulk::compress(&dictionary.bytes, DICTIONARY_FILE_LEVEL).map_err(
+                RepoError::io("cannot compress", self.repo.layout.dict(&hash)),
+            )?;
+            self.repo.layout.write(FileKind::Dictionary, &name, &file)?;
         }
         self.repo.dicts.insert(hash, dictionary);
         let mut config = self.repo.config.clone();
