@@ -82,6 +82,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn open(&self, kind: FileKind, name: &str) -> io::Result<Box<dyn Read + Send>>;
     /// Publishes a finished file (see the module's contract).
     fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> io::Result<()>;
+    /// Publishes a finished file that was built in a temporary file of [`Backend::scratch`]
+    /// (a pack: its table needs random access while it is written).
+    fn publish(&self, kind: FileKind, name: &str, built: durable::TempFile) -> io::Result<()>;
+    /// Publishes several files built in [`Backend::scratch`] at once (a commit's records
+    /// files: one sync for all where the storage allows it). A name that exists already is
+    /// left as it is (files are content-addressed). Returns how many were new.
+    fn publish_all(
+        &self,
+        kind: FileKind,
+        built: Vec<(String, durable::TempFile)>,
+    ) -> io::Result<usize>;
+    /// The local directory where files are built before they are published.
+    fn scratch(&self) -> PathBuf;
     /// Removes a file; a file that is not there is no error.
     fn remove(&self, kind: FileKind, name: &str) -> io::Result<()>;
 }
@@ -179,7 +192,28 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> io::Result<()> {
-        durable::write_file(&self.root.join(layout::TMP), &self.path(kind, name), bytes)
+        durable::write_file(&self.scratch(), &self.path(kind, name), bytes)
+    }
+
+    fn publish(&self, kind: FileKind, name: &str, built: durable::TempFile) -> io::Result<()> {
+        built.persist(&self.path(kind, name))
+    }
+
+    fn publish_all(
+        &self,
+        kind: FileKind,
+        built: Vec<(String, durable::TempFile)>,
+    ) -> io::Result<usize> {
+        let mut batch = durable::Batch::new();
+        for (name, temp) in built {
+            batch.add(temp, self.path(kind, &name));
+        }
+        batch.commit()
+    }
+
+    /// `tmp/` in the repository: on its file system, so that publishing is a rename.
+    fn scratch(&self) -> PathBuf {
+        self.root.join(layout::TMP)
     }
 
     fn remove(&self, kind: FileKind, name: &str) -> io::Result<()> {
@@ -258,6 +292,16 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn a_file_built_in_scratch_is_published_under_its_name() {
+        let (_dir, b) = backend();
+        let mut built = durable::TempFile::new(&b.scratch(), "pack").unwrap();
+        std::io::Write::write_all(built.file(), b"tar bytes").unwrap();
+        b.publish(FileKind::Pack, "cd", built).unwrap();
+        assert_eq!(b.read(FileKind::Pack, "cd").unwrap(), b"tar bytes");
+        assert_eq!(std::fs::read_dir(b.scratch()).unwrap().count(), 0);
     }
 
     #[test]

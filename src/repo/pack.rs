@@ -19,6 +19,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use super::backend::{Backend, FileKind};
 use super::id::{DictHash, MessageHash, PackId};
 use crate::durable::TempFile;
 
@@ -260,7 +261,7 @@ impl PackWriter {
     /// and re-hashed.
     pub fn finish(
         mut self,
-        packs_dir: &Path,
+        backend: &dyn Backend,
         verify: Option<&HashMap<DictHash, Dictionary>>,
     ) -> io::Result<(PackId, Vec<PackEntry>)> {
         let frames_end = self.end;
@@ -360,8 +361,7 @@ impl PackWriter {
                 }
             }
         }
-        let dest = packs_dir.join(format!("{id}{}", super::layout::PACK_SUFFIX));
-        self.temp.persist(&dest)?;
+        backend.publish(FileKind::Pack, &id.to_string(), self.temp)?;
         Ok((id, self.entries))
     }
 }
@@ -838,6 +838,7 @@ pub fn open_entry<'d>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::backend::LocalBackend;
 
     fn write_pack(dir: &Path, messages: &[&[u8]]) -> PackWriter {
         let mut pack = PackWriter::new(dir, 3).unwrap();
@@ -866,7 +867,9 @@ mod tests {
         let frame = zstd::bulk::compress(third, 3).unwrap();
         pack.append(MessageHash::of(third), &frame, None, false)
             .unwrap();
-        let (id, entries) = pack.finish(&packs, Some(&HashMap::new())).unwrap();
+        let (id, entries) = pack
+            .finish(&LocalBackend::new(dir.path()), Some(&HashMap::new()))
+            .unwrap();
         assert_eq!(entries.len(), 3);
         let path = packs.join(format!("{id}.tar"));
         assert_eq!(PackId(hash_reader(File::open(&path).unwrap()).unwrap()), id);
@@ -936,7 +939,9 @@ mod tests {
         w.finish(|_| false).unwrap();
         messages.push(streamed);
         append(&mut pack, &mut messages, b"last\r\n".to_vec());
-        let (id, entries) = pack.finish(&packs, Some(&HashMap::new())).unwrap();
+        let (id, entries) = pack
+            .finish(&LocalBackend::new(dir.path()), Some(&HashMap::new()))
+            .unwrap();
         let path = packs.join(format!("{id}.tar"));
         assert_eq!(scan_pack(&path).unwrap(), entries);
         assert_eq!(entries.len(), messages.len());
@@ -969,7 +974,9 @@ mod tests {
         file.seek(SeekFrom::Start(entry.offset + entry.length / 2))
             .unwrap();
         file.write_all(&[byte[0] ^ 0x40]).unwrap();
-        let err = pack.finish(&packs, Some(&no_dicts)).unwrap_err();
+        let err = pack
+            .finish(&LocalBackend::new(dir.path()), Some(&no_dicts))
+            .unwrap_err();
         assert!(
             err.to_string()
                 .contains("verification before commit failed"),
@@ -1000,7 +1007,7 @@ mod tests {
         };
         // Untouched: published.
         let (id, entries) = checked_pack()
-            .finish(&packs, Some(&HashMap::new()))
+            .finish(&LocalBackend::new(dir.path()), Some(&HashMap::new()))
             .unwrap();
         assert_eq!(entries.len(), 2);
         assert!(packs.join(format!("{id}.tar")).is_file());
@@ -1011,7 +1018,9 @@ mod tests {
         let file = pack.file().unwrap();
         file.seek(SeekFrom::Start(entry.offset + 1)).unwrap();
         file.write_all(&[0xff]).unwrap();
-        let err = pack.finish(&packs, Some(&HashMap::new())).unwrap_err();
+        let err = pack
+            .finish(&LocalBackend::new(dir.path()), Some(&HashMap::new()))
+            .unwrap_err();
         assert!(
             err.to_string()
                 .contains("does not hold the frames written to it"),
@@ -1049,7 +1058,7 @@ mod tests {
             pack
         };
         let (id, entries) = streamed_pack()
-            .finish(&packs, Some(&HashMap::new()))
+            .finish(&LocalBackend::new(dir.path()), Some(&HashMap::new()))
             .unwrap();
         assert_eq!(entries.len(), 3);
         let path = packs.join(format!("{id}.tar"));
@@ -1068,7 +1077,9 @@ mod tests {
         file.seek(SeekFrom::Start(entry.offset + entry.length / 2))
             .unwrap();
         file.write_all(&[0xa5]).unwrap();
-        let err = pack.finish(&packs, Some(&HashMap::new())).unwrap_err();
+        let err = pack
+            .finish(&LocalBackend::new(dir.path()), Some(&HashMap::new()))
+            .unwrap_err();
         assert!(
             err.to_string()
                 .contains("does not hold the frames written to it"),

@@ -58,7 +58,8 @@ pub struct RecordsWriter {
     in_run: usize,
     pushed: usize,
     names: Vec<RecordsId>,
-    new_files: durable::Batch,
+    /// Files written to scratch files, to publish together.
+    new_files: Vec<(String, durable::TempFile)>,
     /// A record pushed had no content (its message was never retrieved).
     lacks_content: bool,
 }
@@ -71,7 +72,7 @@ impl RecordsWriter {
             in_run: 0,
             pushed: 0,
             names: Vec::new(),
-            new_files: durable::Batch::new(),
+            new_files: Vec::new(),
             lacks_content: false,
         }
     }
@@ -139,16 +140,21 @@ impl RecordsWriter {
         run.write_all(b"\n]").map_err(cannot_write)?;
         let bytes = run.finish().map_err(cannot_write)?;
         let id = RecordsId::of(&bytes);
-        let path = self.layout.records(&id);
-        let new = !path.is_file() && !self.names.contains(&id);
+        let name = id.to_string();
+        let new = !self.names.contains(&id)
+            && self
+                .layout
+                .backend()
+                .size(FileKind::Records, &name)
+                .is_err();
         if new {
-            let tmp = self.layout.tmp();
+            let tmp = self.layout.backend().scratch();
             let mut temp = durable::TempFile::new(&tmp, "records")
                 .map_err(RepoError::io("cannot create a file in", &tmp))?;
             temp.file()
                 .write_all(&bytes)
                 .map_err(RepoError::io("cannot write", temp.path()))?;
-            self.new_files.add(temp, path);
+            self.new_files.push((name, temp));
         }
         Ok((id, new))
     }
@@ -184,11 +190,17 @@ impl RecordsWriter {
     }
 
     fn publish_new_files(&mut self) -> Result<(), RepoError> {
-        let dir = self.layout.dir(super::layout::RECORDS);
-        self.new_files
-            .commit()
+        if self.new_files.is_empty() {
+            return Ok(());
+        }
+        let backend = self.layout.backend();
+        backend
+            .publish_all(FileKind::Records, std::mem::take(&mut self.new_files))
             .map(drop)
-            .map_err(RepoError::io("cannot write records files in", &dir))
+            .map_err(RepoError::io(
+                "cannot write records files in",
+                backend.location(FileKind::Records, "*"),
+            ))
     }
 }
 

@@ -298,7 +298,7 @@ impl RepoWriter {
     /// The pack being written, created on first use, set to the current level.
     fn open_pack(&mut self) -> Result<&mut PackWriter, RepoError> {
         let level = self.level();
-        let tmp = self.repo.layout.tmp();
+        let tmp = self.repo.layout.backend().scratch();
         if self.pack.is_none() {
             self.pack = Some(
                 PackWriter::new(&tmp, level)
@@ -716,7 +716,7 @@ impl RepoWriter {
         let dir = self.repo.layout.dir(layout::PACKS);
         let verify = self.verify_before_commit.then_some(&self.repo.dicts);
         let (id, entries) = pack
-            .finish(&dir, verify)
+            .finish(self.repo.layout.backend(), verify)
             .map_err(RepoError::io("cannot write a pack to", &dir))?;
         let (damaged, moving) = (&self.damaged, &self.moving);
         self.repo
