@@ -18,6 +18,7 @@
 
 use std::io::{self, Read};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use super::layout;
 use crate::durable;
@@ -70,14 +71,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn size(&self, kind: FileKind, name: &str) -> io::Result<u64>;
     /// The whole file.
     fn read(&self, kind: FileKind, name: &str) -> io::Result<Vec<u8>>;
-    /// `length` bytes from `offset`; fewer only where the file ends.
-    fn read_range(
-        &self,
-        kind: FileKind,
-        name: &str,
-        offset: u64,
-        length: u64,
-    ) -> io::Result<Vec<u8>>;
+    /// Exactly `buf.len()` bytes from `offset` (`UnexpectedEof` where the file ends first).
+    fn read_at(&self, kind: FileKind, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// The file's bytes from the first on, for reading it once in order.
     fn open(&self, kind: FileKind, name: &str) -> io::Result<Box<dyn Read + Send>>;
     /// Publishes a finished file (see the module's contract).
@@ -100,14 +95,39 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 }
 
 /// A repository in a local directory, laid out as `docs/FORMAT.md` says.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LocalBackend {
     root: PathBuf,
+    /// The pack read from last, kept open: reading one message after another (restore,
+    /// `cat`, verify's frames) mostly reads from one pack, and opening it for every frame
+    /// cost more than reading a small one.
+    last: Mutex<Option<(FileKind, String, Arc<std::fs::File>)>>,
 }
 
 impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
-        LocalBackend { root: root.into() }
+        LocalBackend {
+            root: root.into(),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// An open handle on the file; packs, which never change once written, stay open for
+    /// the next read (other files are replaced by rename, so a kept handle could go stale).
+    fn open_cached(&self, kind: FileKind, name: &str) -> io::Result<Arc<std::fs::File>> {
+        if kind != FileKind::Pack {
+            return Ok(Arc::new(std::fs::File::open(self.path(kind, name))?));
+        }
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, n, file)) = last.as_ref()
+            && *k == kind
+            && n == name
+        {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(std::fs::File::open(self.path(kind, name))?);
+        *last = Some((kind, name.to_string(), file.clone()));
+        Ok(file)
     }
 
     fn path(&self, kind: FileKind, name: &str) -> PathBuf {
@@ -169,22 +189,9 @@ impl Backend for LocalBackend {
         std::fs::read(self.path(kind, name))
     }
 
-    fn read_range(
-        &self,
-        kind: FileKind,
-        name: &str,
-        offset: u64,
-        length: u64,
-    ) -> io::Result<Vec<u8>> {
-        let file = std::fs::File::open(self.path(kind, name))?;
-        let mut out = Vec::with_capacity(length.min(1 << 24) as usize);
-        let mut limited = ReadAt {
-            file: &file,
-            offset,
-        }
-        .take(length);
-        limited.read_to_end(&mut out)?;
-        Ok(out)
+    fn read_at(&self, kind: FileKind, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let file = self.open_cached(kind, name)?;
+        std::os::unix::fs::FileExt::read_exact_at(file.as_ref(), buf, offset)
     }
 
     fn open(&self, kind: FileKind, name: &str) -> io::Result<Box<dyn Read + Send>> {
@@ -217,21 +224,71 @@ impl Backend for LocalBackend {
     }
 
     fn remove(&self, kind: FileKind, name: &str) -> io::Result<()> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last
+            .as_ref()
+            .is_some_and(|(k, n, _)| *k == kind && n == name)
+        {
+            *last = None;
+        }
+        drop(last);
         durable::remove_file(&self.path(kind, name))
     }
 }
 
-/// Reads a file from a position without moving a shared cursor.
-struct ReadAt<'a> {
-    file: &'a std::fs::File,
-    offset: u64,
+/// Reads `len` bytes of a file from `offset` on, through [`Backend::read_at`], with a
+/// position that can be moved: a pack's frame streamed, or a pack's tar headers walked.
+pub struct RangeReader<'a> {
+    backend: &'a dyn Backend,
+    kind: FileKind,
+    name: String,
+    start: u64,
+    len: u64,
+    pos: u64,
 }
 
-impl Read for ReadAt<'_> {
+impl<'a> RangeReader<'a> {
+    pub fn new(
+        backend: &'a dyn Backend,
+        kind: FileKind,
+        name: &str,
+        start: u64,
+        len: u64,
+    ) -> RangeReader<'a> {
+        RangeReader {
+            backend,
+            kind,
+            name: name.to_string(),
+            start,
+            len,
+            pos: 0,
+        }
+    }
+}
+
+impl Read for RangeReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.offset)?;
-        self.offset += n as u64;
+        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.backend
+            .read_at(self.kind, &self.name, self.start + self.pos, &mut buf[..n])?;
+        self.pos += n as u64;
         Ok(n)
+    }
+}
+
+impl io::Seek for RangeReader<'_> {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            io::SeekFrom::Start(n) => Some(n),
+            io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = target
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.pos)
     }
 }
 
@@ -272,8 +329,20 @@ mod tests {
         );
         assert_eq!(b.read(FileKind::Index, "aa").unwrap(), b"first!!");
         assert_eq!(b.size(FileKind::Index, "aa").unwrap(), 7);
-        assert_eq!(b.read_range(FileKind::Index, "aa", 2, 3).unwrap(), b"rst");
-        assert_eq!(b.read_range(FileKind::Index, "aa", 5, 10).unwrap(), b"!!");
+        let mut three = [0u8; 3];
+        b.read_at(FileKind::Index, "aa", 2, &mut three).unwrap();
+        assert_eq!(&three, b"rst");
+        let mut past_the_end = [0u8; 10];
+        let short = b.read_at(FileKind::Index, "aa", 5, &mut past_the_end);
+        assert_eq!(short.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        let mut reader = RangeReader::new(&b, FileKind::Index, "aa", 1, 4);
+        let mut got = String::new();
+        reader.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "irst");
+        io::Seek::seek(&mut reader, io::SeekFrom::Start(2)).unwrap();
+        got.clear();
+        reader.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "st");
         let mut all = Vec::new();
         b.open(FileKind::Index, "bb")
             .unwrap()

@@ -29,7 +29,7 @@ impl Repository {
 
     /// A pack's tar structure and table (see [`pack::read_layout`]).
     pub fn pack_layout(&self, id: &PackId) -> io::Result<PackLayout> {
-        pack::read_layout(&self.layout.pack(id))
+        pack::read_layout_in(self.layout.backend(), id)
     }
 
     /// A pack's bytes, from the first to the last, for reading it once in order.
@@ -39,18 +39,16 @@ impl Repository {
 
     /// A pack's entries, from its own table (or tar headers).
     pub fn pack_entries(&self, id: &PackId) -> Result<Vec<PackEntry>, RepoError> {
-        let path = self.layout.pack(id);
-        pack::scan_pack(&path).map_err(RepoError::io("cannot read", &path))
+        pack::scan_pack_in(self.layout.backend(), id)
+            .map_err(RepoError::io("cannot read", self.layout.pack(id)))
     }
 
     /// A reader of pack `id`'s frames as they are stored, the pack opened once: for copying
     /// frames into another pack (it borrows nothing, so the writer can write meanwhile).
     pub fn frames_of(&self, id: &PackId) -> Result<PackFrames, RepoError> {
-        let path = self.layout.pack(id);
-        let file = std::fs::File::open(&path).map_err(RepoError::io("cannot read", &path))?;
         Ok(PackFrames {
-            file,
-            path,
+            layout: self.layout.clone(),
+            pack: *id,
             frame: Vec::new(),
         })
     }
@@ -152,8 +150,8 @@ impl Repository {
 
 /// See [`Repository::frames_of`].
 pub struct PackFrames {
-    file: std::fs::File,
-    path: std::path::PathBuf,
+    layout: super::Layout,
+    pack: PackId,
     frame: Vec<u8>,
 }
 
@@ -161,8 +159,15 @@ impl PackFrames {
     /// The stored bytes of one frame (valid until the next call).
     pub fn read(&mut self, entry: &PackEntry) -> Result<&[u8], RepoError> {
         self.frame.resize(entry.length as usize, 0);
-        std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut self.frame, entry.offset)
-            .map_err(RepoError::io("cannot read", &self.path))?;
+        self.layout
+            .backend()
+            .read_at(
+                FileKind::Pack,
+                &self.pack.to_string(),
+                entry.offset,
+                &mut self.frame,
+            )
+            .map_err(RepoError::io("cannot read", self.layout.pack(&self.pack)))?;
         Ok(&self.frame)
     }
 }

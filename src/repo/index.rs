@@ -265,8 +265,7 @@ impl Index {
             if index.has_pack(&pack) {
                 continue;
             }
-            let path = layout.pack(&pack);
-            let entries = match super::pack::scan_pack(&path) {
+            let entries = match super::pack::scan_pack_in(layout.backend(), &pack) {
                 Ok(entries) => entries,
                 Err(e) => {
                     unreadable.push((pack, format!("cannot read its tar headers: {e}")));

@@ -19,7 +19,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::backend::{Backend, FileKind};
+use super::backend::{Backend, FileKind, RangeReader};
 use super::id::{DictHash, MessageHash, PackId};
 use crate::durable::TempFile;
 
@@ -818,6 +818,41 @@ pub fn scan_pack(path: &Path) -> io::Result<Vec<PackEntry>> {
     read_layout(path)?
         .table
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// [`read_layout`] of pack `id` in `backend`.
+pub fn read_layout_in(backend: &dyn Backend, id: &PackId) -> io::Result<PackLayout> {
+    let name = id.to_string();
+    let size = backend.size(FileKind::Pack, &name)?;
+    read_layout_from(io::BufReader::with_capacity(
+        64 * 1024,
+        RangeReader::new(backend, FileKind::Pack, &name, 0, size),
+    ))
+}
+
+/// [`scan_pack`] of pack `id` in `backend`.
+pub fn scan_pack_in(backend: &dyn Backend, id: &PackId) -> io::Result<Vec<PackEntry>> {
+    read_layout_in(backend, id)?
+        .table
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Opens a message's frame in pack `id` of `backend` for streaming decompression:
+/// sequential reads of exactly `entry.length` bytes from its offset.
+pub fn open_entry_in<'a>(
+    backend: &'a dyn Backend,
+    id: &PackId,
+    entry: &PackEntry,
+    dict: Option<&'a Dictionary>,
+) -> io::Result<Box<dyn Read + 'a>> {
+    let frame = RangeReader::new(
+        backend,
+        FileKind::Pack,
+        &id.to_string(),
+        entry.offset,
+        entry.length,
+    );
+    decoder(io::BufReader::with_capacity(64 * 1024, frame), dict)
 }
 
 /// Opens a message's frame for streaming decompression: one seek, then sequential reads of
