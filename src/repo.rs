@@ -47,8 +47,6 @@ pub use writer::{
     TRAIN_MIN_BYTES,
 };
 
-use crate::durable;
-
 /// A repository opened for reading.
 #[derive(Debug)]
 pub struct Repository {
@@ -95,14 +93,12 @@ impl Repository {
                 path: path.to_path_buf(),
             });
         }
-        durable::create_dir_all(path).map_err(RepoError::io("cannot create", path))?;
-        for dir in layout::DIRECTORIES {
-            let d = layout.dir(dir);
-            durable::create_dir_all(&d).map_err(RepoError::io("cannot create", &d))?;
-        }
+        layout
+            .backend()
+            .prepare()
+            .map_err(RepoError::io("cannot create", path))?;
         let config = RepoConfig::new(RepoId(id::random_bytes()), chrono::Utc::now());
         write_json(&layout, FileKind::Config, &config)?;
-        durable::sync_dir(path).map_err(RepoError::io("cannot sync", path))?;
         Repository::open(path)
     }
 

@@ -51,6 +51,19 @@ impl FileKind {
         }
     }
 
+    /// Whether `stem` has the shape of a name of this kind.
+    pub fn accepts(self, stem: &str) -> bool {
+        use super::id::{PackId, RecordsId, SnapshotId};
+        match self {
+            FileKind::Config | FileKind::Verified => stem.is_empty(),
+            FileKind::Pack => stem.parse::<PackId>().is_ok(),
+            FileKind::Snapshot | FileKind::Checkpoint => SnapshotId::parse(stem).is_some(),
+            FileKind::Index => stem.len() == 64 && stem.chars().all(|c| c.is_ascii_hexdigit()),
+            FileKind::Records => stem.parse::<RecordsId>().is_ok(),
+            FileKind::Dictionary => stem.parse::<super::id::DictHash>().is_ok(),
+        }
+    }
+
     /// The file's name relative to the repository: `packs/<id>.tar`, `config.json`. The
     /// object name on an object store, too.
     pub fn relative(self, name: &str) -> String {
@@ -92,6 +105,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn scratch(&self) -> PathBuf;
     /// Removes a file; a file that is not there is no error.
     fn remove(&self, kind: FileKind, name: &str) -> io::Result<()>;
+    /// Makes the places files go (a new repository, or one a writer is about to write to:
+    /// a directory lost by accident is made again rather than failing writes). Files are
+    /// left as they are.
+    fn prepare(&self) -> io::Result<()>;
+    /// Removes what crashed writers left in [`Backend::scratch`]; only the lock holder may.
+    fn clear_scratch(&self) -> io::Result<()>;
+    /// What is there that belongs to no part of the format, for `verify`'s notes: stray
+    /// files (relative names), and scratch files left by a crashed writer.
+    fn strays(&self) -> io::Result<(Vec<String>, Vec<String>)>;
 }
 
 /// A repository in a local directory, laid out as `docs/FORMAT.md` says.
@@ -216,6 +238,66 @@ impl Backend for LocalBackend {
             batch.add(temp, self.path(kind, &name));
         }
         batch.commit()
+    }
+
+    fn prepare(&self) -> io::Result<()> {
+        let mut made = false;
+        for dir in std::iter::once(self.root.clone())
+            .chain(layout::DIRECTORIES.iter().map(|d| self.root.join(d)))
+        {
+            if !dir.is_dir() {
+                durable::create_dir_all(&dir)?;
+                made = true;
+            }
+        }
+        // A new directory's entry is durable once its parent is synced.
+        if made {
+            durable::sync_dir(&self.root)?;
+        }
+        Ok(())
+    }
+
+    fn clear_scratch(&self) -> io::Result<()> {
+        for entry in std::fs::read_dir(self.scratch())?.flatten() {
+            durable::remove_file(&entry.path())?;
+        }
+        Ok(())
+    }
+
+    fn strays(&self) -> io::Result<(Vec<String>, Vec<String>)> {
+        const KINDS: [FileKind; 5] = [
+            FileKind::Pack,
+            FileKind::Snapshot,
+            FileKind::Checkpoint,
+            FileKind::Index,
+            FileKind::Records,
+        ];
+        let mut stray = Vec::new();
+        for kind in KINDS {
+            let (Some(dir), suffix) = kind.place() else {
+                continue;
+            };
+            let Ok(entries) = std::fs::read_dir(self.root.join(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name
+                    .strip_suffix(suffix)
+                    .is_some_and(|stem| kind.accepts(stem))
+                {
+                    stray.push(format!("{dir}/{name}"));
+                }
+            }
+        }
+        let scratch = match std::fs::read_dir(self.scratch()) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        Ok((stray, scratch))
     }
 
     /// `tmp/` in the repository: on its file system, so that publishing is a rename.

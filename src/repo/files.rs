@@ -103,47 +103,17 @@ impl Repository {
     /// Files that belong to no part of the format: leftovers of crashed writers in `tmp/`,
     /// foreign files elsewhere. For `verify`'s notes; never an error.
     pub fn stray_files(&self) -> Vec<String> {
-        let mut notes = Vec::new();
-        type IsValidStem = fn(&str) -> bool;
-        let checks: [(&str, &str, IsValidStem); 5] = [
-            (layout::PACKS, layout::PACK_SUFFIX, |s| {
-                s.parse::<PackId>().is_ok()
-            }),
-            (layout::SNAPSHOTS, layout::MANIFEST_SUFFIX, |s| {
-                SnapshotId::parse(s).is_some()
-            }),
-            (layout::CHECKPOINTS, layout::MANIFEST_SUFFIX, |s| {
-                SnapshotId::parse(s).is_some()
-            }),
-            (layout::INDEX, layout::INDEX_SUFFIX, |s| {
-                s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())
-            }),
-            (layout::RECORDS, layout::RECORDS_SUFFIX, |s| {
-                s.parse::<RecordsId>().is_ok()
-            }),
-        ];
-        for (dir, suffix, valid) in checks {
-            let Ok(entries) = std::fs::read_dir(self.layout.dir(dir)) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if !name.strip_suffix(suffix).is_some_and(valid) {
-                    notes.push(format!(
-                        "stray file {dir}/{name} (not part of the repository format)"
-                    ));
-                }
-            }
-        }
-        if let Ok(entries) = std::fs::read_dir(self.layout.tmp()) {
-            for entry in entries.flatten() {
-                notes.push(format!(
-                    "stray temporary file tmp/{} (left by an interrupted writer; the next writer \
-                     removes it)",
-                    entry.file_name().to_string_lossy()
-                ));
-            }
-        }
+        let (stray, scratch) = self.layout.backend().strays().unwrap_or_default();
+        let mut notes: Vec<String> = stray
+            .iter()
+            .map(|name| format!("stray file {name} (not part of the repository format)"))
+            .collect();
+        notes.extend(scratch.iter().map(|name| {
+            format!(
+                "stray temporary file tmp/{name} (left by an interrupted writer; the next writer \
+                 removes it)"
+            )
+        }));
         notes
     }
 }

@@ -15,7 +15,6 @@ use super::{
     RepoLock, Repository, SnapshotId, Stored, VerifiedState, compressed, dictionary, format, id,
     index, layout, pack, read_config, records, write_json,
 };
-use crate::durable;
 
 /// Messages up to this size are compressed with the repository's dictionary, when it has
 /// one; larger ones compress well on their own.
@@ -181,19 +180,15 @@ impl RepoWriter {
         let path = layout.root().to_path_buf();
         let path = path.as_path();
         // A directory lost by accident (say, `index/`) is recreated rather than failing writes.
-        for dir in layout::DIRECTORIES {
-            let d = layout.dir(dir);
-            durable::create_dir_all(&d).map_err(RepoError::io("cannot create", &d))?;
-        }
-        // We are the only writer: anything in tmp/ is a crashed writer's leftover.
-        let tmp = layout.tmp();
-        for entry in std::fs::read_dir(&tmp)
-            .map_err(RepoError::io("cannot list", &tmp))?
-            .flatten()
-        {
-            durable::remove_file(&entry.path())
-                .map_err(RepoError::io("cannot remove", entry.path()))?;
-        }
+        layout
+            .backend()
+            .prepare()
+            .map_err(RepoError::io("cannot create the directories of", path))?;
+        // We are the only writer: anything in the scratch place is a crashed writer's.
+        layout
+            .backend()
+            .clear_scratch()
+            .map_err(RepoError::io("cannot clear", layout.backend().scratch()))?;
         let mut repo = Repository::open(path)?;
         if repo.config.version < format::FORMAT_VERSION {
             // Before anything of the new format is written: an older popbackup must refuse the
