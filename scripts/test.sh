@@ -21,6 +21,7 @@ missing=()
 for tool in python3 zstd tar mount; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)  # the example units are verified
+command -v kill >/dev/null 2>&1 || missing+=(procps)              # SIGINT/SIGTERM tests
 [ -e /usr/share/zoneinfo/Europe/Berlin ] || missing+=(tzdata)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
