@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config;
-use crate::exit;
 use crate::repo::{RepoError, Repository};
 
 mod browse;
+pub mod exit;
 mod init;
 mod inventory;
 mod restore;
@@ -314,20 +314,21 @@ fn classify(error: anyhow::Error) -> Failure {
         return Failure::reported(exit::OK);
     }
     for cause in error.chain() {
-        if let Some(e) = cause.downcast_ref::<RepoError>() {
-            return Failure::new(e.exit_code(), error);
-        }
-        if cause.downcast_ref::<config::ConfigError>().is_some() {
-            return Failure::new(exit::CONFIG, error);
-        }
-        if let Some(e) = cause.downcast_ref::<crate::restore::RestoreError>() {
-            return Failure::new(e.exit_code(), error);
-        }
-        if let Some(e) = cause.downcast_ref::<crate::snapshot::SnapshotError>() {
-            return Failure::new(e.exit_code(), error);
-        }
-        if let Some(e) = cause.downcast_ref::<crate::pop3::Pop3Error>() {
-            return Failure::new(exit::for_pop3(e.class()), error);
+        let kind = if let Some(e) = cause.downcast_ref::<RepoError>() {
+            Some(e.kind())
+        } else if cause.downcast_ref::<config::ConfigError>().is_some() {
+            Some(crate::failure::FailureKind::Config)
+        } else if let Some(e) = cause.downcast_ref::<crate::restore::RestoreError>() {
+            Some(e.kind())
+        } else if let Some(e) = cause.downcast_ref::<crate::snapshot::SnapshotError>() {
+            Some(e.kind())
+        } else {
+            cause
+                .downcast_ref::<crate::pop3::Pop3Error>()
+                .map(|e| e.kind())
+        };
+        if let Some(kind) = kind {
+            return Failure::new(exit::for_kind(kind), error);
         }
         if cause.downcast_ref::<std::io::Error>().is_some() {
             return Failure::new(exit::IO_ERR, error);

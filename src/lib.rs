@@ -3,12 +3,12 @@
 //! The library is split by concern; see `../shared/STYLE.md` and `docs/` for the design:
 //! - [`pop3`]: the POP3 client (TLS, STLS, SASL, pipelining, streaming bodies).
 //! - [`cli`]: argument types, output and exit codes; the only module that prints.
-//! - [`exit`]: the sysexits codes the binary returns.
+//! - [`failure`]: what kind of failure an error is (the CLI maps kinds to exit codes).
 
 pub mod cli;
 pub mod config;
 pub mod durable;
-pub mod exit;
+pub mod failure;
 pub mod mail;
 pub mod pop3;
 pub mod repo;

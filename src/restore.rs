@@ -52,13 +52,14 @@ pub enum RestoreError {
 }
 
 impl RestoreError {
-    pub fn exit_code(&self) -> u8 {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> crate::failure::FailureKind {
+        use crate::failure::FailureKind;
         match self {
-            RestoreError::Io { .. } => crate::exit::IO_ERR,
-            RestoreError::Destination(_) => crate::exit::USAGE,
-            RestoreError::Locked { .. } => crate::exit::TEMP_FAIL,
-            RestoreError::NothingToRestore(_) => crate::exit::USAGE,
-            RestoreError::Repo(e) => e.exit_code(),
+            RestoreError::Io { .. } => FailureKind::Io,
+            RestoreError::Destination(_) | RestoreError::NothingToRestore(_) => FailureKind::Usage,
+            RestoreError::Locked { .. } => FailureKind::Temporary,
+            RestoreError::Repo(e) => e.kind(),
         }
     }
 }

@@ -18,8 +18,8 @@ mod storer;
 mod writer;
 
 pub use engine::{
-    AccountReport, Observer, Outcome, Silent, SnapshotOptions, SnapshotRun, exit_code,
-    run_snapshot, snapshot_account,
+    AccountReport, Observer, Outcome, Silent, SnapshotOptions, SnapshotRun, run_snapshot,
+    snapshot_account,
 };
 pub use interrupt::Interrupt;
 pub use inventory::{
@@ -29,6 +29,7 @@ pub use inventory::{
 pub use writer::WriterSource;
 
 use crate::config::ConfigError;
+use crate::failure::FailureKind;
 use crate::pop3::Pop3Error;
 use crate::repo::RepoError;
 
@@ -63,22 +64,17 @@ pub enum SnapshotError {
 impl SnapshotError {
     /// Worth retrying next run without changing anything.
     pub fn is_temporary(&self) -> bool {
-        match self {
-            SnapshotError::Pop3(e) => e.is_temporary(),
-            SnapshotError::LoginRefused { source, .. } => source.is_temporary(),
-            SnapshotError::Repo(e) => e.exit_code() == crate::exit::TEMP_FAIL,
-            SnapshotError::Config(_) => false,
-            SnapshotError::Interrupted { .. } => true,
-        }
+        self.kind() == FailureKind::Temporary
     }
 
-    pub fn exit_code(&self) -> u8 {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> FailureKind {
         match self {
-            SnapshotError::Config(_) => crate::exit::CONFIG,
-            SnapshotError::Interrupted { .. } => crate::exit::TEMP_FAIL,
-            SnapshotError::Pop3(e) => crate::exit::for_pop3(e.class()),
-            SnapshotError::LoginRefused { source, .. } => crate::exit::for_pop3(source.class()),
-            SnapshotError::Repo(e) => e.exit_code(),
+            SnapshotError::Config(_) => FailureKind::Config,
+            SnapshotError::Interrupted { .. } => FailureKind::Temporary,
+            SnapshotError::Pop3(e) => e.kind(),
+            SnapshotError::LoginRefused { source, .. } => source.kind(),
+            SnapshotError::Repo(e) => e.kind(),
         }
     }
 }

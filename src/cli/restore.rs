@@ -137,8 +137,8 @@ pub fn run(
         }
     }
     Ok(if report.damaged.is_empty() {
-        crate::exit::OK
+        super::exit::OK
     } else {
-        crate::exit::DATA_ERR
+        super::exit::DATA_ERR
     })
 }

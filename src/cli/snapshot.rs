@@ -7,7 +7,7 @@ use std::io::{IsTerminal as _, Write as _};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::{Failure, GlobalArgs, human_bytes, warn};
+use super::{Failure, GlobalArgs, exit, human_bytes, warn};
 use crate::config::Config;
 use crate::repo::RepoWriter;
 use crate::snapshot::{self, AccountReport, Observer, Outcome, SnapshotOptions};
@@ -15,11 +15,43 @@ use crate::snapshot::{self, AccountReport, Observer, Outcome, SnapshotOptions};
 /// `snapshot --json`: the spec's object (keys in this order, as they always came out).
 #[derive(serde::Serialize)]
 struct JsonSummary<'a> {
-    accounts: &'a [AccountReport],
+    accounts: Vec<JsonAccount<'a>>,
     /// Damage found by `verify` that this run healed.
     repair: &'a crate::repo::repair::RepairReport,
     elapsed_seconds: f64,
     exit_code: u8,
+}
+
+/// An account's report with the exit code the account alone would give.
+#[derive(serde::Serialize)]
+struct JsonAccount<'a> {
+    #[serde(flatten)]
+    report: &'a AccountReport,
+    exit_code: u8,
+}
+
+/// The exit code of one account's run.
+fn account_code(report: &AccountReport) -> u8 {
+    match (report.outcome, report.failure) {
+        (Outcome::Ok, _) => exit::OK,
+        (_, Some(kind)) => exit::for_kind(kind),
+        (_, None) => exit::SOME_FAILED,
+    }
+}
+
+/// The exit code for a whole run: 0 when every account succeeded; the accounts' common code
+/// when all failed alike (75 busy, 77 authentication, ...); otherwise 1.
+fn run_code(reports: &[AccountReport]) -> u8 {
+    let failed: Vec<u8> = reports
+        .iter()
+        .filter(|r| r.outcome != Outcome::Ok)
+        .map(account_code)
+        .collect();
+    match failed.first() {
+        None => exit::OK,
+        Some(first) if failed.len() == reports.len() && failed.iter().all(|c| c == first) => *first,
+        Some(_) => exit::SOME_FAILED,
+    }
 }
 
 pub fn run(
@@ -72,7 +104,7 @@ pub fn run(
         .writer
         .and_then(|w| w.close())
         .map_err(|e| super::classify(e.into()));
-    let mut code = snapshot::exit_code(&reports);
+    let mut code = run_code(&reports);
     for r in &reports {
         for w in &r.warnings {
             warn(Some(&r.account), w);
@@ -85,7 +117,7 @@ pub fn run(
                     Outcome::Temporary => "temporary failure, will retry next run",
                     _ => "failed",
                 },
-                r.exit_code
+                account_code(r)
             );
         }
     }
@@ -120,7 +152,13 @@ pub fn run(
     let write = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
         if global.json {
             let summary = JsonSummary {
-                accounts: &reports,
+                accounts: reports
+                    .iter()
+                    .map(|report| JsonAccount {
+                        report,
+                        exit_code: account_code(report),
+                    })
+                    .collect(),
                 repair,
                 elapsed_seconds: started.elapsed().as_secs_f64(),
                 exit_code: code,
@@ -140,7 +178,7 @@ pub fn run(
     };
     write(out).map_err(|e| super::classify(e.into()))?;
     finished?;
-    if code == crate::exit::OK {
+    if code == exit::OK {
         Ok(())
     } else {
         Err(Failure::reported(code))
@@ -222,5 +260,35 @@ impl Observer for ProgressBars {
         {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failure::FailureKind;
+
+    fn report(outcome: Outcome, failure: Option<FailureKind>) -> AccountReport {
+        let mut r = crate::snapshot::engine::AccountReport::for_tests("a");
+        r.outcome = outcome;
+        r.failure = failure;
+        r
+    }
+
+    #[test]
+    fn run_exit_code() {
+        use exit::*;
+        let temporary = || report(Outcome::Temporary, Some(FailureKind::Temporary));
+        let refused = || report(Outcome::Failed, Some(FailureKind::Auth));
+        assert_eq!(run_code(&[]), OK);
+        assert_eq!(run_code(&[report(Outcome::Ok, None)]), OK);
+        assert_eq!(run_code(&[temporary()]), TEMP_FAIL);
+        assert_eq!(run_code(&[refused(), refused()]), NO_PERM);
+        assert_eq!(
+            run_code(&[report(Outcome::Ok, None), temporary()]),
+            SOME_FAILED
+        );
+        let config = report(Outcome::Failed, Some(FailureKind::Config));
+        assert_eq!(run_code(&[refused(), config]), SOME_FAILED);
     }
 }

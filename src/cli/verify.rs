@@ -50,9 +50,9 @@ pub fn run(
         print_human(&report, global.quiet, out)?;
     }
     Ok(if report.clean {
-        crate::exit::OK
+        super::exit::OK
     } else {
-        crate::exit::DATA_ERR
+        super::exit::DATA_ERR
     })
 }
 

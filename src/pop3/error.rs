@@ -199,6 +199,17 @@ impl Pop3Error {
         }
     }
 
+    /// What kind of failure this is, for the layers above.
+    pub fn kind(&self) -> crate::failure::FailureKind {
+        use crate::failure::FailureKind;
+        match self.class() {
+            ErrorClass::Temporary => FailureKind::Temporary,
+            ErrorClass::Unavailable | ErrorClass::Protocol => FailureKind::Unavailable,
+            ErrorClass::Auth => FailureKind::Auth,
+            ErrorClass::Config => FailureKind::Config,
+        }
+    }
+
     /// True when retrying on the next run may succeed without any change (exit 75).
     pub fn is_temporary(&self) -> bool {
         self.class() == ErrorClass::Temporary

@@ -8,6 +8,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::lock::LockInfo;
+use crate::failure::FailureKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -108,20 +109,21 @@ impl RepoError {
         }
     }
 
-    /// The sysexits code for this error.
-    pub fn exit_code(&self) -> u8 {
-        use crate::exit;
+    /// What kind of failure this is.
+    pub fn kind(&self) -> FailureKind {
         match self {
             RepoError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
-                exit::NO_PERM
+                FailureKind::Auth
             }
-            RepoError::Io { .. } => exit::IO_ERR,
-            RepoError::NotARepository { .. } | RepoError::AlreadyExists { .. } => exit::CONFIG,
+            RepoError::Io { .. } => FailureKind::Io,
+            RepoError::NotARepository { .. } | RepoError::AlreadyExists { .. } => {
+                FailureKind::Config
+            }
             RepoError::UnsupportedVersion { .. }
             | RepoError::Corrupt { .. }
-            | RepoError::Damaged { .. } => exit::DATA_ERR,
-            RepoError::Locked { .. } => exit::TEMP_FAIL,
-            RepoError::NotFound { .. } | RepoError::Invalid(_) => exit::USAGE,
+            | RepoError::Damaged { .. } => FailureKind::Data,
+            RepoError::Locked { .. } => FailureKind::Temporary,
+            RepoError::NotFound { .. } | RepoError::Invalid(_) => FailureKind::Usage,
         }
     }
 }

@@ -131,7 +131,7 @@ mod tests {
         assert_eq!(holder.pid, std::process::id());
         assert_eq!(holder.command, "snapshot");
         assert!(err.to_string().contains("popbackup snapshot"), "{err}");
-        assert_eq!(err.exit_code(), crate::exit::TEMP_FAIL);
+        assert_eq!(err.kind(), crate::failure::FailureKind::Temporary);
         drop(first);
         RepoLock::acquire(&path, "prune").unwrap();
     }

@@ -82,8 +82,8 @@ pub struct AccountReport {
     pub outcome: Outcome,
     /// The error, when the outcome is not `ok`.
     pub message: Option<String>,
-    /// The exit code this account alone would give.
-    pub exit_code: u8,
+    /// What kind of failure ended the account's run, when it did not succeed.
+    pub failure: Option<crate::failure::FailureKind>,
     pub messages_on_server: usize,
     /// Messages the repository held already for this account.
     pub already_archived: usize,
@@ -115,12 +115,18 @@ pub struct AccountReport {
 }
 
 impl AccountReport {
+    /// An empty report, for tests of what reads reports.
+    #[cfg(test)]
+    pub(crate) fn for_tests(account: &str) -> AccountReport {
+        AccountReport::new(account)
+    }
+
     fn new(account: &str) -> AccountReport {
         AccountReport {
             account: account.to_string(),
             outcome: Outcome::Ok,
             message: None,
-            exit_code: crate::exit::OK,
+            failure: None,
             messages_on_server: 0,
             already_archived: 0,
             downloaded: 0,
@@ -137,21 +143,6 @@ impl AccountReport {
             warnings: Vec::new(),
             interrupted: false,
         }
-    }
-}
-
-/// The exit code for a whole run: 0 when every account succeeded; the accounts' common code
-/// when all failed alike (75 busy, 77 authentication, ...); otherwise 1.
-pub fn exit_code(reports: &[AccountReport]) -> u8 {
-    let failed: Vec<u8> = reports
-        .iter()
-        .filter(|r| r.outcome != Outcome::Ok)
-        .map(|r| r.exit_code)
-        .collect();
-    match failed.first() {
-        None => crate::exit::OK,
-        Some(first) if failed.len() == reports.len() && failed.iter().all(|c| c == first) => *first,
-        Some(_) => crate::exit::SOME_FAILED,
     }
 }
 
@@ -191,7 +182,7 @@ pub fn run_snapshot(
                         let mut report = AccountReport::new(&account.name);
                         let error = SnapshotError::Interrupted { signal };
                         report.outcome = Outcome::Temporary;
-                        report.exit_code = error.exit_code();
+                        report.failure = Some(error.kind());
                         report.message = Some(format!("not started: {error}"));
                         report.interrupted = true;
                         lock(&results)[i] = Some(report);
@@ -214,7 +205,7 @@ pub fn run_snapshot(
                 // Only reachable if a worker panicked: report it rather than lose the account.
                 let mut report = AccountReport::new(&a.name);
                 report.outcome = Outcome::Failed;
-                report.exit_code = crate::exit::SOME_FAILED;
+                report.failure = Some(crate::failure::FailureKind::Internal);
                 report.message = Some("internal error: the account's worker stopped".into());
                 report
             })
@@ -261,7 +252,7 @@ pub fn snapshot_account(
         } else {
             Outcome::Failed
         };
-        report.exit_code = error.exit_code();
+        report.failure = Some(error.kind());
         report.message = Some(error.to_string());
     }
     report.elapsed_seconds = started.elapsed().as_secs_f64();
@@ -770,49 +761,5 @@ fn tls_name(mode: pop3::TlsMode) -> &'static str {
         pop3::TlsMode::Implicit => "implicit",
         pop3::TlsMode::Starttls => "starttls",
         pop3::TlsMode::None => "none",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn report(outcome: Outcome, code: u8) -> AccountReport {
-        let mut r = AccountReport::new("a");
-        r.outcome = outcome;
-        r.exit_code = code;
-        r
-    }
-
-    #[test]
-    fn run_exit_code() {
-        use crate::exit::*;
-        assert_eq!(exit_code(&[]), OK);
-        assert_eq!(exit_code(&[report(Outcome::Ok, OK)]), OK);
-        assert_eq!(
-            exit_code(&[report(Outcome::Temporary, TEMP_FAIL)]),
-            TEMP_FAIL
-        );
-        assert_eq!(
-            exit_code(&[
-                report(Outcome::Failed, NO_PERM),
-                report(Outcome::Failed, NO_PERM)
-            ]),
-            NO_PERM
-        );
-        assert_eq!(
-            exit_code(&[
-                report(Outcome::Ok, OK),
-                report(Outcome::Temporary, TEMP_FAIL)
-            ]),
-            SOME_FAILED
-        );
-        assert_eq!(
-            exit_code(&[
-                report(Outcome::Failed, NO_PERM),
-                report(Outcome::Failed, CONFIG)
-            ]),
-            SOME_FAILED
-        );
     }
 }

@@ -109,20 +109,14 @@ mod tests {
         std::fs::write(&index, b"not a directory").unwrap();
         let opening = RepoWriter::open_in_background(&path, "test", |_| {}).unwrap();
         let shared = Opening::new(opening);
-        let first = shared
-            .writer()
-            .err()
-            .map(|e| (e.to_string(), e.exit_code()));
-        let second = shared
-            .writer()
-            .err()
-            .map(|e| (e.to_string(), e.exit_code()));
+        let first = shared.writer().err().map(|e| (e.to_string(), e.kind()));
+        let second = shared.writer().err().map(|e| (e.to_string(), e.kind()));
         assert!(first.is_some());
         assert_eq!(first, second);
         let last = shared
             .into_writer()
             .err()
-            .map(|e| (e.to_string(), e.exit_code()));
+            .map(|e| (e.to_string(), e.kind()));
         assert_eq!(last, first);
     }
 }

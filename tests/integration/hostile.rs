@@ -6,6 +6,7 @@
 //! limits) and STLS injection are tested in `pop3_fake.rs` and `pop3_tls.rs`; these tests use
 //! the limits a real run uses.
 
+use popbackup::cli::exit::for_kind;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -134,7 +135,7 @@ fn assert_failed_cleanly(
     before: &BTreeMap<PathBuf, Vec<u8>>,
 ) {
     assert_eq!(report.outcome, outcome, "{report:?}");
-    assert_eq!(report.exit_code, exit, "{report:?}");
+    assert_eq!(report.failure.map(for_kind), Some(exit), "{report:?}");
     let message = report.message.clone().unwrap_or_default();
     assert!(message.contains(says), "{message:?} should say {says:?}");
     assert!(report.snapshot.is_none());

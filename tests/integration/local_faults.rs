@@ -5,6 +5,7 @@
 //! Some cases need root (mounting a small or read-only tmpfs, dropping privileges); CI runs as
 //! root, so there they fail rather than skip.
 
+use popbackup::cli::exit::for_kind;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -128,7 +129,7 @@ fn a_full_disk_during_a_pack_write_fails_cleanly_and_the_next_run_resumes() {
     let (report, server) = run(&writer, script);
     server.finish();
     assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
-    assert_eq!(report.exit_code, 74, "{report:?}");
+    assert_eq!(report.failure.map(for_kind), Some(74), "{report:?}");
     let message = report.message.clone().unwrap();
     assert!(message.contains("No space left"), "{message}");
     assert!(

@@ -2,6 +2,7 @@
 //! one writer at a time, crash safety under SIGKILL, and a repository read with only `tar`,
 //! `zstd` and `jq`-style JSON, as docs/FORMAT.md promises.
 
+use popbackup::cli::exit::for_kind;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -276,7 +277,7 @@ fn a_second_writer_fails_fast_naming_the_first() {
             .contains(&format!("pid {}", std::process::id())),
         "{err}"
     );
-    assert_eq!(err.exit_code(), 75);
+    assert_eq!(for_kind(err.kind()), 75);
     drop(first);
     Repository::open(dir.path()).unwrap().lock("prune").unwrap();
 }

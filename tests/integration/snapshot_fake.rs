@@ -2,6 +2,7 @@
 //! EXPIRE 0, a busy mailbox, a message deleted during the run, and a connection dropped in the
 //! middle of a first run (which must resume from its checkpoint, downloading only the rest).
 
+use popbackup::cli::exit::for_kind;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -97,7 +98,7 @@ fn a_dropped_first_run_resumes_from_its_checkpoint() {
     let (report, server) = run(&writer, script);
     server.finish_ok();
     assert_eq!(report.outcome, Outcome::Temporary, "{report:?}");
-    assert_eq!(report.exit_code, 75);
+    assert_eq!(report.failure.map(for_kind), Some(75));
     assert_eq!(report.downloaded, 2);
     assert!(report.snapshot.is_none());
     {
@@ -239,7 +240,7 @@ fn a_busy_mailbox_is_temporary_and_a_vanished_message_is_recorded() {
     let (report, server) = run(&writer, script);
     server.finish();
     assert_eq!(report.outcome, Outcome::Temporary, "{report:?}");
-    assert_eq!(report.exit_code, 75);
+    assert_eq!(report.failure.map(for_kind), Some(75));
     assert!(report.message.unwrap().contains("IN-USE"));
 
     // RETR refused for a message listed a moment before: recorded without content, run ok.
@@ -378,7 +379,7 @@ fn a_lost_records_file_is_reported_not_shared() {
     let (two, server) = run(&writer, again);
     drop(server);
     assert_eq!(two.outcome, Outcome::Failed, "{two:?}");
-    assert_eq!(two.exit_code, 65);
+    assert_eq!(two.failure.map(for_kind), Some(65));
     let message = two.message.unwrap_or_default();
     assert!(
         message.contains("are missing") && message.contains("forget the snapshot"),

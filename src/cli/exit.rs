@@ -19,14 +19,18 @@ pub const NO_PERM: u8 = 77;
 /// Configuration error.
 pub const CONFIG: u8 = 78;
 
-use crate::pop3::ErrorClass;
+use crate::failure::FailureKind;
 
-/// The exit code for a POP3 failure of the given class.
-pub fn for_pop3(class: ErrorClass) -> u8 {
-    match class {
-        ErrorClass::Temporary => TEMP_FAIL,
-        ErrorClass::Unavailable | ErrorClass::Protocol => UNAVAILABLE,
-        ErrorClass::Auth => NO_PERM,
-        ErrorClass::Config => CONFIG,
+/// The exit code for a failure of the given kind: the one place kinds become sysexits.
+pub fn for_kind(kind: FailureKind) -> u8 {
+    match kind {
+        FailureKind::Usage => USAGE,
+        FailureKind::Data => DATA_ERR,
+        FailureKind::Unavailable => UNAVAILABLE,
+        FailureKind::Io => IO_ERR,
+        FailureKind::Temporary => TEMP_FAIL,
+        FailureKind::Auth => NO_PERM,
+        FailureKind::Config => CONFIG,
+        FailureKind::Internal => SOME_FAILED,
     }
 }
