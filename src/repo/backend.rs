@@ -12,14 +12,15 @@
 //! - `list` gives the names that have the kind's shape, with sizes, sorted; anything else in
 //!   the place (temporary files, foreign files) is not listed.
 //!
-//! Step by step, the repository's modules move onto this trait; what still uses `Layout`
-//! paths directly is the pack writer (packs are built as local temporary files and renamed
-//! into place), the records batch and the lock. See `docs/DESIGN.md`, "The storage seam".
+//! Files are built in the backend's scratch directory when they need random access while
+//! they are written (packs) and then published through it. See `docs/DESIGN.md`, "The
+//! storage seam".
 
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use super::error::RepoError;
 use super::layout;
 use crate::durable;
 
@@ -114,7 +115,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// What is there that belongs to no part of the format, for `verify`'s notes: stray
     /// files (relative names), and scratch files left by a crashed writer.
     fn strays(&self) -> io::Result<(Vec<String>, Vec<String>)>;
+    /// Takes the one-writer lock for `command`, or fails at once with
+    /// [`RepoError::Locked`] naming the holder. Held until the guard is dropped.
+    fn lock(&self, command: &str) -> Result<Box<dyn HeldLock>, RepoError>;
 }
+
+/// A held writer lock; dropping it releases the lock.
+pub trait HeldLock: Send + Sync + std::fmt::Debug {}
+
+impl HeldLock for super::lock::RepoLock {}
 
 /// A repository in a local directory, laid out as `docs/FORMAT.md` says.
 #[derive(Debug)]
@@ -298,6 +307,12 @@ impl Backend for LocalBackend {
             Err(_) => Vec::new(),
         };
         Ok((stray, scratch))
+    }
+
+    /// An exclusive `flock` on `lock`, which the kernel releases when the holder dies.
+    fn lock(&self, command: &str) -> Result<Box<dyn HeldLock>, RepoError> {
+        let lock = super::lock::RepoLock::acquire(&self.root.join(layout::LOCK), command)?;
+        Ok(Box::new(lock))
     }
 
     /// `tmp/` in the repository: on its file system, so that publishing is a rename.

@@ -119,14 +119,13 @@ impl Layout {
         self.backend.location(FileKind::Verified, "")
     }
 
-    pub(super) fn lock(&self) -> PathBuf {
-        self.root.join(LOCK)
-    }
-
+    /// A directory of the local layout, for tests that look at it.
+    #[cfg(test)]
     pub(super) fn dir(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
 
+    #[cfg(test)]
     pub(super) fn tmp(&self) -> PathBuf {
         self.root.join(TMP)
     }

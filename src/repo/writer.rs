@@ -7,13 +7,13 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::Path;
 
-use super::backend::FileKind;
+use super::backend::{FileKind, HeldLock};
 use super::frame::compressed_total;
 use super::{
     DictHash, Dictionary, Frame, FrameCompressor, FramePlan, Index, IndexedPack, Layout, Location,
     Manifest, MessageHash, MessageRecord, PackEntry, PackId, PackWriter, RecordsId, RepoError,
-    RepoLock, Repository, SnapshotId, Stored, VerifiedState, compressed, dictionary, format, id,
-    index, layout, pack, read_config, records, write_json,
+    Repository, SnapshotId, Stored, VerifiedState, compressed, dictionary, format, id, index, pack,
+    read_config, records, write_json,
 };
 
 /// Messages up to this size are compressed with the repository's dictionary, when it has
@@ -100,7 +100,7 @@ impl OpeningWriter {
 /// A repository opened for writing, holding the exclusive lock.
 pub struct RepoWriter {
     repo: Repository,
-    _lock: RepoLock,
+    _lock: Box<dyn HeldLock>,
     pack: Option<PackWriter>,
     /// zstd level for new messages when it differs from the repository's.
     level_override: Option<i32>,
@@ -150,7 +150,7 @@ impl RepoWriter {
         let layout = Layout::new(path);
         // Refuse a missing or newer repository before creating a lock file in it.
         read_config(&layout)?;
-        let lock = RepoLock::acquire(&layout.lock(), command)?;
+        let lock = layout.backend().lock(command)?;
         RepoWriter::open_locked(layout, lock)
     }
 
@@ -165,7 +165,7 @@ impl RepoWriter {
     ) -> Result<OpeningWriter, RepoError> {
         let layout = Layout::new(path);
         read_config(&layout)?;
-        let lock = RepoLock::acquire(&layout.lock(), command)?;
+        let lock = layout.backend().lock(command)?;
         let opening = layout.clone();
         let thread = std::thread::spawn(move || {
             let mut writer = RepoWriter::open_locked(opening, lock)?;
@@ -176,7 +176,7 @@ impl RepoWriter {
     }
 
     /// The rest of [`RepoWriter::open`], under the lock.
-    fn open_locked(layout: Layout, lock: RepoLock) -> Result<RepoWriter, RepoError> {
+    fn open_locked(layout: Layout, lock: Box<dyn HeldLock>) -> Result<RepoWriter, RepoError> {
         let path = layout.root().to_path_buf();
         let path = path.as_path();
         // A directory lost by accident (say, `index/`) is recreated rather than failing writes.
@@ -323,7 +323,7 @@ impl RepoWriter {
     /// whatever its size (no dictionary: streaming is for large messages). A message already
     /// in the repository is not stored twice.
     pub fn store(&mut self, source: &mut dyn Read) -> Result<Stored, StoreError> {
-        let tmp = self.repo.layout.tmp();
+        let tmp = self.repo.layout.backend().scratch();
         let io_err = |e| StoreError::Repo(RepoError::io("cannot write a pack in", &tmp)(e));
         self.open_pack().map_err(StoreError::Repo)?;
         let index = &self.repo.index;
@@ -361,7 +361,7 @@ impl RepoWriter {
         let dict = self.dictionary_for(bytes.len());
         let level = self.level();
         let frame = self.compress(bytes, dict, level)?;
-        let tmp = self.repo.layout.tmp();
+        let tmp = self.repo.layout.backend().scratch();
         let entry = self
             .open_pack()?
             .append(hash, &frame.bytes, dict, frame.checked)
@@ -462,7 +462,7 @@ impl RepoWriter {
         let Some(mut old) = self.pack.take() else {
             return Ok(());
         };
-        let tmp = self.repo.layout.tmp();
+        let tmp = self.repo.layout.backend().scratch();
         let io_err = RepoError::io("cannot rewrite a pack in", &tmp);
         let mut entries = old.entries().to_vec();
         entries.sort_by_key(|e| e.offset);
@@ -682,7 +682,7 @@ impl RepoWriter {
                 plan.dict
             )));
         }
-        let tmp = self.repo.layout.tmp();
+        let tmp = self.repo.layout.backend().scratch();
         let entry = self
             .open_pack()?
             .append(hash, &frame.bytes, plan.dict, frame.checked)
@@ -708,11 +708,12 @@ impl RepoWriter {
         if pack.is_empty() {
             return Ok(());
         }
-        let dir = self.repo.layout.dir(layout::PACKS);
         let verify = self.verify_before_commit.then_some(&self.repo.dicts);
-        let (id, entries) = pack
-            .finish(self.repo.layout.backend(), verify)
-            .map_err(RepoError::io("cannot write a pack to", &dir))?;
+        let backend = self.repo.layout.backend();
+        let (id, entries) = pack.finish(backend, verify).map_err(RepoError::io(
+            "cannot write a pack to",
+            backend.location(FileKind::Pack, "*"),
+        ))?;
         let (damaged, moving) = (&self.damaged, &self.moving);
         self.repo
             .index
@@ -812,7 +813,7 @@ impl RepoWriter {
         frame: &[u8],
         dict: Option<DictHash>,
     ) -> Result<(), RepoError> {
-        let tmp = self.repo.layout.tmp();
+        let tmp = self.repo.layout.backend().scratch();
         let pack = self.open_pack()?;
         if !pack.contains(&hash) {
             // Copied as it is: checked when the pack is read back at the end.
