@@ -213,7 +213,10 @@ pub fn run_snapshot(
         .collect();
     let mut repair = RepairReport::default();
     let writer = shared.into_writer().and_then(|mut writer| {
-        repair = crate::repo::repair::repair(&mut writer)?;
+        // An interrupted run ends as soon as it can; the next one repairs.
+        if !options.interrupt.is_set() {
+            repair = crate::repo::repair::repair(&mut writer)?;
+        }
         Ok(writer)
     });
     SnapshotRun {
