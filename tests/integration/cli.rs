@@ -467,6 +467,22 @@ fn browsing_has_headers_filters_and_user_fields() {
         text.contains(&format!("{} B", message.len())),
         "human sizes: {text}"
     );
+    // Times for people are local, with their offset; JSON keeps UTC.
+    let berlin = Command::new(env!("CARGO_BIN_EXE_popbackup"))
+        .args(["snapshots", "--repo", r])
+        .env("TZ", "Europe/Berlin")
+        .env("XDG_CONFIG_HOME", dir.path())
+        .output()
+        .unwrap();
+    let local = String::from_utf8_lossy(&berlin.stdout);
+    assert!(
+        local.contains(" +01:00") || local.contains(" +02:00"),
+        "{local}"
+    );
+    let json = popbackup(&["snapshots", "--repo", r, "--json"], dir.path());
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let time = parsed[0]["time"].as_str().unwrap();
+    assert!(time.ends_with('Z') || time.ends_with("+00:00"), "{time}");
     let out = popbackup(&["snapshots", "--repo", r, "--account", "home"], dir.path());
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), 2, "{text}");

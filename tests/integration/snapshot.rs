@@ -235,7 +235,16 @@ fn corpus_snapshot_is_exact_incremental_and_never_deletes() {
         .map(|m| m["subject"].as_str().unwrap())
         .collect();
     assert!(subjects.contains(&"added 7"), "{subjects:?}");
-    let lines = dovecot.wait_logouts(user, logouts_before + 2);
+    // The human listing has a header row and sizes for people.
+    let human = setup.run(&["inventory", "corpus"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    let header = text
+        .lines()
+        .find(|l| l.contains("SUBJECT"))
+        .unwrap_or_default();
+    assert!(header.contains("MSG") && header.contains("SIZE"), "{text}");
+    assert!(text.contains("added 7") && text.contains(" B "), "{text}");
+    let lines = dovecot.wait_logouts(user, logouts_before + 3);
     let last = lines.last().unwrap();
     assert_eq!(
         counter(last, "retr"),
