@@ -39,6 +39,8 @@ pub use manifest::{Manifest, MessageRecord, RecordsList, ServerInfo, SnapshotSum
 pub use pack::{Dictionary, PackEntry, PackWriter, Stored};
 pub use records::parse_records;
 
+#[cfg(test)]
+pub(crate) use files::break_index_for_tests;
 pub use frame::{Frame, FrameCompressor, FramePlan};
 pub use verified::VerifiedState;
 pub use writer::{

@@ -141,3 +141,13 @@ impl PackFrames {
         Ok(&self.frame)
     }
 }
+
+/// For tests of what a broken repository does to the modules above: a file where the index
+/// directory of the repository at `root` belongs, so that opening a writer there fails.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn break_index_for_tests(root: &std::path::Path) {
+    let index = root.join(super::layout::INDEX);
+    let _ = std::fs::remove_dir_all(&index);
+    let _ = std::fs::write(&index, b"not a directory");
+}

@@ -91,8 +91,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
-// Tests write throwaway files directly.
-#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 
@@ -103,10 +101,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r");
         crate::repo::Repository::init(&path).unwrap();
-        let index = path.join("index");
-        std::fs::remove_dir_all(&index).unwrap();
         // A file where the index directory belongs: opening fails in the background.
-        std::fs::write(&index, b"not a directory").unwrap();
+        crate::repo::break_index_for_tests(&path);
         let opening = RepoWriter::open_in_background(&path, "test", |_| {}).unwrap();
         let shared = Opening::new(opening);
         let first = shared.writer().err().map(|e| (e.to_string(), e.kind()));
