@@ -15,6 +15,7 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod snapshot;
+mod tls;
 pub mod verify;
 
 pub use pop3::{Credentials, Pop3Error, Secret, ServerOptions, Session, TlsMode};

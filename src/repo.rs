@@ -17,11 +17,13 @@ mod frame;
 pub mod id;
 pub mod index;
 mod layout;
+pub mod location;
 pub mod lock;
 pub mod manifest;
 pub mod pack;
 pub mod records;
 pub mod repair;
+mod s3;
 pub mod verified;
 mod writer;
 
@@ -34,6 +36,7 @@ pub use format::RepoConfig;
 pub use id::{DictHash, ListingDigest, MessageHash, PackId, RecordsId, RepoId, SnapshotId};
 pub use index::{Index, IndexFile, IndexedPack, Location};
 pub use layout::Layout;
+pub use location::{RepoLocation, S3Location, S3Secret, S3Url};
 pub use lock::{LockInfo, RepoLock};
 pub use manifest::{Manifest, MessageRecord, RecordsList, ServerInfo, SnapshotSummary, Tool};
 pub use pack::{Dictionary, PackEntry, PackWriter, Stored};
@@ -87,26 +90,41 @@ impl std::fmt::Debug for ReadCache {
 }
 
 impl Repository {
-    /// Creates a new, empty repository at `path` (which may exist, but must not hold one).
-    pub fn init(path: &Path) -> Result<Repository, RepoError> {
-        let layout = Layout::new(path);
-        if layout.config().exists() {
+    /// Creates a new, empty repository at `at` (a directory that may exist, or a bucket and
+    /// prefix), which must not hold one.
+    pub fn init(at: impl Into<RepoLocation>) -> Result<Repository, RepoError> {
+        let location = at.into();
+        let layout = Layout::at(&location)?;
+        let existing = layout
+            .backend()
+            .list(FileKind::Config)
+            .map_err(RepoError::io("cannot look at", layout.config()))?;
+        if !existing.is_empty() {
             return Err(RepoError::AlreadyExists {
-                path: path.to_path_buf(),
+                path: location.to_string().into(),
             });
         }
         layout
             .backend()
             .prepare()
-            .map_err(RepoError::io("cannot create", path))?;
+            .map_err(RepoError::io("cannot create", location.to_string()))?;
         let config = RepoConfig::new(RepoId(id::random_bytes()), chrono::Utc::now());
         write_json(&layout, FileKind::Config, &config)?;
-        Repository::open(path)
+        Repository::open_in(layout)
     }
 
-    /// Opens an existing repository for reading.
-    pub fn open(path: &Path) -> Result<Repository, RepoError> {
-        let layout = Layout::new(path);
+    /// Opens an existing repository for reading: a local directory (a path) or a
+    /// [`RepoLocation`].
+    pub fn open(at: impl Into<RepoLocation>) -> Result<Repository, RepoError> {
+        Repository::open_in(Layout::at(&at.into())?)
+    }
+
+    /// Opens the same repository again, to see what was written since.
+    pub fn reopen(&self) -> Result<Repository, RepoError> {
+        Repository::open_in(self.layout.clone())
+    }
+
+    pub(super) fn open_in(layout: Layout) -> Result<Repository, RepoError> {
         let config = read_config(&layout)?;
         let (dicts, damaged_dicts) = load_dicts(&layout)?;
         let index::Loaded {
@@ -130,8 +148,9 @@ impl Repository {
         &self.layout
     }
 
-    pub fn root(&self) -> &Path {
-        self.layout.root()
+    /// Where the repository is stored.
+    pub fn storage(&self) -> &RepoLocation {
+        self.layout.location()
     }
 
     pub fn config(&self) -> &RepoConfig {
@@ -689,7 +708,7 @@ fn read_config(layout: &Layout) -> Result<RepoConfig, RepoError> {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(RepoError::NotARepository {
-                path: layout.root().to_path_buf(),
+                path: layout.location().to_string().into(),
             });
         }
         Err(e) => return Err(RepoError::io("cannot read", &path)(e)),

@@ -137,7 +137,7 @@ pub struct DamagedSnapshot {
 /// The verdict.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
-    pub repository: std::path::PathBuf,
+    pub repository: String,
     pub mode: String,
     pub clean: bool,
     pub snapshots: usize,
@@ -670,7 +670,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
         && damaged_snapshots.is_empty()
         && index_problems.is_empty();
     Ok(VerifyReport {
-        repository: repo.root().to_path_buf(),
+        repository: repo.storage().to_string(),
         mode: options.data.describe(),
         clean,
         snapshots: ids.len(),

@@ -30,7 +30,7 @@ pub fn run(
     let mut report = verify::verify(&repo, VerifyOptions { data, threads: 0 })?;
     // Record what was found intact; a busy repository only means it is recorded next time.
     // A read-only repository (a backup disk mounted read-only) is verified all the same.
-    let recorded = Repository::open(repo.root())
+    let recorded = repo.reopen()
         .and_then(|r| r.lock("verify"))
         .and_then(|mut writer| verify::record(&mut writer, &report));
     match recorded {
@@ -119,7 +119,7 @@ fn print_human(
         out,
         "{} check of {}: {} snapshots, {} packs ({} read), {} messages ({} re-hashed, {}) in {:.1} s ({}/s)",
         report.mode,
-        report.repository.display(),
+        report.repository,
         report.snapshots,
         report.packs,
         report.packs_read.len(),

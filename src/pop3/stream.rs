@@ -488,14 +488,10 @@ fn handshake_error(host: &str, err: io::Error, seen: Option<Fingerprint>) -> Pop
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// The rustls configuration for these options: TLS 1.2 and 1.3 only, with the verifier the
 /// options ask for, and where the certificate the server shows will be noted.
 fn tls_config(options: &ServerOptions) -> Result<(Arc<ClientConfig>, SeenCertificate), Pop3Error> {
-    let provider = provider();
+    let provider = crate::tls::provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| Pop3Error::TlsConfig(e.to_string()))?;
@@ -512,20 +508,7 @@ fn tls_config(options: &ServerOptions) -> Result<(Arc<ClientConfig>, SeenCertifi
             .build()
             .map_err(|e| Pop3Error::TlsConfig(format!("CA file {}: {e}", path.display())))?
     } else {
-        match rustls_platform_verifier::Verifier::new(provider.clone()) {
-            Ok(platform) => Arc::new(platform),
-            Err(_) => {
-                let roots = RootCertStore {
-                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-                };
-                rustls::client::WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider,
-                )
-                .build()
-                .map_err(|e| Pop3Error::TlsConfig(e.to_string()))?
-            }
-        }
+        crate::tls::system_verifier(provider).map_err(|e| Pop3Error::TlsConfig(e.to_string()))?
     };
     let seen = SeenCertificate::default();
     let verifier = Arc::new(Verifier {

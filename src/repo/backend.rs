@@ -120,6 +120,34 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn lock(&self, command: &str) -> Result<Box<dyn HeldLock>, RepoError>;
 }
 
+/// Why a request to a storage service failed, for the user: which endpoint or bucket, and
+/// what to do. Carried inside the `io::Error` a backend returns, so that the repository's
+/// error can say what kind of failure it is (see [`RepoError::kind`]).
+#[derive(Debug)]
+pub struct StorageFailure {
+    pub kind: crate::failure::FailureKind,
+    message: String,
+}
+
+impl StorageFailure {
+    pub fn new(kind: crate::failure::FailureKind, message: String) -> StorageFailure {
+        StorageFailure { kind, message }
+    }
+
+    /// The failure inside `error`, when a storage service's request failed.
+    pub fn of(error: &io::Error) -> Option<&StorageFailure> {
+        error.get_ref()?.downcast_ref::<StorageFailure>()
+    }
+}
+
+impl std::fmt::Display for StorageFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StorageFailure {}
+
 /// A held writer lock; dropping it releases the lock.
 pub trait HeldLock: Send + Sync + std::fmt::Debug {}
 

@@ -7,6 +7,7 @@
 use std::io;
 use std::path::PathBuf;
 
+use super::backend::StorageFailure;
 use super::lock::LockInfo;
 use crate::failure::FailureKind;
 
@@ -112,6 +113,9 @@ impl RepoError {
     /// What kind of failure this is.
     pub fn kind(&self) -> FailureKind {
         match self {
+            RepoError::Io { source, .. } if StorageFailure::of(source).is_some() => {
+                StorageFailure::of(source).map_or(FailureKind::Io, |f| f.kind)
+            }
             RepoError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
                 FailureKind::Auth
             }
@@ -130,6 +134,10 @@ impl RepoError {
 
 /// What to do about the I/O errors a user can fix.
 fn io_advice(error: &io::Error) -> &'static str {
+    if StorageFailure::of(error).is_some() {
+        // It says what to do itself.
+        return "";
+    }
     match error.kind() {
         io::ErrorKind::PermissionDenied => {
             "; run popbackup as the user who owns the repository (its files are private to \

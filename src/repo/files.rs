@@ -79,11 +79,7 @@ impl Repository {
 
     /// How a dictionary is named for people: its path in the repository.
     pub fn dictionary_label(&self, hash: &DictHash) -> String {
-        let path = self.layout.dict(hash);
-        path.strip_prefix(self.root())
-            .unwrap_or(&path)
-            .display()
-            .to_string()
+        super::backend::FileKind::Dictionary.relative(&hash.to_string())
     }
 
     /// The records of records file `file`, which snapshot `snapshot` names.

@@ -14,12 +14,13 @@
 //!   tmp/                        files being written; anything here is garbage after a crash
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::backend::{Backend, FileKind, LocalBackend};
+use super::backend::{Backend, FileKind};
 use super::error::RepoError;
 use super::id::{DictHash, PackId, RecordsId, SnapshotId};
+use super::location::RepoLocation;
 
 pub const CONFIG: &str = "config.json";
 /// What `verify` found intact (optional).
@@ -43,22 +44,31 @@ pub const INDEX_SUFFIX: &str = ".json.zst";
 pub const RECORDS_SUFFIX: &str = ".json.zst";
 pub const DICT_SUFFIX: &str = ".zdict.zst";
 
-/// One repository's files: the [`Backend`] that holds them, and (for the parts not moved
-/// onto it yet) their paths. Outside `repo` it is only a handle to pass back to the
-/// repository's functions: no other module computes, opens or lists a repository path.
+/// One repository's files: where the repository is and the [`Backend`] that holds them.
+/// Outside `repo` it is only a handle to pass back to the repository's functions: no other
+/// module computes, opens or lists a repository file.
 #[derive(Debug, Clone)]
 pub struct Layout {
-    root: PathBuf,
+    location: RepoLocation,
     backend: Arc<dyn Backend>,
 }
 
 impl Layout {
+    /// The repository at `location`.
+    pub(crate) fn at(location: &RepoLocation) -> Result<Layout, RepoError> {
+        Ok(Layout {
+            backend: location.backend()?,
+            location: location.clone(),
+        })
+    }
+
     /// The repository in the local directory `root`.
+    #[cfg(test)]
     pub(crate) fn new(root: impl Into<PathBuf>) -> Layout {
         let root = root.into();
         Layout {
-            backend: Arc::new(LocalBackend::new(root.clone())),
-            root,
+            backend: Arc::new(super::backend::LocalBackend::new(root.clone())),
+            location: RepoLocation::Local(root),
         }
     }
 
@@ -107,8 +117,8 @@ impl Layout {
         ))
     }
 
-    pub(super) fn root(&self) -> &Path {
-        &self.root
+    pub(super) fn location(&self) -> &RepoLocation {
+        &self.location
     }
 
     pub(super) fn config(&self) -> PathBuf {
@@ -121,13 +131,18 @@ impl Layout {
 
     /// A directory of the local layout, for tests that look at it.
     #[cfg(test)]
+    fn root(&self) -> &std::path::Path {
+        self.location.local_path().expect("a local repository")
+    }
+
+    #[cfg(test)]
     pub(super) fn dir(&self, name: &str) -> PathBuf {
-        self.root.join(name)
+        self.root().join(name)
     }
 
     #[cfg(test)]
     pub(super) fn tmp(&self) -> PathBuf {
-        self.root.join(TMP)
+        self.root().join(TMP)
     }
 
     pub(super) fn pack(&self, id: &PackId) -> PathBuf {

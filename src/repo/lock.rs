@@ -23,15 +23,30 @@ pub struct LockInfo {
     /// RFC 3339.
     pub started: String,
     pub command: String,
+    /// When a lock object on an object store was last rewritten by its holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed: Option<String>,
 }
 
 impl LockInfo {
-    fn current(command: &str) -> LockInfo {
+    pub(crate) fn current(command: &str) -> LockInfo {
         LockInfo {
             host: host_name(),
             pid: std::process::id(),
             started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             command: command.to_string(),
+            refreshed: None,
+        }
+    }
+
+    /// The holder of a lock whose contents cannot be read.
+    pub(crate) fn unreadable() -> LockInfo {
+        LockInfo {
+            host: "an unknown host".into(),
+            pid: 0,
+            started: "an unknown time".into(),
+            command: "(unreadable lock file)".into(),
+            refreshed: None,
         }
     }
 }
@@ -63,12 +78,7 @@ impl RepoLock {
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
-                let holder = serde_json::from_str(&text).unwrap_or(LockInfo {
-                    host: "an unknown host".into(),
-                    pid: 0,
-                    started: "an unknown time".into(),
-                    command: "(unreadable lock file)".into(),
-                });
+                let holder = serde_json::from_str(&text).unwrap_or_else(|_| LockInfo::unreadable());
                 return Err(RepoError::Locked {
                     path: path.to_path_buf(),
                     holder,
@@ -107,7 +117,7 @@ impl Drop for RepoLock {
     }
 }
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())

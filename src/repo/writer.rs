@@ -5,9 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
-use std::path::Path;
 
 use super::backend::{FileKind, HeldLock};
+use super::location::RepoLocation;
 use super::frame::compressed_total;
 use super::{
     DictHash, Dictionary, Frame, FrameCompressor, FramePlan, Index, IndexedPack, Layout, Location,
@@ -138,16 +138,18 @@ struct SessionLists {
 
 impl RepoWriter {
     pub(super) fn new(repo: Repository, command: &str) -> Result<RepoWriter, RepoError> {
-        let root = repo.root().to_path_buf();
+        let layout = repo.layout.clone();
         drop(repo);
-        RepoWriter::open(&root, command)
+        read_config(&layout)?;
+        let lock = layout.backend().lock(command)?;
+        RepoWriter::open_locked(layout, lock)
     }
 
-    /// Takes the writer lock of the repository at `path` and opens it once, under the lock (the
+    /// Takes the writer lock of the repository at `at` and opens it once, under the lock (the
     /// index read is then the one this writer extends). Fails at once if another process
     /// holds the lock.
-    pub fn open(path: &Path, command: &str) -> Result<RepoWriter, RepoError> {
-        let layout = Layout::new(path);
+    pub fn open(at: impl Into<RepoLocation>, command: &str) -> Result<RepoWriter, RepoError> {
+        let layout = Layout::at(&at.into())?;
         // Refuse a missing or newer repository before creating a lock file in it.
         read_config(&layout)?;
         let lock = layout.backend().lock(command)?;
@@ -159,11 +161,11 @@ impl RepoWriter {
     /// while the caller does something else (a snapshot connects to its servers), and
     /// `configure` is applied to the writer there.
     pub fn open_in_background(
-        path: &Path,
+        at: impl Into<RepoLocation>,
         command: &str,
         configure: impl FnOnce(&mut RepoWriter) + Send + 'static,
     ) -> Result<OpeningWriter, RepoError> {
-        let layout = Layout::new(path);
+        let layout = Layout::at(&at.into())?;
         read_config(&layout)?;
         let lock = layout.backend().lock(command)?;
         let opening = layout.clone();
@@ -177,19 +179,17 @@ impl RepoWriter {
 
     /// The rest of [`RepoWriter::open`], under the lock.
     fn open_locked(layout: Layout, lock: Box<dyn HeldLock>) -> Result<RepoWriter, RepoError> {
-        let path = layout.root().to_path_buf();
-        let path = path.as_path();
         // A directory lost by accident (say, `index/`) is recreated rather than failing writes.
-        layout
-            .backend()
-            .prepare()
-            .map_err(RepoError::io("cannot create the directories of", path))?;
+        layout.backend().prepare().map_err(RepoError::io(
+            "cannot create the directories of",
+            layout.location().to_string(),
+        ))?;
         // We are the only writer: anything in the scratch place is a crashed writer's.
         layout
             .backend()
             .clear_scratch()
             .map_err(RepoError::io("cannot clear", layout.backend().scratch()))?;
-        let mut repo = Repository::open(path)?;
+        let mut repo = Repository::open_in(layout.clone())?;
         if repo.config.version < format::FORMAT_VERSION {
             // Before anything of the new format is written: an older popbackup must refuse the
             // repository from then on, not misread it.
@@ -1071,9 +1071,9 @@ impl RepoWriter {
 
     /// Gives the reader back, releasing the lock (after flushing).
     pub fn finish(self) -> Result<Repository, RepoError> {
-        let root = self.repo.root().to_path_buf();
+        let layout = self.repo.layout.clone();
         self.close()?;
-        Repository::open(&root)
+        Repository::open_in(layout)
     }
 
     /// Makes everything stored durable and findable, and releases the lock.

@@ -1,0 +1,239 @@
+//! The writer lock on an object store, which has no `flock` and (Garage among them) no
+//! put-if-absent: restic's protocol.
+//!
+//! 1. Write `locks/<random id>.json` naming host, pid, command and start time.
+//! 2. Wait [`LOCK_SETTLE`], then list `locks/`. Another lock that is not stale means someone
+//!    else is writing: remove ours and refuse (after one retry, for two writers that started
+//!    at the same moment and both backed off). Both may refuse; both never hold.
+//! 3. While held, rewrite the object every [`LOCK_REFRESH`]; on release, delete it.
+//!
+//! A lock is stale when the store's own clock (its Last-Modified against the one it gives
+//! our fresh lock, so clocks of different hosts never matter) says it was last written more
+//! than [`LOCK_STALE`] ago, or when it names a process on this host that no longer runs
+//! (kill -9, a crash): then it is removed.
+//!
+//! The check relies on the store listing a finished PUT at once (read-after-write), which
+//! AWS S3, Garage, MinIO and Ceph give.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
+
+use super::S3Backend;
+use crate::repo::backend::HeldLock;
+use crate::repo::error::RepoError;
+use crate::repo::lock::LockInfo;
+
+/// A lock not rewritten for this long is taken as left behind by a writer that died.
+pub(crate) const LOCK_STALE: Duration = Duration::from_secs(30 * 60);
+/// How often a held lock is rewritten: well within [`LOCK_STALE`].
+pub(crate) const LOCK_REFRESH: Duration = Duration::from_secs(5 * 60);
+/// How long after writing its lock a writer looks for others.
+const LOCK_SETTLE: Duration = Duration::from_millis(200);
+
+const DIR: &str = "locks/";
+const SUFFIX: &str = ".json";
+
+pub(super) fn is_lock_object(path: &str) -> bool {
+    path.strip_prefix(DIR)
+        .and_then(|p| p.strip_suffix(SUFFIX))
+        .is_some_and(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// A held lock object; dropping it stops the refresher and deletes the object.
+pub(super) struct ObjectLock {
+    object: String,
+    stop: Option<mpsc::Sender<()>>,
+    refresher: Option<std::thread::JoinHandle<()>>,
+    op: opendal::blocking::Operator,
+    /// Keeps the operator's runtime alive until the lock is gone.
+    _runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for ObjectLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectLock")
+            .field("object", &self.object)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeldLock for ObjectLock {}
+
+impl ObjectLock {
+    pub(super) fn acquire(backend: &S3Backend, command: &str) -> Result<ObjectLock, RepoError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match try_acquire(backend, command)? {
+                Ok(lock) => return Ok(lock),
+                Err(holder) if attempt < 2 => {
+                    // Both may have backed off; look again after a random moment.
+                    let wait = 100 + u64::from(crate::repo::id::random_bytes()[0]) * 2;
+                    std::thread::sleep(Duration::from_millis(wait));
+                    if live_locks(backend, None, SystemTime::now(), false)?.is_empty() {
+                        continue;
+                    }
+                    return Err(locked(backend, holder));
+                }
+                Err(holder) => return Err(locked(backend, holder)),
+            }
+        }
+    }
+}
+
+fn locked(backend: &S3Backend, (object, holder): (String, LockInfo)) -> RepoError {
+    RepoError::Locked {
+        path: backend.url(&object).into(),
+        holder,
+    }
+}
+
+/// One round of the protocol: our lock, or the holder that keeps us out.
+fn try_acquire(
+    backend: &S3Backend,
+    command: &str,
+) -> Result<Result<ObjectLock, (String, LockInfo)>, RepoError> {
+    let id: String = crate::repo::id::random_bytes()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let object = format!("{DIR}{id}{SUFFIX}");
+    let info = LockInfo::current(command);
+    write(backend, &object, &info)?;
+    let now = backend
+        .op
+        .stat(&object)
+        .ok()
+        .and_then(|m| m.last_modified())
+        .map(SystemTime::from)
+        .unwrap_or_else(SystemTime::now);
+    std::thread::sleep(LOCK_SETTLE);
+    let others = live_locks(backend, Some(&object), now, true)?;
+    if let Some(other) = others.into_iter().next() {
+        let _ = backend.op.delete(&object);
+        return Ok(Err(other));
+    }
+    let (stop, stopped) = mpsc::channel::<()>();
+    let refresher = {
+        let op = backend.op.clone();
+        let object = object.clone();
+        let location = backend.location.clone();
+        std::thread::Builder::new()
+            .name("popbackup-lock".into())
+            .spawn(move || {
+                // Until the guard is dropped (or gone): rewrite the lock every LOCK_REFRESH.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(LOCK_REFRESH)
+                {
+                    let mut info = info.clone();
+                    info.refreshed = Some(chrono::Utc::now().to_rfc3339_opts(
+                        chrono::SecondsFormat::Secs,
+                        true,
+                    ));
+                    let bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
+                    if let Err(e) = op.write(&object, bytes) {
+                        log::warn!(
+                            "cannot refresh the repository lock {object}: {}",
+                            super::describe(&location, &object, e)
+                        );
+                    }
+                }
+            })
+            .map_err(|e| RepoError::Invalid(format!("cannot start the lock refresher: {e}")))?
+    };
+    Ok(Ok(ObjectLock {
+        object,
+        stop: Some(stop),
+        refresher: Some(refresher),
+        op: backend.op.clone(),
+        _runtime: backend.runtime.clone(),
+    }))
+}
+
+fn write(backend: &S3Backend, object: &str, info: &LockInfo) -> Result<(), RepoError> {
+    let bytes = serde_json::to_vec_pretty(info).unwrap_or_default();
+    backend
+        .op
+        .write(object, bytes)
+        .map(|_| ())
+        .map_err(|e| RepoError::io("cannot write the lock", backend.url(object))(backend.failure(object, e)))
+}
+
+/// The locks under `locks/` other than `mine` that are not stale, with their holders; stale
+/// ones are removed when `remove_stale`.
+fn live_locks(
+    backend: &S3Backend,
+    mine: Option<&str>,
+    now: SystemTime,
+    remove_stale: bool,
+) -> Result<Vec<(String, LockInfo)>, RepoError> {
+    let entries = backend
+        .op
+        .list(DIR)
+        .map_err(|e| RepoError::io("cannot list", backend.url(DIR))(backend.failure(DIR, e)))?;
+    let host = crate::repo::lock::host_name();
+    let mut live = Vec::new();
+    for entry in entries {
+        let object = entry.path().to_string();
+        if Some(object.as_str()) == mine || !is_lock_object(&object) {
+            continue;
+        }
+        let written = match backend.op.stat(&object) {
+            Ok(meta) => meta.last_modified().map(SystemTime::from),
+            // Released meanwhile.
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(RepoError::io("cannot read", backend.url(&object))(
+                    backend.failure(&object, e),
+                ));
+            }
+        };
+        let info = match backend.op.read(&object) {
+            Ok(bytes) => serde_json::from_slice::<LockInfo>(&bytes.to_vec()).unwrap_or_else(|_| {
+                LockInfo::unreadable()
+            }),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(RepoError::io("cannot read", backend.url(&object))(
+                    backend.failure(&object, e),
+                ));
+            }
+        };
+        let old = written
+            .and_then(|w| now.duration_since(w).ok())
+            .is_some_and(|age| age > LOCK_STALE);
+        let dead = info.host == host && info.pid != 0 && !process_runs(info.pid);
+        if old || dead {
+            if remove_stale {
+                log::info!("removing the stale lock {object} of {info}");
+                let _ = backend.op.delete(&object);
+            }
+            continue;
+        }
+        live.push((object, info));
+    }
+    Ok(live)
+}
+
+fn process_runs(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return false;
+    };
+    // EPERM: it runs, as another user.
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
+impl Drop for ObjectLock {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.refresher.take() {
+            let _ = thread.join();
+        }
+        if let Err(e) = self.op.delete(&self.object) {
+            log::warn!("cannot remove the repository lock {}: {e}", self.object);
+        }
+    }
+}
