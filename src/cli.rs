@@ -34,9 +34,9 @@ pub struct GlobalArgs {
     /// Configuration file [default: $XDG_CONFIG_HOME/popbackup/config.toml]
     #[arg(long, global = true, value_name = "FILE", value_parser = config::expand_home)]
     pub config: Option<PathBuf>,
-    /// Repository path (overrides `repository` in the configuration)
-    #[arg(long, global = true, value_name = "PATH", value_parser = config::expand_home)]
-    pub repo: Option<PathBuf>,
+    /// Repository: a path, or s3://BUCKET/prefix (overrides `repository` in the configuration)
+    #[arg(long, global = true, value_name = "PATH|URL", value_parser = config::RepoSpec::from_arg)]
+    pub repo: Option<config::RepoSpec>,
     /// Print a machine-readable JSON summary on stdout
     #[arg(long, global = true)]
     pub json: bool,
@@ -139,6 +139,20 @@ impl Failure {
     }
 
     /// A failure already reported on stderr; only the exit code is left to give.
+    /// The error and its causes on one line, each cause once: most errors already quote
+    /// the cause they wrap, and saying it twice reads like two failures.
+    pub fn message(&self) -> String {
+        let mut text = self.error.to_string();
+        for cause in self.error.chain().skip(1) {
+            let cause = cause.to_string();
+            if !text.contains(&cause) {
+                text.push_str(": ");
+                text.push_str(&cause);
+            }
+        }
+        text
+    }
+
     pub fn reported(code: u8) -> Failure {
         Failure {
             code,
@@ -242,23 +256,26 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn open_repo(global: &GlobalArgs, config_path: &std::path::Path) -> anyhow::Result<Repository> {
-    let path = config::resolve_repository(global.repo.as_deref(), config_path)?;
-    Ok(Repository::open(&path)?)
+    Ok(Repository::open(repository_location(global, config_path)?)?)
 }
 
-/// `--repo`, else the configuration's `repository`.
-fn repository_path(
+/// Where the repository is: `--repo`, else the configuration's `repository` (with its
+/// `[s3]` settings for a bucket).
+fn repository_location(
     global: &GlobalArgs,
-    config: Option<&config::Config>,
     config_path: &std::path::Path,
-) -> Result<PathBuf, config::ConfigError> {
-    global
-        .repo
-        .clone()
-        .or_else(|| config.and_then(|c| c.repository.clone()))
-        .ok_or_else(|| config::ConfigError::NoRepository {
-            path: config_path.into(),
-        })
+) -> Result<crate::repo::RepoLocation, config::ConfigError> {
+    config::resolve_repository(global.repo.as_ref(), config_path, &mut |w| warn(None, &w))
+}
+
+/// Like [`repository_location`], with the configuration already read.
+fn configured_location(
+    global: &GlobalArgs,
+    config: &config::Config,
+) -> Result<crate::repo::RepoLocation, config::ConfigError> {
+    config::locate_repository(global.repo.as_ref(), Some(config), &config.path, &mut |w| {
+        warn(None, &w)
+    })
 }
 
 /// A warning on stderr, shown even with `-q`: cron should mail it.
@@ -392,7 +409,21 @@ mod tests {
         let cli =
             Cli::try_parse_from(["popbackup", "--json", "-q", "verify", "--repo", "/r"]).unwrap();
         assert!(cli.global.json && cli.global.quiet);
-        assert_eq!(cli.global.repo, Some(PathBuf::from("/r")));
+        assert_eq!(
+            cli.global.repo,
+            Some(config::RepoSpec::Local(PathBuf::from("/r")))
+        );
+        let cli =
+            Cli::try_parse_from(["popbackup", "verify", "--repo", "s3://mail/alice"]).unwrap();
+        let Some(config::RepoSpec::S3(url)) = cli.global.repo else {
+            panic!("{:?}", cli.global.repo)
+        };
+        assert_eq!(
+            (url.bucket.as_str(), url.prefix.as_str()),
+            ("mail", "alice")
+        );
+        let err = Cli::try_parse_from(["popbackup", "verify", "--repo", "s3://NO"]).unwrap_err();
+        assert!(err.to_string().contains("not a bucket name"), "{err}");
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //! Relative paths are relative to the configuration file's directory; `~/` means `$HOME`.
 
 mod account;
+mod s3;
 mod secret;
 mod value;
+use crate::repo::RepoLocation;
+pub use s3::{RepoSpec, S3Settings};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,6 +62,13 @@ pub enum ConfigError {
     )]
     NoRepository { path: PathBuf },
     #[error(
+        "{url} is on an object store, but no [s3] table in {} says how to reach it: add one \
+         (endpoint, region, access_key_id, secret_access_key_file), or set AWS_ACCESS_KEY_ID \
+         and AWS_SECRET_ACCESS_KEY",
+        path.display()
+    )]
+    NoS3Settings { path: PathBuf, url: String },
+    #[error(
         "no configuration at {}: run `popbackup init --repo PATH` to create a sample, or pass \
          --config FILE",
         path.display()
@@ -72,11 +82,10 @@ pub enum ConfigError {
         name: String,
         known: Vec<String>,
     },
-    #[error("{defined_at}: accounts.{account}.{key}: {message}")]
+    #[error("{defined_at}: {key}: {message}")]
     Secret {
         defined_at: String,
-        account: String,
-        key: &'static str,
+        key: String,
         message: String,
     },
 }
@@ -86,7 +95,9 @@ pub enum ConfigError {
 pub struct Config {
     /// The file it was read from.
     pub path: PathBuf,
-    pub repository: Option<PathBuf>,
+    pub repository: Option<RepoSpec>,
+    /// How to reach the object store, for a repository in a bucket.
+    pub s3: Option<S3Settings>,
     /// Sorted by name.
     pub accounts: Vec<Account>,
     /// How many accounts are backed up at the same time.
@@ -110,6 +121,7 @@ struct RawConfig {
     checkpoint_size: Option<Spanned<toml::Value>>,
     checkpoint_interval: Option<Spanned<toml::Value>>,
     verify_before_commit: Option<Spanned<toml::Value>>,
+    s3: Option<Spanned<s3::RawS3>>,
     #[serde(default)]
     accounts: account::RawAccounts,
 }
@@ -168,7 +180,18 @@ impl Config {
         })?;
         let base_dir = path.parent().unwrap_or(Path::new("."));
         let repository = match &raw.repository {
-            Some(v) => Some(expand_path(&origin.string(v, "repository")?, base_dir)),
+            Some(v) => Some(
+                RepoSpec::parse(&origin.string(v, "repository")?, Some(base_dir))
+                    .map_err(|e| origin.invalid(Some(v.span().start), "repository", e))?,
+            ),
+            None => None,
+        };
+        let s3 = match &raw.s3 {
+            Some(table) => Some(
+                table
+                    .get_ref()
+                    .validate(table.span().start, &origin, base_dir)?,
+            ),
             None => None,
         };
         let parallel_accounts = match &raw.parallel_accounts {
@@ -213,6 +236,7 @@ impl Config {
         Ok(Config {
             path: path.into(),
             repository,
+            s3,
             accounts,
             parallel_accounts,
             compression_level,
@@ -303,26 +327,39 @@ pub fn default_path() -> PathBuf {
     base.join("popbackup").join("config.toml")
 }
 
-/// The repository to use: `--repo` wins over the configuration's `repository`. With `--repo`
-/// the configuration is not read at all.
+/// The repository to use: `--repo` wins over the configuration's `repository`. With a
+/// `--repo` path the configuration is not read at all; with a `--repo s3://...` only its
+/// `[s3]` table is used (or, without one, the AWS environment variables).
 pub fn resolve_repository(
-    cli_repo: Option<&Path>,
+    cli_repo: Option<&RepoSpec>,
     config_path: &Path,
-) -> Result<PathBuf, ConfigError> {
-    if let Some(repo) = cli_repo {
-        return Ok(repo.to_path_buf());
-    }
-    Config::load_optional(config_path)?
-        .and_then(|c| c.repository)
+    warn: &mut dyn FnMut(String),
+) -> Result<RepoLocation, ConfigError> {
+    let config = match cli_repo {
+        Some(RepoSpec::Local(path)) => return Ok(RepoLocation::Local(path.clone())),
+        Some(RepoSpec::S3(_)) | None => Config::load_optional(config_path)?,
+    };
+    locate_repository(cli_repo, config.as_ref(), config_path, warn)
+}
+
+/// Like [`resolve_repository`], with the configuration already read.
+pub fn locate_repository(
+    cli_repo: Option<&RepoSpec>,
+    config: Option<&Config>,
+    config_path: &Path,
+    warn: &mut dyn FnMut(String),
+) -> Result<RepoLocation, ConfigError> {
+    let spec = cli_repo
+        .or_else(|| config.and_then(|c| c.repository.as_ref()))
         .ok_or_else(|| ConfigError::NoRepository {
             path: config_path.into(),
-        })
+        })?;
+    s3::locate(spec, config.and_then(|c| c.s3.as_ref()), config_path, warn)
 }
 
 /// The commented configuration `popbackup init` writes when there is none.
-pub fn sample(repository: &Path) -> String {
+pub fn sample(repository: &RepoSpec) -> String {
     let repo = repository
-        .display()
         .to_string()
         .replace('\\', "\\\\")
         .replace('"', "\\\"");
@@ -336,6 +373,14 @@ repository = "{repo}"
 # checkpoint_size = "32 MiB"     # a long first run commits progress this often...
 # checkpoint_interval = "30s"    # ...or this often, whichever comes first
 # verify_before_commit = true    # read each new pack back before committing it
+
+# For repository = "s3://BUCKET/prefix": the object store (see README, "The repository in a
+# bucket"). Without this table the AWS_* environment variables are used.
+# [s3]
+# endpoint = "https://s3.example.org"      # omit for AWS itself
+# region = "us-east-1"
+# access_key_id = "AKIA..."
+# secret_access_key_file = "~/.config/popbackup/s3-secret"  # or _command, or _env; never the key
 
 # One table per account; `popbackup snapshot` backs up all of them, or those named.
 # [accounts.work]
@@ -396,7 +441,10 @@ pipeline_window = 8
     #[test]
     fn a_good_file() {
         let config = parse(GOOD).unwrap();
-        assert_eq!(config.repository, Some(PathBuf::from("/var/backups/mail")));
+        assert_eq!(
+            config.repository,
+            Some(RepoSpec::Local(PathBuf::from("/var/backups/mail")))
+        );
         assert_eq!(config.parallel_accounts, 2);
         assert_eq!(config.checkpoint_size, 1 << 20);
         assert_eq!(config.checkpoint_interval, DEFAULT_CHECKPOINT_INTERVAL);
@@ -504,24 +552,27 @@ pipeline_window = 8
     fn sample_names_the_repository_and_parses() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
-        std::fs::write(&path, sample(Path::new("/var/backups/mail \"x\""))).unwrap();
+        let local = RepoSpec::Local(PathBuf::from("/var/backups/mail \"x\""));
+        std::fs::write(&path, sample(&local)).unwrap();
         let config = Config::load(&path).unwrap();
-        assert_eq!(
-            config.repository,
-            Some(PathBuf::from("/var/backups/mail \"x\""))
-        );
+        assert_eq!(config.repository, Some(local));
         assert!(config.accounts.is_empty());
         assert!(matches!(
             config.select(&[]),
             Err(ConfigError::NoAccounts { .. })
         ));
         assert_eq!(
-            resolve_repository(Some(Path::new("/r")), &path).unwrap(),
-            PathBuf::from("/r")
+            resolve_repository(
+                Some(&RepoSpec::Local(PathBuf::from("/r"))),
+                &path,
+                &mut |_| {}
+            )
+            .unwrap(),
+            RepoLocation::Local(PathBuf::from("/r"))
         );
         let missing = dir.path().join("none.toml");
         assert!(matches!(
-            resolve_repository(None, &missing).unwrap_err(),
+            resolve_repository(None, &missing, &mut |_| {}).unwrap_err(),
             ConfigError::NoRepository { .. }
         ));
         assert!(matches!(
@@ -535,5 +586,105 @@ pipeline_window = 8
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml");
         let config = Config::load(&path).unwrap();
         assert!(config.accounts.len() >= 2, "{config:?}");
+    }
+
+    #[test]
+    fn a_bucket_repository_takes_its_settings_from_the_s3_table() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("s3-secret");
+        std::fs::write(&secret, "s3cr3t-value\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "repository = \"s3://mail-backup/alice\"\n\
+             [s3]\n\
+             endpoint = \"http://127.0.0.1:3900/\"\n\
+             region = \"garage\"\n\
+             access_key_id = \"GK123\"\n\
+             secret_access_key_file = \"s3-secret\"\n",
+        )
+        .unwrap();
+        let location = resolve_repository(None, &path, &mut |_| {}).unwrap();
+        let RepoLocation::S3(s3) = &location else {
+            panic!("{location:?}")
+        };
+        assert_eq!(s3.bucket, "mail-backup");
+        assert_eq!(s3.prefix, "alice");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert_eq!(s3.region, "garage");
+        assert_eq!(s3.access_key_id, "GK123");
+        assert_eq!(s3.secret_access_key.expose(), "s3cr3t-value");
+        assert_eq!(location.to_string(), "s3://mail-backup/alice");
+        // --repo names another bucket; the [s3] table still says how to reach the store.
+        let other = RepoSpec::parse("s3://other-bucket", None).unwrap();
+        let RepoLocation::S3(s3) = resolve_repository(Some(&other), &path, &mut |_| {}).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (s3.bucket.as_str(), s3.region.as_str()),
+            ("other-bucket", "garage")
+        );
+    }
+
+    #[test]
+    fn mistakes_in_the_s3_table_are_named() {
+        for (text, expected) in [
+            (
+                "[s3]\nsecret_access_key_env = \"K\"\n",
+                "config.toml:1: s3.access_key_id: is missing",
+            ),
+            (
+                "[s3]\naccess_key_id = \"GK\"\n",
+                "config.toml:1: s3.secret_access_key_command: no secret key",
+            ),
+            (
+                "[s3]\naccess_key_id = \"GK\"\nsecret_access_key_env = \"K\"\n\
+                 secret_access_key_file = \"/f\"\n",
+                "config.toml:4: s3.secret_access_key_file: give exactly one secret source, not \
+                 secret_access_key_env and secret_access_key_file",
+            ),
+            (
+                "[s3]\nendpoint = \"127.0.0.1:3900\"\n",
+                "config.toml:2: s3.endpoint: `127.0.0.1:3900` is not a URL",
+            ),
+            ("[s3]\nsecret_access_key = \"x\"\n", "config.toml:"),
+            (
+                "repository = \"s3://Bad_Bucket\"\n",
+                "config.toml:1: repository: `s3://Bad_Bucket`: `Bad_Bucket` is not a bucket name",
+            ),
+            (
+                "repository = \"ftp://host/x\"\n",
+                "config.toml:1: repository: `ftp://host/x`: only local paths and s3://",
+            ),
+        ] {
+            let err = Config::parse(Path::new("config.toml"), text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(expected), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bucket_without_settings_says_how_to_give_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "repository = \"s3://mail-backup\"\n").unwrap();
+        let config = Config::load(&path).unwrap();
+        // The AWS variables are the fallback; this test must not depend on the caller's.
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
+            return;
+        }
+        let err = locate_repository(None, Some(&config), &path, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("s3://mail-backup")
+                && err.contains("[s3]")
+                && err.contains("AWS_ACCESS_KEY_ID"),
+            "{err}"
+        );
     }
 }

@@ -9,7 +9,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(failure) => {
             if !failure.reported {
-                eprintln!("popbackup: {:#}", failure.error);
+                eprintln!("popbackup: {}", failure.message());
             }
             std::process::ExitCode::from(failure.code)
         }

@@ -13,16 +13,15 @@ pub fn run(
     config_path: &Path,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<()> {
-    let repo_path = config::resolve_repository(global.repo.as_deref(), config_path)?;
-    let repo = Repository::init(&repo_path)?;
-    let wrote_config = if config_path.exists() {
-        false
-    } else {
+    let location = super::repository_location(global, config_path)?;
+    let repo = Repository::init(&location)?;
+    // Without a configuration the repository came from --repo.
+    let wrote_config = if let (false, Some(spec)) = (config_path.exists(), &global.repo) {
         if let Some(parent) = config_path.parent() {
             durable::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        durable::create_new_file(config_path, config::sample(&repo_path).as_bytes()).with_context(
+        durable::create_new_file(config_path, config::sample(spec).as_bytes()).with_context(
             || {
                 format!(
                     "cannot write the sample configuration {}",
@@ -31,10 +30,12 @@ pub fn run(
             },
         )?;
         true
+    } else {
+        false
     };
     if global.json {
         let summary = serde_json::json!({
-            "repository": repo_path,
+            "repository": location.to_string(),
             "id": repo.config().id,
             "format_version": repo.config().version,
             "config": config_path,
@@ -45,7 +46,7 @@ pub fn run(
         writeln!(
             out,
             "created repository {} (id {})",
-            repo_path.display(),
+            location,
             repo.config().id
         )?;
         if wrote_config {

@@ -16,7 +16,7 @@ pub fn run(
     for w in &config.warnings {
         warn(None, w);
     }
-    let repo_path = super::repository_path(global, Some(&config), config_path)?;
+    let repo_path = super::configured_location(global, &config)?;
     let account = config.select(&[account.to_string()])?[0];
     let repo = Repository::open(&repo_path)?;
     let report = snapshot::inspect(account, &repo, !no_headers)?;

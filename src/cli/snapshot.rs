@@ -67,7 +67,7 @@ pub fn run(
         for w in &config.warnings {
             warn(None, w);
         }
-        let repo_path = super::repository_path(global, Some(&config), config_path)?;
+        let repo_path = super::configured_location(global, &config)?;
         let accounts: Vec<crate::config::Account> =
             config.select(names)?.into_iter().cloned().collect();
         // The lock now; the index loads while the accounts connect.

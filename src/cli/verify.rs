@@ -30,7 +30,8 @@ pub fn run(
     let mut report = verify::verify(&repo, VerifyOptions { data, threads: 0 })?;
     // Record what was found intact; a busy repository only means it is recorded next time.
     // A read-only repository (a backup disk mounted read-only) is verified all the same.
-    let recorded = repo.reopen()
+    let recorded = repo
+        .reopen()
         .and_then(|r| r.lock("verify"))
         .and_then(|mut writer| verify::record(&mut writer, &report));
     match recorded {

@@ -69,9 +69,12 @@ impl Account {
 
     /// Fetches the secret and builds the login credentials.
     pub fn credentials(&self, warn: &mut dyn FnMut(String)) -> Result<Credentials, ConfigError> {
-        let secret = self
-            .secret
-            .resolve(&self.defined_at, &self.name, &self.hidden_env, warn)?;
+        let secret = self.secret.resolve(
+            &self.defined_at,
+            &format!("accounts.{}.{}", self.name, self.secret.key()),
+            &self.hidden_env,
+            warn,
+        )?;
         Ok(Credentials::new(self.user.clone(), secret, self.auth))
     }
 }
@@ -176,56 +179,21 @@ impl RawAccount {
             ));
         }
 
-        let mut sources = Vec::new();
-        if let Some(v) = &self.password_command {
-            sources.push((
-                v.span().start,
-                SecretSource::Command(origin.string(v, &key("password_command"))?),
-            ));
-        }
-        if let Some(v) = &self.password_file {
-            let path = origin.string(v, &key("password_file"))?;
-            sources.push((
-                v.span().start,
-                SecretSource::File(expand_path(&path, base_dir)),
-            ));
-        }
-        if let Some(v) = &self.password_env {
-            let var = origin.string(v, &key("password_env"))?;
-            if var.contains('=') || var.contains('\0') {
-                return Err(origin.invalid(
-                    Some(v.span().start),
-                    &key("password_env"),
-                    "must be the name of an environment variable, not its value".into(),
-                ));
-            }
-            sources.push((v.span().start, SecretSource::Env(var)));
-        }
-        sources.sort_by_key(|(offset, _)| *offset);
-        let secret = match sources.len() {
-            1 => sources.remove(0).1,
-            0 => {
-                return Err(origin.invalid(
-                    Some(table_offset),
-                    &key("password_command"),
-                    "no secret source: add one of password_command = \"pass show mail/NAME\", \
-                     password_file = \"/path/only/you/can/read\" or password_env = \"VAR\" \
-                     (never the password itself)"
-                        .into(),
-                ));
-            }
-            _ => {
-                let names: Vec<&str> = sources.iter().map(|(_, s)| s.key()).collect();
-                return Err(origin.invalid(
-                    Some(sources[1].0),
-                    &key(sources[1].1.key()),
-                    format!(
-                        "give exactly one secret source, not {}",
-                        names.join(" and ")
-                    ),
-                ));
-            }
-        };
+        let secret = super::secret::parse_source(
+            origin,
+            table_offset,
+            &key,
+            "password",
+            [
+                self.password_command.as_ref(),
+                self.password_file.as_ref(),
+                self.password_env.as_ref(),
+            ],
+            base_dir,
+            "no secret source: add one of password_command = \"pass show mail/NAME\", \
+             password_file = \"/path/only/you/can/read\" or password_env = \"VAR\" \
+             (never the password itself)",
+        )?;
 
         let ca_file = match &self.ca_file {
             Some(v) => Some(expand_path(&origin.string(v, &key("ca_file"))?, base_dir)),

@@ -34,7 +34,7 @@ pub enum SecretSource {
 }
 
 impl SecretSource {
-    /// The key name in the configuration.
+    /// The key name in an account's table.
     pub fn key(&self) -> &'static str {
         match self {
             SecretSource::Command(_) => "password_command",
@@ -43,20 +43,29 @@ impl SecretSource {
         }
     }
 
-    /// Fetches the secret. `defined_at` (`FILE:LINE`) and `account` locate the account in
-    /// errors; a command runs without the environment variables `hidden_env`; `warn` receives
-    /// warnings (a password file readable by its group).
+    /// The key name for a secret called `base` (`password`, `secret_access_key`).
+    pub fn key_for(&self, base: &str) -> String {
+        let how = match self {
+            SecretSource::Command(_) => "command",
+            SecretSource::File(_) => "file",
+            SecretSource::Env(_) => "env",
+        };
+        format!("{base}_{how}")
+    }
+
+    /// Fetches the secret. `defined_at` (`FILE:LINE`) and `key` (`accounts.work.password_file`)
+    /// locate it in errors; a command runs without the environment variables `hidden_env`;
+    /// `warn` receives warnings (a password file readable by its group).
     pub fn resolve(
         &self,
         defined_at: &str,
-        account: &str,
+        key: &str,
         hidden_env: &[String],
         warn: &mut dyn FnMut(String),
     ) -> Result<Secret, ConfigError> {
         let fail = |message: String| ConfigError::Secret {
             defined_at: defined_at.to_string(),
-            account: account.to_string(),
-            key: self.key(),
+            key: key.to_string(),
             message,
         };
         match self {
@@ -70,6 +79,65 @@ impl SecretSource {
             },
             SecretSource::File(path) => read_file(path, warn).map_err(fail),
             SecretSource::Command(command) => run_command(command, hidden_env).map_err(fail),
+        }
+    }
+}
+
+/// The one secret source a table gives for the secret `base`: `{base}_command`,
+/// `{base}_file` or `{base}_env`, of which exactly one must be there. `key` makes the full
+/// key name for messages (`accounts.work.password_file`); `missing` says what to add when
+/// none is.
+pub(super) fn parse_source(
+    origin: &super::value::Origin<'_>,
+    table_offset: usize,
+    key: &dyn Fn(&str) -> String,
+    base: &str,
+    [command, file, env]: [Option<&toml::Spanned<toml::Value>>; 3],
+    base_dir: &Path,
+    missing: &str,
+) -> Result<SecretSource, ConfigError> {
+    let mut sources = Vec::new();
+    if let Some(v) = command {
+        let k = key(&format!("{base}_command"));
+        sources.push((v.span().start, SecretSource::Command(origin.string(v, &k)?)));
+    }
+    if let Some(v) = file {
+        let path = origin.string(v, &key(&format!("{base}_file")))?;
+        sources.push((
+            v.span().start,
+            SecretSource::File(super::expand_path(&path, base_dir)),
+        ));
+    }
+    if let Some(v) = env {
+        let k = key(&format!("{base}_env"));
+        let var = origin.string(v, &k)?;
+        if var.is_empty() || var.contains('=') || var.contains('\0') {
+            return Err(origin.invalid(
+                Some(v.span().start),
+                &k,
+                "must be the name of an environment variable, not its value".into(),
+            ));
+        }
+        sources.push((v.span().start, SecretSource::Env(var)));
+    }
+    sources.sort_by_key(|(offset, _)| *offset);
+    match sources.len() {
+        1 => Ok(sources.remove(0).1),
+        0 => Err(origin.invalid(
+            Some(table_offset),
+            &key(&format!("{base}_command")),
+            missing.into(),
+        )),
+        _ => {
+            let names: Vec<String> = sources.iter().map(|(_, s)| s.key_for(base)).collect();
+            Err(origin.invalid(
+                Some(sources[1].0),
+                &key(&sources[1].1.key_for(base)),
+                format!(
+                    "give exactly one secret source, not {}",
+                    names.join(" and ")
+                ),
+            ))
         }
     }
 }
@@ -232,12 +300,24 @@ mod tests {
     #[test]
     fn command_output_first_line_is_the_secret() {
         let s = SecretSource::Command("printf 'hunter2\\nignored\\n'".into());
-        let secret = s.resolve("c.toml:3", "work", &[], &mut |_| {}).unwrap();
+        let secret = s
+            .resolve(
+                "c.toml:3",
+                "accounts.work.password_command",
+                &[],
+                &mut |_| {},
+            )
+            .unwrap();
         assert_eq!(secret.expose(), "hunter2");
 
         let failing = SecretSource::Command("sh -c 'echo no such entry >&2; exit 3'".into());
         let err = failing
-            .resolve("c.toml:3", "work", &[], &mut |_| {})
+            .resolve(
+                "c.toml:3",
+                "accounts.work.password_command",
+                &[],
+                &mut |_| {},
+            )
             .unwrap_err()
             .to_string();
         assert!(
@@ -246,7 +326,16 @@ mod tests {
         );
 
         let empty = SecretSource::Command("true".into());
-        assert!(empty.resolve("c.toml:3", "work", &[], &mut |_| {}).is_err());
+        assert!(
+            empty
+                .resolve(
+                    "c.toml:3",
+                    "accounts.work.password_command",
+                    &[],
+                    &mut |_| {}
+                )
+                .is_err()
+        );
     }
 
     #[test]

@@ -75,12 +75,21 @@ impl FileKind {
     }
 }
 
+/// One file as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listed {
+    pub name: String,
+    pub size: u64,
+    /// When it was written, where the storage says.
+    pub modified: Option<std::time::SystemTime>,
+}
+
 /// Where a repository's files are kept.
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Where the file is, for messages: a path, or an object store's URL.
     fn location(&self, kind: FileKind, name: &str) -> PathBuf;
-    /// The names of the files of `kind` and their sizes, sorted by name.
-    fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>>;
+    /// The files of `kind` with their sizes, sorted by name.
+    fn list(&self, kind: FileKind) -> io::Result<Vec<Listed>>;
     /// The file's size in bytes.
     fn size(&self, kind: FileKind, name: &str) -> io::Result<u64>;
     /// The whole file.
@@ -199,11 +208,15 @@ impl Backend for LocalBackend {
         self.path(kind, name)
     }
 
-    fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>> {
+    fn list(&self, kind: FileKind) -> io::Result<Vec<Listed>> {
         let (Some(dir), suffix) = kind.place() else {
             let path = self.path(kind, "");
             return match std::fs::metadata(&path) {
-                Ok(m) => Ok(vec![(String::new(), m.len())]),
+                Ok(m) => Ok(vec![Listed {
+                    name: String::new(),
+                    size: m.len(),
+                    modified: m.modified().ok(),
+                }]),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
                 Err(e) => Err(e),
             };
@@ -227,14 +240,18 @@ impl Backend for LocalBackend {
             if stem.is_empty() || stem.starts_with('.') {
                 continue;
             }
-            let size = match entry.metadata() {
-                Ok(m) if m.is_file() => m.len(),
+            let meta = match entry.metadata() {
+                Ok(m) if m.is_file() => m,
                 Ok(_) => continue,
                 // Removed meanwhile (prune, another writer's rename).
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            out.push((stem.to_string(), size));
+            out.push(Listed {
+                name: stem.to_string(),
+                size: meta.len(),
+                modified: meta.modified().ok(),
+            });
         }
         out.sort();
         Ok(out)
@@ -448,10 +465,13 @@ mod tests {
         // Foreign and temporary files are not listed.
         std::fs::write(dir.path().join("index/notes.txt"), b"x").unwrap();
         std::fs::write(dir.path().join("index/.tmp-1.json.zst"), b"x").unwrap();
-        assert_eq!(
-            b.list(FileKind::Index).unwrap(),
-            [("aa".to_string(), 7), ("bb".to_string(), 6)]
-        );
+        let listed: Vec<(String, u64)> = b
+            .list(FileKind::Index)
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.name, l.size))
+            .collect();
+        assert_eq!(listed, [("aa".to_string(), 7), ("bb".to_string(), 6)]);
         assert_eq!(b.read(FileKind::Index, "aa").unwrap(), b"first!!");
         assert_eq!(b.size(FileKind::Index, "aa").unwrap(), 7);
         let mut three = [0u8; 3];
@@ -503,7 +523,8 @@ mod tests {
         let (_dir, b) = backend();
         assert!(b.list(FileKind::Verified).unwrap().is_empty());
         b.write(FileKind::Verified, "", b"{}").unwrap();
-        assert_eq!(b.list(FileKind::Verified).unwrap(), [(String::new(), 2)]);
+        let listed = b.list(FileKind::Verified).unwrap();
+        assert_eq!((listed[0].name.as_str(), listed[0].size), ("", 2));
         assert_eq!(
             b.location(FileKind::Verified, ""),
             b.root.join("verified.json")

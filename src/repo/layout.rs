@@ -17,7 +17,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::backend::{Backend, FileKind};
+use super::backend::{Backend, FileKind, Listed};
 use super::error::RepoError;
 use super::id::{DictHash, PackId, RecordsId, SnapshotId};
 use super::location::RepoLocation;
@@ -83,14 +83,26 @@ impl Layout {
         kind: FileKind,
         parse: impl Fn(&str) -> Option<T>,
     ) -> Result<Vec<T>, RepoError> {
-        let listed = self.backend.list(kind).map_err(|e| RepoError::Io {
-            op: "cannot list",
-            path: self.backend.location(kind, ""),
-            source: e,
-        })?;
-        let mut out: Vec<T> = listed.iter().filter_map(|(name, _)| parse(name)).collect();
+        let listed = self.listing(kind)?;
+        let mut out: Vec<T> = listed.iter().filter_map(|l| parse(&l.name)).collect();
         out.sort();
         Ok(out)
+    }
+
+    /// The files of `kind` with their sizes and times.
+    pub(super) fn listing(&self, kind: FileKind) -> Result<Vec<Listed>, RepoError> {
+        self.backend.list(kind).map_err(|e| {
+            // The place the files are in: `packs/` (or the top level for `config.json`).
+            let path = match self.backend.location(kind, "-") {
+                one if kind.relative("-") == kind.relative("") => one,
+                file => file.parent().map(Into::into).unwrap_or(file),
+            };
+            RepoError::Io {
+                op: "cannot list",
+                path,
+                source: e,
+            }
+        })
     }
 
     /// The whole file `name` of `kind`, or the error that names it.

@@ -192,7 +192,9 @@ mod tests {
 
     #[test]
     fn s3_urls_name_a_bucket_and_a_prefix() {
-        let url = S3Url::parse("s3://mail-backup/alice/laptop/").unwrap().unwrap();
+        let url = S3Url::parse("s3://mail-backup/alice/laptop/")
+            .unwrap()
+            .unwrap();
         assert_eq!(url.bucket, "mail-backup");
         assert_eq!(url.prefix, "alice/laptop");
         assert_eq!(url.to_string(), "s3://mail-backup/alice/laptop");
@@ -200,7 +202,13 @@ mod tests {
         assert_eq!(top.prefix, "");
         assert_eq!(top.to_string(), "s3://mail-backup");
         assert!(S3Url::parse("/var/backups/mail").is_none());
-        for bad in ["s3://", "s3://UPPER", "s3://ab", "s3://b_x/p", "s3://bucket/a/../b"] {
+        for bad in [
+            "s3://",
+            "s3://UPPER",
+            "s3://ab",
+            "s3://b_x/p",
+            "s3://bucket/a/../b",
+        ] {
             let err = S3Url::parse(bad).unwrap().unwrap_err();
             assert!(err.contains(bad), "{err}");
         }
@@ -219,6 +227,9 @@ mod tests {
         let shown = format!("{location:?} {}", RepoLocation::S3(location.clone()));
         assert!(!shown.contains("very-secret-value"), "{shown}");
         assert!(shown.contains("GKabc"), "{shown}");
-        assert_eq!(location.endpoint_label(), "https://s3.us-east-1.amazonaws.com");
+        assert_eq!(
+            location.endpoint_label(),
+            "https://s3.us-east-1.amazonaws.com"
+        );
     }
 }

@@ -81,7 +81,7 @@ impl RepoLock {
                 let holder = serde_json::from_str(&text).unwrap_or_else(|_| LockInfo::unreadable());
                 return Err(RepoError::Locked {
                     path: path.to_path_buf(),
-                    holder,
+                    holder: Box::new(holder),
                 });
             }
             Err(std::fs::TryLockError::Error(e)) => {

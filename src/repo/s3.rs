@@ -25,12 +25,11 @@ use opendal::blocking;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::options::{ListOptions, ReadOptions, WriteOptions};
 
-use super::backend::{Backend, FileKind, HeldLock, StorageFailure};
+use super::backend::{Backend, FileKind, HeldLock, Listed, StorageFailure};
 use super::error::RepoError;
 use super::location::S3Location;
 use crate::durable;
 use crate::failure::FailureKind;
-
 
 /// Packs above this size are uploaded in parts of this size (S3's multipart upload), so a
 /// 200 MB message is never held whole in memory.
@@ -47,9 +46,15 @@ pub struct S3Backend {
     /// Owns the threads the blocking operator runs on; shared with the lock's refresher.
     runtime: Arc<tokio::runtime::Runtime>,
     scratch: PathBuf,
-    /// The last block read from a pack: (pack name, offset of its first byte, bytes).
-    block: Mutex<Option<(String, u64, Arc<Vec<u8>>)>>,
+    /// The last block read from a pack.
+    block: Mutex<Option<Block>>,
+    /// Sizes of the packs read from (they never change): a block must not be asked for
+    /// past a pack's end.
+    pack_sizes: Mutex<std::collections::HashMap<String, u64>>,
 }
+
+/// Bytes of a pack: (its name, the offset of the first byte, the bytes).
+type Block = (String, u64, Arc<Vec<u8>>);
 
 impl std::fmt::Debug for S3Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -113,6 +118,7 @@ impl S3Backend {
             op,
             runtime: Arc::new(runtime),
             block: Mutex::new(None),
+            pack_sizes: Mutex::default(),
         })
     }
 
@@ -161,12 +167,32 @@ impl S3Backend {
             if n == 0 {
                 break;
             }
-            writer.write_all(&buf[..n]).map_err(|e| annotate(self, object, e))?;
+            writer
+                .write_all(&buf[..n])
+                .map_err(|e| annotate(self, object, e))?;
         }
         // The object becomes visible only when the upload is completed here.
         writer.close().map_err(|e| annotate(self, object, e))?;
         drop(built);
         Ok(())
+    }
+
+    fn pack_size(&self, name: &str) -> io::Result<u64> {
+        if let Some(size) = self
+            .pack_sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(*size);
+        }
+        let size = self.size(FileKind::Pack, name)?;
+        let mut sizes = self.pack_sizes.lock().unwrap_or_else(|e| e.into_inner());
+        if sizes.len() > 100_000 {
+            sizes.clear();
+        }
+        sizes.insert(name.to_string(), size);
+        Ok(size)
     }
 
     fn exists(&self, object: &str) -> io::Result<bool> {
@@ -191,11 +217,15 @@ impl Backend for S3Backend {
         PathBuf::from(self.url(&kind.relative(name)))
     }
 
-    fn list(&self, kind: FileKind) -> io::Result<Vec<(String, u64)>> {
+    fn list(&self, kind: FileKind) -> io::Result<Vec<Listed>> {
         let object = kind.relative("");
         let Some((dir, suffix)) = object.split_once('/') else {
             return match self.op.stat(&object) {
-                Ok(meta) => Ok(vec![(String::new(), meta.content_length())]),
+                Ok(meta) => Ok(vec![Listed {
+                    name: String::new(),
+                    size: meta.content_length(),
+                    modified: meta.last_modified().map(Into::into),
+                }]),
                 Err(e) if e.kind() == opendal::ErrorKind::NotFound && !no_bucket(&e) => {
                     Ok(Vec::new())
                 }
@@ -207,13 +237,18 @@ impl Backend for S3Backend {
             .op
             .list_options(&dir, ListOptions::default())
             .map_err(|e| self.failure(&dir, e))?;
-        let mut out: Vec<(String, u64)> = entries
+        let mut out: Vec<Listed> = entries
             .into_iter()
             .filter(|e| e.metadata().is_file())
             .filter_map(|e| {
                 let stem = e.path().strip_prefix(&dir)?.strip_suffix(suffix)?;
-                (!stem.is_empty() && !stem.starts_with('.') && !stem.contains('/'))
-                    .then(|| (stem.to_string(), e.metadata().content_length()))
+                (!stem.is_empty() && !stem.starts_with('.') && !stem.contains('/')).then(|| {
+                    Listed {
+                        name: stem.to_string(),
+                        size: e.metadata().content_length(),
+                        modified: e.metadata().last_modified().map(Into::into),
+                    }
+                })
             })
             .collect();
         out.sort();
@@ -263,7 +298,12 @@ impl Backend for S3Backend {
         let (start, bytes) = match cached {
             Some(hit) => hit,
             None => {
-                let bytes = Arc::new(self.read_range(&object, offset, READ_AHEAD)?);
+                let size = self.pack_size(name)?;
+                if offset + len > size {
+                    return Err(short());
+                }
+                let window = READ_AHEAD.min(size - offset);
+                let bytes = Arc::new(self.read_range(&object, offset, window)?);
                 *self.block.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some((name.to_string(), offset, bytes.clone()));
                 (offset, bytes)
@@ -421,11 +461,7 @@ fn scratch_dir(location: &S3Location) -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
-    let key = format!(
-        "{}\n{}",
-        location.endpoint_label(),
-        location.url()
-    );
+    let key = format!("{}\n{}", location.endpoint_label(), location.url());
     let digest = sha2::Sha256::digest(key.as_bytes());
     let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     base.join("popbackup").join("scratch").join(name)
@@ -460,7 +496,7 @@ fn describe(location: &S3Location, object: &str, error: opendal::Error) -> io::E
     let bucket = &location.bucket;
     let text = error.to_string();
     let (io_kind, kind, message) = match error.kind() {
-        opendal::ErrorKind::NotFound if no_bucket(&error) => (
+        _ if no_bucket(&error) => (
             io::ErrorKind::Other,
             FailureKind::Config,
             format!(
@@ -496,41 +532,50 @@ fn describe(location: &S3Location, object: &str, error: opendal::Error) -> io::E
             format!(
                 "cannot reach the object store at {endpoint} ({}): check `endpoint` in [s3] \
                  and the network; nothing unfinished was committed, so the next run resumes",
-                cause(&text)
+                cause(&error)
             ),
         ),
         _ => (
             io::ErrorKind::Other,
             FailureKind::Unavailable,
-            format!("the object store at {endpoint} failed: {}", first_line(&text)),
+            format!(
+                "the object store at {endpoint} failed: {}",
+                first_line(&text)
+            ),
         ),
     };
     io::Error::new(io_kind, StorageFailure::new(kind, message))
 }
 
 fn looks_unreachable(text: &str) -> bool {
-    ["error sending request", "connection", "dns", "timed out", "timeout"]
-        .iter()
-        .any(|needle| text.to_ascii_lowercase().contains(needle))
+    [
+        "error sending request",
+        "connection",
+        "dns",
+        "timed out",
+        "timeout",
+    ]
+    .iter()
+    .any(|needle| text.to_ascii_lowercase().contains(needle))
 }
 
-/// The deepest cause opendal reports, which is the one that says what happened
-/// ("Connection refused").
-fn cause(text: &str) -> String {
-    let line = first_line(text);
-    let lower = line.to_ascii_lowercase();
-    for known in [
-        "connection refused",
-        "timed out",
-        "dns error",
-        "connection reset",
-        "certificate",
-    ] {
-        if lower.contains(known) {
-            return known.to_string();
+/// The deepest cause of a failed request, which is the one that says what happened
+/// ("Connection refused"), without opendal's request context.
+fn cause(error: &opendal::Error) -> String {
+    let mut deepest = None;
+    let mut next: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    while let Some(e) = next {
+        let text = first_line(&e.to_string());
+        if !text.is_empty() {
+            deepest = Some(text);
         }
+        next = e.source();
     }
-    line.chars().take(200).collect()
+    deepest
+        .unwrap_or_else(|| first_line(&error.to_string()))
+        .chars()
+        .take(200)
+        .collect()
 }
 
 fn first_line(text: &str) -> String {

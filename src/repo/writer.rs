@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 
 use super::backend::{FileKind, HeldLock};
-use super::location::RepoLocation;
 use super::frame::compressed_total;
+use super::location::RepoLocation;
 use super::{
     DictHash, Dictionary, Frame, FrameCompressor, FramePlan, Index, IndexedPack, Layout, Location,
     Manifest, MessageHash, MessageRecord, PackEntry, PackId, PackWriter, RecordsId, RepoError,
@@ -527,11 +527,19 @@ impl RepoWriter {
                     .push((location.entry.offset, *hash));
             }
         }
+        let written: HashMap<String, std::time::SystemTime> = self
+            .repo
+            .layout
+            .listing(FileKind::Pack)?
+            .into_iter()
+            .filter_map(|l| Some((l.name, l.modified?)))
+            .collect();
         let mut packs: Vec<(std::time::SystemTime, PackId)> = by_pack
             .keys()
             .map(|id| {
-                let modified = std::fs::metadata(self.repo.layout.pack(id))
-                    .and_then(|m| m.modified())
+                let modified = written
+                    .get(&id.to_string())
+                    .copied()
                     .unwrap_or(std::time::UNIX_EPOCH);
                 (modified, *id)
             })
@@ -932,17 +940,23 @@ impl RepoWriter {
             let items = items.map(|r| Ok(records::ListItem::Record(r.clone())));
             return self.commit_run(manifest, list, items);
         }
-        if let Some(file) = manifest
+        let present: HashSet<String> = self
+            .repo
+            .layout
+            .listing(FileKind::Records)?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        if let Some(id) = manifest
             .records
             .iter()
             .flat_map(|list| &list.0)
-            .map(|id| self.repo.layout.records(id))
-            .find(|file| !file.is_file())
+            .find(|id| !present.contains(&id.to_string()))
         {
             return Err(RepoError::Invalid(format!(
                 "manifest {} shares records file {}, which does not exist",
                 manifest.id,
-                file.display()
+                self.repo.layout.records(id).display()
             )));
         }
         self.prepare_commit()?;

@@ -39,7 +39,7 @@ fn a_flipped_byte_is_healed_by_the_next_snapshot() {
         .max_by_key(|(_, l)| l.entry.length)
         .map(|(h, l)| (*h, l))
         .unwrap();
-    let pack = crate::support::files::pack(repo.root(), &location.pack);
+    let pack = crate::support::files::pack(repo.storage().local_path().unwrap(), &location.pack);
     let mut bytes = std::fs::read(&pack).unwrap();
     bytes[(location.entry.offset + location.entry.length / 2) as usize] ^= 0x55;
     std::fs::write(&pack, bytes).unwrap();

@@ -320,7 +320,7 @@ fn a_newer_format_is_refused_with_advice() {
     );
     assert!(err.to_string().contains("newer popbackup"));
     assert!(matches!(
-        Repository::open(&dir.path().join("nope")).unwrap_err(),
+        Repository::open(dir.path().join("nope")).unwrap_err(),
         RepoError::NotARepository { .. }
     ));
     assert!(matches!(

@@ -461,7 +461,7 @@ fn deletion_only_after_two_verified_snapshots_and_never_of_damaged_copies() {
         .unwrap();
     let victim = manifest.messages[2].sha256.unwrap();
     let loc = repo.location(&victim).unwrap();
-    let pack = crate::support::files::pack(repo.root(), &loc.pack);
+    let pack = crate::support::files::pack(repo.storage().local_path().unwrap(), &loc.pack);
     let mut bytes = std::fs::read(&pack).unwrap();
     bytes[(loc.entry.offset + loc.entry.length / 2) as usize] ^= 0x20;
     std::fs::write(&pack, bytes).unwrap();
@@ -567,9 +567,11 @@ fn a_prune_interrupted_after_writing_its_new_packs_is_finished_by_the_next() {
         let mut writer = RepoWriter::open(&repo, "test").unwrap();
         let plan = plan_prune(writer.repo(), 50.0).unwrap();
         for p in plan.packs.iter().filter(|p| p.action == PackAction::Repack) {
-            let mut file =
-                std::fs::File::open(crate::support::files::pack(writer.repo().root(), &p.pack))
-                    .unwrap();
+            let mut file = std::fs::File::open(crate::support::files::pack(
+                writer.repo().storage().local_path().unwrap(),
+                &p.pack,
+            ))
+            .unwrap();
             for e in &p.used {
                 let mut frame = vec![0u8; e.length as usize];
                 file.seek(SeekFrom::Start(e.offset)).unwrap();

@@ -76,7 +76,7 @@ fn refs(v: &[String]) -> Vec<&str> {
 
 fn repo() -> (tempfile::TempDir, Mutex<RepoWriter>) {
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repository::init(&dir.path().join("r")).unwrap();
+    let repo = Repository::init(dir.path().join("r")).unwrap();
     (dir, Mutex::new(repo.lock("test").unwrap()))
 }
 

@@ -218,7 +218,7 @@ fn sigkill_during_a_first_run_then_resume() {
     }
     assert_eq!(listed, expected);
     let mut copies: HashMap<MessageHash, usize> = HashMap::new();
-    let packs = crate::support::files::packs_dir(repo.root());
+    let packs = crate::support::files::packs_dir(repo.storage().local_path().unwrap());
     for entry in std::fs::read_dir(&packs).unwrap() {
         for e in pack::scan_pack(&entry.unwrap().path()).unwrap() {
             *copies.entry(e.hash).or_default() += 1;

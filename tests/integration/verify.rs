@@ -205,7 +205,7 @@ fn a_flipped_byte_names_exactly_its_message() {
     let refs = references(&repo);
     let (pack, entries) = &packs(&repo)[1];
     let (hash, offset, length) = entries[entries.len() / 2];
-    let file = crate::support::files::pack(repo.root(), pack);
+    let file = crate::support::files::pack(repo.storage().local_path().unwrap(), pack);
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[(offset + length / 2) as usize] ^= 0x55;
     std::fs::write(&file, bytes).unwrap();
@@ -259,7 +259,7 @@ fn a_truncated_pack_names_what_was_cut_off() {
     let repo = Repository::open(&path).unwrap();
     let refs = references(&repo);
     let (pack, entries) = &packs(&repo)[2];
-    let file = crate::support::files::pack(repo.root(), pack);
+    let file = crate::support::files::pack(repo.storage().local_path().unwrap(), pack);
     let len = std::fs::metadata(&file).unwrap().len();
     let cut = len / 2;
     std::fs::OpenOptions::new()
@@ -309,7 +309,11 @@ fn a_deleted_pack_names_its_messages() {
     let repo = Repository::open(&path).unwrap();
     let refs = references(&repo);
     let (pack, entries) = &packs(&repo)[0];
-    std::fs::remove_file(crate::support::files::pack(repo.root(), pack)).unwrap();
+    std::fs::remove_file(crate::support::files::pack(
+        repo.storage().local_path().unwrap(),
+        pack,
+    ))
+    .unwrap();
     let report = verify(&path, &[], 65);
     let expected: BTreeSet<String> = entries
         .iter()
@@ -331,7 +335,7 @@ fn a_corrupt_manifest_names_its_snapshot() {
     let Some((_dir, path)) = copy() else { return };
     let repo = Repository::open(&path).unwrap();
     let id = repo.snapshots().unwrap()[0].clone();
-    let file = crate::support::files::snapshot(repo.root(), &id);
+    let file = crate::support::files::snapshot(repo.storage().local_path().unwrap(), &id);
     let mut text = std::fs::read(&file).unwrap();
     text.truncate(text.len() / 2);
     std::fs::write(&file, text).unwrap();
@@ -411,8 +415,8 @@ fn a_renamed_pack_is_named_and_its_messages_stay_readable() {
     let (pack, entries) = &packs(&repo)[3];
     let wrong = PackId::of(b"not the content");
     std::fs::rename(
-        crate::support::files::pack(repo.root(), pack),
-        crate::support::files::pack(repo.root(), &wrong),
+        crate::support::files::pack(repo.storage().local_path().unwrap(), pack),
+        crate::support::files::pack(repo.storage().local_path().unwrap(), &wrong),
     )
     .unwrap();
     let report = verify(&path, &[], 65);

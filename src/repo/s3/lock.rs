@@ -85,7 +85,7 @@ impl ObjectLock {
 fn locked(backend: &S3Backend, (object, holder): (String, LockInfo)) -> RepoError {
     RepoError::Locked {
         path: backend.url(&object).into(),
-        holder,
+        holder: Box::new(holder),
     }
 }
 
@@ -126,10 +126,8 @@ fn try_acquire(
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(LOCK_REFRESH)
                 {
                     let mut info = info.clone();
-                    info.refreshed = Some(chrono::Utc::now().to_rfc3339_opts(
-                        chrono::SecondsFormat::Secs,
-                        true,
-                    ));
+                    info.refreshed =
+                        Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
                     let bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
                     if let Err(e) = op.write(&object, bytes) {
                         log::warn!(
@@ -152,11 +150,9 @@ fn try_acquire(
 
 fn write(backend: &S3Backend, object: &str, info: &LockInfo) -> Result<(), RepoError> {
     let bytes = serde_json::to_vec_pretty(info).unwrap_or_default();
-    backend
-        .op
-        .write(object, bytes)
-        .map(|_| ())
-        .map_err(|e| RepoError::io("cannot write the lock", backend.url(object))(backend.failure(object, e)))
+    backend.op.write(object, bytes).map(|_| ()).map_err(|e| {
+        RepoError::io("cannot write the lock", backend.url(object))(backend.failure(object, e))
+    })
 }
 
 /// The locks under `locks/` other than `mine` that are not stale, with their holders; stale
@@ -189,9 +185,8 @@ fn live_locks(
             }
         };
         let info = match backend.op.read(&object) {
-            Ok(bytes) => serde_json::from_slice::<LockInfo>(&bytes.to_vec()).unwrap_or_else(|_| {
-                LockInfo::unreadable()
-            }),
+            Ok(bytes) => serde_json::from_slice::<LockInfo>(&bytes.to_vec())
+                .unwrap_or_else(|_| LockInfo::unreadable()),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => continue,
             Err(e) => {
                 return Err(RepoError::io("cannot read", backend.url(&object))(
@@ -216,7 +211,10 @@ fn live_locks(
 }
 
 fn process_runs(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
     // EPERM: it runs, as another user.
