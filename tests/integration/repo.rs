@@ -13,6 +13,81 @@ use popbackup::repo::{
 };
 
 use crate::support::corpus_messages;
+use crate::support::store::on_every_backend;
+
+on_every_backend! {
+    fn corpus_round_trip_is_byte_exact_and_deduplicated(repo_at: &TestRepo) {
+        let Some(corpus) = corpus_messages() else {
+            return;
+        };
+        let mut writer = Repository::init(&repo_at.location)
+            .unwrap()
+            .lock("test")
+            .unwrap();
+        let mut stored = Vec::new();
+        for (_, bytes) in &corpus {
+            stored.push(writer.store_bytes(bytes).unwrap());
+        }
+        // Every message a second time: nothing new is written.
+        for (_, bytes) in &corpus {
+            assert!(matches!(
+                writer.store_bytes(bytes).unwrap(),
+                Stored::Duplicate(..)
+            ));
+        }
+        writer.flush().unwrap();
+        let hashes: Vec<(MessageHash, u64)> = stored.iter().map(|s| (s.hash(), s.raw_len())).collect();
+        let manifest = manifest_for(writer.repo(), "corpus", &hashes);
+        writer.commit(&manifest).unwrap();
+        let repo = writer.finish().unwrap();
+        assert_eq!(repo.storage(), &repo_at.location);
+
+        let unique: std::collections::HashSet<_> =
+            corpus.iter().map(|(_, b)| MessageHash::of(b)).collect();
+        assert_eq!(repo.index().len(), unique.len());
+        for (name, bytes) in &corpus {
+            let got = repo.read_message(&MessageHash::of(bytes)).unwrap();
+            assert!(got == *bytes, "{name} differs after the round trip");
+        }
+        let ids = repo.snapshots().unwrap();
+        assert_eq!(ids, vec![manifest.id.clone()]);
+        let back = repo.manifest(&ids[0]).unwrap();
+        assert!(back.complete);
+        assert_eq!(back.messages.len(), corpus.len());
+        // The whole corpus compresses: the packs are smaller than the messages.
+        let raw: u64 = unique.len() as u64;
+        assert!(raw > 0);
+        let packs: u64 = repo
+            .pack_ids()
+            .unwrap()
+            .iter()
+            .map(|id| repo.pack_size(id).unwrap())
+            .sum();
+        let total: u64 = corpus.iter().map(|(_, b)| b.len() as u64).sum();
+        assert!(packs < total, "packs {packs} >= raw {total}");
+    }
+
+    fn a_second_writer_fails_fast_naming_the_first(repo: &TestRepo) {
+        let first = Repository::init(&repo.location)
+            .unwrap()
+            .lock("snapshot")
+            .unwrap();
+        let err = Repository::open(&repo.location)
+            .unwrap()
+            .lock("prune")
+            .err()
+            .unwrap();
+        assert!(matches!(err, RepoError::Locked { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        assert_eq!(for_kind(err.kind()), 75);
+        drop(first);
+        Repository::open(&repo.location).unwrap().lock("prune").unwrap();
+    }
+}
 
 /// A manifest for `hashes` in account `account`.
 pub fn manifest_for(repo: &Repository, account: &str, hashes: &[(MessageHash, u64)]) -> Manifest {
@@ -46,53 +121,6 @@ pub fn manifest_for(repo: &Repository, account: &str, hashes: &[(MessageHash, u6
             })
             .collect(),
     }
-}
-
-#[test]
-fn corpus_round_trip_is_byte_exact_and_deduplicated() {
-    let Some(corpus) = corpus_messages() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
-    let mut stored = Vec::new();
-    for (_, bytes) in &corpus {
-        stored.push(writer.store_bytes(bytes).unwrap());
-    }
-    // Every message a second time: nothing new is written.
-    for (_, bytes) in &corpus {
-        assert!(matches!(
-            writer.store_bytes(bytes).unwrap(),
-            Stored::Duplicate(..)
-        ));
-    }
-    writer.flush().unwrap();
-    let hashes: Vec<(MessageHash, u64)> = stored.iter().map(|s| (s.hash(), s.raw_len())).collect();
-    let manifest = manifest_for(writer.repo(), "corpus", &hashes);
-    writer.commit(&manifest).unwrap();
-    let repo = writer.finish().unwrap();
-
-    let unique: std::collections::HashSet<_> =
-        corpus.iter().map(|(_, b)| MessageHash::of(b)).collect();
-    assert_eq!(repo.index().len(), unique.len());
-    for (name, bytes) in &corpus {
-        let got = repo.read_message(&MessageHash::of(bytes)).unwrap();
-        assert!(got == *bytes, "{name} differs after the round trip");
-    }
-    let ids = repo.snapshots().unwrap();
-    assert_eq!(ids, vec![manifest.id.clone()]);
-    let back = repo.manifest(&ids[0]).unwrap();
-    assert!(back.complete);
-    assert_eq!(back.messages.len(), corpus.len());
-    // The whole corpus compresses: the packs are smaller than the messages.
-    let raw: u64 = unique.len() as u64;
-    assert!(raw > 0);
-    let packs: u64 = std::fs::read_dir(dir.path().join("packs"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
-    let total: u64 = corpus.iter().map(|(_, b)| b.len() as u64).sum();
-    assert!(packs < total, "packs {packs} >= raw {total}");
 }
 
 #[test]
@@ -257,29 +285,6 @@ fn located(repo: &Repository) -> Vec<(MessageHash, Location)> {
     let mut all: Vec<_> = repo.index().messages().map(|(h, l)| (*h, l)).collect();
     all.sort_by_key(|(h, _)| *h);
     all
-}
-
-#[test]
-fn a_second_writer_fails_fast_naming_the_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = Repository::init(dir.path())
-        .unwrap()
-        .lock("snapshot")
-        .unwrap();
-    let err = Repository::open(dir.path())
-        .unwrap()
-        .lock("prune")
-        .err()
-        .unwrap();
-    assert!(matches!(err, RepoError::Locked { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .contains(&format!("pid {}", std::process::id())),
-        "{err}"
-    );
-    assert_eq!(for_kind(err.kind()), 75);
-    drop(first);
-    Repository::open(dir.path()).unwrap().lock("prune").unwrap();
 }
 
 #[test]

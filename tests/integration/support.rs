@@ -5,6 +5,7 @@ pub mod dovecot;
 pub mod fake_server;
 pub mod files;
 pub mod mock_stream;
+pub mod store;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,204 @@
+//! Where a test's repository lives: a temporary directory, or a fresh prefix in the bucket of
+//! the throwaway Garage that `scripts/test.sh` starts (through `scripts/garage.sh`).
+//!
+//! Tests find Garage through `POPBACKUP_GARAGE_DIR` (the directory holding `garage.env`). When
+//! it is missing an S3 test is skipped with a message, except under `CI=true`, where that is a
+//! failure: the object-store tests must never silently pass.
+//!
+//! [`on_every_backend!`] turns one test body into a test per backend (`NAME::local`,
+//! `NAME::s3`), so the same assertions hold on disk and in a bucket.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use popbackup::repo::{RepoLocation, S3Location, S3Secret};
+
+/// The running test Garage.
+pub struct Garage {
+    vars: HashMap<String, String>,
+}
+
+impl Garage {
+    /// The running Garage, or `None` (skip) outside CI when there is none.
+    pub fn get() -> Option<Garage> {
+        let dir = std::env::var("POPBACKUP_GARAGE_DIR")
+            .ok()
+            .filter(|d| !d.is_empty());
+        let text = dir
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(Path::new(d).join("garage.env")).ok());
+        let Some(text) = text else {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!(
+                    "CI=true but no test Garage is running (POPBACKUP_GARAGE_DIR={dir:?}); run \
+                     the tests through scripts/test.sh"
+                );
+            }
+            eprintln!("SKIPPED: no test Garage; run scripts/test.sh to include the S3 tests");
+            return None;
+        };
+        let vars = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some(Garage { vars })
+    }
+
+    fn var(&self, key: &str) -> &str {
+        self.vars
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("{key} missing in garage.env"))
+    }
+
+    /// The S3 endpoint of each node.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.var("POPBACKUP_GARAGE_ENDPOINTS")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn bucket(&self) -> &str {
+        self.var("POPBACKUP_GARAGE_BUCKET")
+    }
+
+    pub fn secret_file(&self) -> PathBuf {
+        PathBuf::from(self.var("POPBACKUP_GARAGE_SECRET_FILE"))
+    }
+
+    pub fn secret(&self) -> String {
+        std::fs::read_to_string(self.secret_file())
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// The key's id.
+    pub fn key_id(&self) -> &str {
+        self.var("POPBACKUP_GARAGE_KEY_ID")
+    }
+
+    /// A prefix no other test (or earlier run) uses.
+    pub fn fresh_prefix(name: &str) -> String {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        format!(
+            "{name}-{}-{nanos}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// A new repository location under `prefix`, reached through the first node.
+    pub fn location(&self, prefix: &str) -> RepoLocation {
+        self.location_via(0, prefix)
+    }
+
+    /// The same, reached through node `node` (0-based).
+    pub fn location_via(&self, node: usize, prefix: &str) -> RepoLocation {
+        RepoLocation::S3(S3Location {
+            bucket: self.bucket().to_string(),
+            prefix: prefix.to_string(),
+            endpoint: Some(self.endpoints()[node].clone()),
+            region: self.var("POPBACKUP_GARAGE_REGION").to_string(),
+            access_key_id: self.key_id().to_string(),
+            secret_access_key: S3Secret::new(self.secret()),
+        })
+    }
+
+    /// The configuration's `repository` line and `[s3]` table for `prefix`.
+    pub fn config(&self, prefix: &str) -> String {
+        format!(
+            "repository = \"s3://{}/{prefix}\"\n[s3]\nendpoint = \"{}\"\nregion = \"{}\"\n\
+             access_key_id = \"{}\"\nsecret_access_key_file = \"{}\"\n",
+            self.bucket(),
+            self.endpoints()[0],
+            self.var("POPBACKUP_GARAGE_REGION"),
+            self.key_id(),
+            self.secret_file().display()
+        )
+    }
+}
+
+/// One test's repository and what the command line needs to reach it.
+pub struct TestRepo {
+    /// The local repository's parent (or, for S3, where the test's files go).
+    pub dir: tempfile::TempDir,
+    pub location: RepoLocation,
+    /// The configuration's lines that name the repository (and `[s3]`).
+    pub config: String,
+}
+
+impl TestRepo {
+    /// A repository in a temporary directory (not created yet).
+    pub fn local() -> TestRepo {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        TestRepo {
+            config: format!("repository = \"{}\"\n", path.display()),
+            location: RepoLocation::Local(path),
+            dir,
+        }
+    }
+
+    /// A repository under a fresh prefix of the test Garage's bucket, or `None` (skip).
+    pub fn s3(name: &str) -> Option<TestRepo> {
+        let garage = Garage::get()?;
+        let prefix = Garage::fresh_prefix(name);
+        Some(TestRepo {
+            dir: tempfile::tempdir().unwrap(),
+            location: garage.location(&prefix),
+            config: garage.config(&prefix),
+        })
+    }
+
+    /// The directory of a local repository.
+    pub fn path(&self) -> Option<&Path> {
+        self.location.local_path()
+    }
+
+    /// Writes a private configuration file: the repository's lines, then `rest`.
+    pub fn write_config(&self, rest: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.dir.path().join("config.toml");
+        std::fs::write(&path, format!("{}{rest}", self.config)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+}
+
+/// `on_every_backend! { fn name(repo: &TestRepo) { ... } ... }`: each body runs as
+/// `name::local` and `name::s3`.
+macro_rules! on_every_backend {
+    ($( $(#[doc = $doc:literal])* fn $name:ident($repo:ident : &TestRepo) $body:block )*) => {
+        $(
+            $(#[doc = $doc])*
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                use crate::support::store::TestRepo;
+
+                fn case($repo: &TestRepo) $body
+
+                #[test]
+                fn local() {
+                    case(&TestRepo::local());
+                }
+
+                #[test]
+                fn s3() {
+                    if let Some(repo) = TestRepo::s3(stringify!($name)) {
+                        case(&repo);
+                    }
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_every_backend;
