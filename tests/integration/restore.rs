@@ -11,6 +11,7 @@ use popbackup::repo::{MessageHash, Repository, SnapshotId};
 use serde_json::Value;
 
 use crate::snapshot::{Setup, stderr};
+use crate::support::store::on_every_backend;
 use crate::support::dovecot::{Dovecot, dovecot_retr_bytes};
 use crate::support::{corpus_messages, manifest, record};
 
@@ -70,140 +71,141 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-#[test]
-fn corpus_round_trip_through_maildir_and_mbox_checked_by_dovecot_and_python() {
-    let Some(dovecot) = Dovecot::get() else {
-        return;
-    };
-    let Some(corpus) = corpus_messages() else {
-        return;
-    };
-    let user = "u28";
-    dovecot.fill_maildir(
-        user,
-        corpus
-            .iter()
-            .enumerate()
-            .map(|(i, (_, b))| (format!("{i:05}"), b.as_slice())),
-    );
-    let setup = Setup::new(&dovecot, &[("corpus", user)], "");
-    setup.json(&["snapshot"], 0);
-    let expected: HashMap<MessageHash, Vec<u8>> = corpus
-        .iter()
-        .map(|(_, b)| {
-            let wire = dovecot_retr_bytes(b);
-            (MessageHash::of(&wire), wire)
-        })
-        .collect();
-
-    // Maildir: every file, CRs put back, is exactly what Dovecot sent.
-    let maildir = setup.dir.path().join("restored");
-    let to = format!("maildir:{}", maildir.display());
-    let report = setup.json(&["restore", "--to", &to], 0);
-    assert_eq!(report["written"], expected.len(), "{report}");
-    assert_eq!(report["not_reversible"], 0);
-    let files = files_in(&maildir.join("new"));
-    assert_eq!(files.len(), expected.len());
-    for file in &files {
-        let bytes = std::fs::read(file).unwrap();
-        // (A CRLF may remain where the wire form had a bare CR before its CRLF.)
-        let wire = crlf(&bytes);
-        let hash = MessageHash::of(&wire);
-        assert!(
-            expected.contains_key(&hash),
-            "{} is not a corpus message",
-            file.display()
+on_every_backend! {
+    fn corpus_round_trip_through_maildir_and_mbox_checked_by_dovecot_and_python(at: &TestRepo) {
+        let Some(dovecot) = Dovecot::get() else {
+            return;
+        };
+        let Some(corpus) = corpus_messages() else {
+            return;
+        };
+        // One session per mailbox in Dovecot: each backend has its own users.
+        let (user, reader) = if at.path().is_some() { ("u28", "u29") } else { ("u42", "u43") };
+        dovecot.fill_maildir(
+            user,
+            corpus
+                .iter()
+                .enumerate()
+                .map(|(i, (_, b))| (format!("{i:05}"), b.as_slice())),
         );
-        let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.contains(&hash.to_hex()), "{name}");
-    }
-    assert_eq!(python_maildir_count(&maildir), expected.len());
+        let setup = Setup::on(&dovecot, &[("corpus", user)], "", at);
+        setup.json(&["snapshot"], 0);
+        let expected: HashMap<MessageHash, Vec<u8>> = corpus
+            .iter()
+            .map(|(_, b)| {
+                let wire = dovecot_retr_bytes(b);
+                (MessageHash::of(&wire), wire)
+            })
+            .collect();
 
-    // A real reader: restore into another Dovecot user's Maildir and fetch it over POP3.
-    let reader = "u29";
-    dovecot.fill_maildir(reader, std::iter::empty::<(String, &[u8])>());
-    let served = dovecot.maildir(reader);
-    let out = setup.run(&["restore", "--to", &format!("maildir:{}", served.display())]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let chown = Command::new("chown")
-        .args(["-R", "vmail:vmail"])
-        .arg(&served)
-        .status()
-        .unwrap();
-    assert!(chown.success());
-    let mut session = pop3::open_session(
-        &dovecot.options(TlsMode::Implicit),
-        &dovecot.credentials(reader, AuthMethod::Auto),
-    )
-    .unwrap();
-    let list = session.list().unwrap();
-    assert_eq!(list.len(), expected.len());
-    let requests: Vec<Fetch> = list.iter().map(|e| Fetch::retr(e.msg, e.size)).collect();
-    let mut served_hashes = Vec::new();
-    session
-        .fetch(&requests, |_, reply| -> std::io::Result<()> {
-            let Reply::Body(body) = reply else {
-                panic!("RETR refused")
-            };
-            let mut bytes = Vec::new();
-            std::io::copy(body, &mut bytes)?;
-            served_hashes.push(MessageHash::of(&bytes));
-            Ok(())
-        })
-        .unwrap();
-    session.quit().unwrap();
-    let not_expected: Vec<&MessageHash> = served_hashes
-        .iter()
-        .filter(|h| !expected.contains_key(h))
-        .collect();
-    assert!(
-        not_expected.is_empty(),
-        "Dovecot serves {} restored messages differently, e.g. {:?}",
-        not_expected.len(),
-        &not_expected[..not_expected.len().min(3)]
-    );
-    assert_eq!(served_hashes.len(), expected.len());
-
-    // mbox: Python's mailbox splits it into the same messages, byte for byte once unquoted.
-    let mbox = setup.dir.path().join("restored.mbox");
-    let to = format!("mbox:{}", mbox.display());
-    let report = setup.json(&["restore", "--to", &to], 0);
-    assert_eq!(report["written"], expected.len(), "{report}");
-    let parsed = python_mbox(&mbox);
-    assert_eq!(parsed.len(), expected.len());
-    let mut mismatched = Vec::new();
-    for (hex, subject) in &parsed {
-        let hash: MessageHash = hex.parse().unwrap();
-        if !expected.contains_key(&hash) {
-            mismatched.push(subject.clone());
+        // Maildir: every file, CRs put back, is exactly what Dovecot sent.
+        let maildir = setup.dir.path().join("restored");
+        let to = format!("maildir:{}", maildir.display());
+        let report = setup.json(&["restore", "--to", &to], 0);
+        assert_eq!(report["written"], expected.len(), "{report}");
+        assert_eq!(report["not_reversible"], 0);
+        let files = files_in(&maildir.join("new"));
+        assert_eq!(files.len(), expected.len());
+        for file in &files {
+            let bytes = std::fs::read(file).unwrap();
+            // (A CRLF may remain where the wire form had a bare CR before its CRLF.)
+            let wire = crlf(&bytes);
+            let hash = MessageHash::of(&wire);
+            assert!(
+                expected.contains_key(&hash),
+                "{} is not a corpus message",
+                file.display()
+            );
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.contains(&hash.to_hex()), "{name}");
         }
-    }
-    assert!(
-        mismatched.is_empty(),
-        "{} differ: {mismatched:?}",
-        mismatched.len()
-    );
-    // Every From_ line has a sender and an asctime date.
-    let text = std::fs::read(&mbox).unwrap();
-    let froms = text
-        .split(|b| *b == b'\n')
-        .filter(|l| l.starts_with(b"From "))
-        .count();
-    assert_eq!(froms, expected.len());
+        assert_eq!(python_maildir_count(&maildir), expected.len());
 
-    // Restoring again adds nothing to either.
-    let again = setup.json(&["restore", "--to", &to], 0);
-    assert_eq!(
-        (again["written"].as_u64(), again["already_present"].as_u64()),
-        (Some(0), Some(expected.len() as u64))
-    );
-    assert_eq!(std::fs::read(&mbox).unwrap(), text);
-    let again = setup.json(
-        &["restore", "--to", &format!("maildir:{}", maildir.display())],
-        0,
-    );
-    assert_eq!(again["written"], 0);
-    assert_eq!(files_in(&maildir.join("new")).len(), expected.len());
+        // A real reader: restore into another Dovecot user's Maildir and fetch it over POP3.
+        dovecot.fill_maildir(reader, std::iter::empty::<(String, &[u8])>());
+        let served = dovecot.maildir(reader);
+        let out = setup.run(&["restore", "--to", &format!("maildir:{}", served.display())]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let chown = Command::new("chown")
+            .args(["-R", "vmail:vmail"])
+            .arg(&served)
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let mut session = pop3::open_session(
+            &dovecot.options(TlsMode::Implicit),
+            &dovecot.credentials(reader, AuthMethod::Auto),
+        )
+        .unwrap();
+        let list = session.list().unwrap();
+        assert_eq!(list.len(), expected.len());
+        let requests: Vec<Fetch> = list.iter().map(|e| Fetch::retr(e.msg, e.size)).collect();
+        let mut served_hashes = Vec::new();
+        session
+            .fetch(&requests, |_, reply| -> std::io::Result<()> {
+                let Reply::Body(body) = reply else {
+                    panic!("RETR refused")
+                };
+                let mut bytes = Vec::new();
+                std::io::copy(body, &mut bytes)?;
+                served_hashes.push(MessageHash::of(&bytes));
+                Ok(())
+            })
+            .unwrap();
+        session.quit().unwrap();
+        let not_expected: Vec<&MessageHash> = served_hashes
+            .iter()
+            .filter(|h| !expected.contains_key(h))
+            .collect();
+        assert!(
+            not_expected.is_empty(),
+            "Dovecot serves {} restored messages differently, e.g. {:?}",
+            not_expected.len(),
+            &not_expected[..not_expected.len().min(3)]
+        );
+        assert_eq!(served_hashes.len(), expected.len());
+
+        // mbox: Python's mailbox splits it into the same messages, byte for byte once unquoted.
+        let mbox = setup.dir.path().join("restored.mbox");
+        let to = format!("mbox:{}", mbox.display());
+        let report = setup.json(&["restore", "--to", &to], 0);
+        assert_eq!(report["written"], expected.len(), "{report}");
+        let parsed = python_mbox(&mbox);
+        assert_eq!(parsed.len(), expected.len());
+        let mut mismatched = Vec::new();
+        for (hex, subject) in &parsed {
+            let hash: MessageHash = hex.parse().unwrap();
+            if !expected.contains_key(&hash) {
+                mismatched.push(subject.clone());
+            }
+        }
+        assert!(
+            mismatched.is_empty(),
+            "{} differ: {mismatched:?}",
+            mismatched.len()
+        );
+        // Every From_ line has a sender and an asctime date.
+        let text = std::fs::read(&mbox).unwrap();
+        let froms = text
+            .split(|b| *b == b'\n')
+            .filter(|l| l.starts_with(b"From "))
+            .count();
+        assert_eq!(froms, expected.len());
+
+        // Restoring again adds nothing to either.
+        let again = setup.json(&["restore", "--to", &to], 0);
+        assert_eq!(
+            (again["written"].as_u64(), again["already_present"].as_u64()),
+            (Some(0), Some(expected.len() as u64))
+        );
+        assert_eq!(std::fs::read(&mbox).unwrap(), text);
+        let again = setup.json(
+            &["restore", "--to", &format!("maildir:{}", maildir.display())],
+            0,
+        );
+        assert_eq!(again["written"], 0);
+        assert_eq!(files_in(&maildir.join("new")).len(), expected.len());
+    }
 }
 
 /// A repository with three snapshots: work (A, B), then work (B, C, with a `From ` body line),

@@ -9,17 +9,20 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use popbackup::pop3::TlsMode;
-use popbackup::repo::{MessageHash, Repository};
+use popbackup::repo::{MessageHash, RepoLocation, Repository};
 use serde_json::Value;
 
 use crate::support::corpus_messages;
+use crate::support::store::on_every_backend;
 use crate::support::dovecot::{Dovecot, dovecot_retr_bytes};
 
 /// A temporary configuration and repository for some Dovecot users.
 pub struct Setup {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// The repository's directory (for a local one).
     pub repo: PathBuf,
+    pub location: RepoLocation,
     users: Vec<String>,
 }
 
@@ -37,8 +40,50 @@ impl Setup {
     ) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("archive");
+        let header = format!("repository = {:?}\n", repo.to_str().unwrap());
+        let location = RepoLocation::Local(repo.clone());
+        Setup::build(dovecot, accounts, extra, tls, dir, header, location)
+    }
+
+    /// Like [`Setup::new`], with the repository `at` (on disk or in a bucket).
+    pub fn on(
+        dovecot: &Dovecot,
+        accounts: &[(&str, &str)],
+        extra: &str,
+        at: &crate::support::store::TestRepo,
+    ) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        Setup::build(
+            dovecot,
+            accounts,
+            extra,
+            TlsMode::Implicit,
+            dir,
+            at.config.clone(),
+            at.location.clone(),
+        )
+    }
+
+    fn build(
+        dovecot: &Dovecot,
+        accounts: &[(&str, &str)],
+        extra: &str,
+        tls: TlsMode,
+        dir: tempfile::TempDir,
+        header: String,
+        location: RepoLocation,
+    ) -> Setup {
+        let repo = location
+            .local_path()
+            .map(Into::into)
+            .unwrap_or_else(|| dir.path().join("not-on-disk"));
         let config = dir.path().join("config.toml");
-        let mut text = format!("repository = {:?}\n{extra}\n", repo.to_str().unwrap());
+        // [s3] is a table: the top-level keys go before it.
+        let (top, tables) = match header.split_once("[s3]") {
+            Some((top, s3)) => (top.to_string(), format!("[s3]{s3}")),
+            None => (header, String::new()),
+        };
+        let mut text = format!("{top}{extra}\n{tables}\n");
         for (name, user) in accounts {
             let tls_name = match tls {
                 TlsMode::Implicit => "implicit",
@@ -64,6 +109,7 @@ impl Setup {
             dir,
             config,
             repo,
+            location,
             users: accounts.iter().map(|(_, u)| u.to_string()).collect(),
         };
         let out = setup.run(&["init"]);
@@ -145,211 +191,211 @@ fn corpus_files(corpus: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-#[test]
-fn corpus_snapshot_is_exact_incremental_and_never_deletes() {
-    let Some(dovecot) = Dovecot::get() else {
-        return;
-    };
-    let Some(corpus) = corpus_messages() else {
-        return;
-    };
-    let user = "u21";
-    let files = corpus_files(&corpus);
-    dovecot.fill_maildir(user, files.iter().map(|(n, b)| (n.clone(), b.as_slice())));
-    let setup = Setup::new(&dovecot, &[("corpus", user)], "");
-    let logouts_before = dovecot.logouts(user).len();
+on_every_backend! {
+    fn corpus_snapshot_is_exact_incremental_and_never_deletes(at: &TestRepo) {
+        let Some(dovecot) = Dovecot::get() else {
+            return;
+        };
+        let Some(corpus) = corpus_messages() else {
+            return;
+        };
+        // Dovecot allows one session per mailbox: each backend's run has its own.
+        let user = if at.path().is_some() { "u21" } else { "u41" };
+        let files = corpus_files(&corpus);
+        dovecot.fill_maildir(user, files.iter().map(|(n, b)| (n.clone(), b.as_slice())));
+        let setup = Setup::on(&dovecot, &[("corpus", user)], "", at);
+        let logouts_before = dovecot.logouts(user).len();
 
-    // First run: everything is downloaded, and the archive gives back exactly what Dovecot sent.
-    let first = setup.json(&["snapshot"], 0);
-    let report = account(&first, "corpus");
-    assert_eq!(report["outcome"], "ok", "{report}");
-    assert_eq!(report["messages_on_server"], files.len());
-    assert_eq!(report["downloaded"], files.len());
-    let mut expected: HashMap<MessageHash, usize> = HashMap::new();
-    for (_, bytes) in &files {
-        *expected
-            .entry(MessageHash::of(&dovecot_retr_bytes(bytes)))
-            .or_default() += 1;
-    }
-    assert_eq!(report["new_messages"], expected.len());
-    assert_eq!(report["duplicates"], files.len() - expected.len());
+        // First run: everything is downloaded, and the archive gives back exactly what Dovecot sent.
+        let first = setup.json(&["snapshot"], 0);
+        let report = account(&first, "corpus");
+        assert_eq!(report["outcome"], "ok", "{report}");
+        assert_eq!(report["messages_on_server"], files.len());
+        assert_eq!(report["downloaded"], files.len());
+        let mut expected: HashMap<MessageHash, usize> = HashMap::new();
+        for (_, bytes) in &files {
+            *expected
+                .entry(MessageHash::of(&dovecot_retr_bytes(bytes)))
+                .or_default() += 1;
+        }
+        assert_eq!(report["new_messages"], expected.len());
+        assert_eq!(report["duplicates"], files.len() - expected.len());
 
-    let repo = Repository::open(&setup.repo).unwrap();
-    let id = repo.find_snapshot("latest").unwrap();
-    let manifest = repo.manifest(&id).unwrap();
-    assert_eq!(report["snapshot"], id.as_str());
-    let mut archived: HashMap<MessageHash, usize> = HashMap::new();
-    for record in &manifest.messages {
-        *archived.entry(record.sha256.unwrap()).or_default() += 1;
-        assert!(record.uidl.is_some() && record.pack.is_some());
-    }
-    assert_eq!(archived, expected, "the manifest lists exactly the corpus");
-    let by_hash: HashMap<MessageHash, &[u8]> = files
-        .iter()
-        .map(|(_, b)| (MessageHash::of(&dovecot_retr_bytes(b)), b.as_slice()))
-        .collect();
-    for hash in expected.keys() {
-        let bytes = repo.read_message(hash).unwrap();
-        assert_eq!(bytes, dovecot_retr_bytes(by_hash[hash]), "message {hash}");
-    }
-    // And through the binary's `cat`, for a sample (one process per message is slow).
-    for record in manifest.messages.iter().step_by(97) {
-        let hash = record.sha256.unwrap();
-        let out = setup.run(&["cat", &hash.to_hex()[..20]]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        assert_eq!(out.stdout, dovecot_retr_bytes(by_hash[&hash]));
-        assert_eq!(record.size, Some(out.stdout.len() as u64));
-    }
-    let lines = dovecot.wait_logouts(user, logouts_before + 1);
-    let last = lines.last().unwrap();
-    assert_eq!(counter(last, "retr"), files.len() as u64, "{last}");
-    assert_eq!(counter(last, "del"), 0, "{last}");
+        let repo = Repository::open(&setup.location).unwrap();
+        let id = repo.find_snapshot("latest").unwrap();
+        let manifest = repo.manifest(&id).unwrap();
+        assert_eq!(report["snapshot"], id.as_str());
+        let mut archived: HashMap<MessageHash, usize> = HashMap::new();
+        for record in &manifest.messages {
+            *archived.entry(record.sha256.unwrap()).or_default() += 1;
+            assert!(record.uidl.is_some() && record.pack.is_some());
+        }
+        assert_eq!(archived, expected, "the manifest lists exactly the corpus");
+        let by_hash: HashMap<MessageHash, &[u8]> = files
+            .iter()
+            .map(|(_, b)| (MessageHash::of(&dovecot_retr_bytes(b)), b.as_slice()))
+            .collect();
+        for hash in expected.keys() {
+            let bytes = repo.read_message(hash).unwrap();
+            assert_eq!(bytes, dovecot_retr_bytes(by_hash[hash]), "message {hash}");
+        }
+        // And through the binary's `cat`, for a sample (one process per message is slow).
+        for record in manifest.messages.iter().step_by(97) {
+            let hash = record.sha256.unwrap();
+            let out = setup.run(&["cat", &hash.to_hex()[..20]]);
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            assert_eq!(out.stdout, dovecot_retr_bytes(by_hash[&hash]));
+            assert_eq!(record.size, Some(out.stdout.len() as u64));
+        }
+        let lines = dovecot.wait_logouts(user, logouts_before + 1);
+        let last = lines.last().unwrap();
+        assert_eq!(counter(last, "retr"), files.len() as u64, "{last}");
+        assert_eq!(counter(last, "del"), 0, "{last}");
 
-    // Ten new messages: exactly those ten are retrieved, by the server's count.
-    let added: Vec<(String, Vec<u8>)> = (0..10)
-        .map(|i| {
-            (
-                format!("added-{i}"),
-                format!(
-                    "From: New <new{i}@example.org>\nSubject: added {i}\nDate: Thu, 26 Nov 2026 \
-                     10:0{i}:00 +0000\nMessage-ID: <added{i}@example.org>\n\nbody {i}\n.dot\n"
+        // Ten new messages: exactly those ten are retrieved, by the server's count.
+        let added: Vec<(String, Vec<u8>)> = (0..10)
+            .map(|i| {
+                (
+                    format!("added-{i}"),
+                    format!(
+                        "From: New <new{i}@example.org>\nSubject: added {i}\nDate: Thu, 26 Nov 2026 \
+                         10:0{i}:00 +0000\nMessage-ID: <added{i}@example.org>\n\nbody {i}\n.dot\n"
+                    )
+                    .into_bytes(),
                 )
-                .into_bytes(),
-            )
-        })
-        .collect();
-    for (name, bytes) in &added {
-        dovecot.deliver(user, name, bytes);
-    }
-    let inventory = setup.json(&["inventory", "corpus"], 0);
-    assert_eq!(
-        inventory["new"].as_array().unwrap().len(),
-        10,
-        "{inventory}"
-    );
-    assert_eq!(inventory["already_archived"], files.len());
-    let subjects: Vec<&str> = inventory["new"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["subject"].as_str().unwrap())
-        .collect();
-    assert!(subjects.contains(&"added 7"), "{subjects:?}");
-    // The human listing has a header row and sizes for people.
-    let human = setup.run(&["inventory", "corpus"]);
-    let text = String::from_utf8_lossy(&human.stdout);
-    let header = text
-        .lines()
-        .find(|l| l.contains("SUBJECT"))
-        .unwrap_or_default();
-    assert!(header.contains("MSG") && header.contains("SIZE"), "{text}");
-    assert!(text.contains("added 7") && text.contains(" B "), "{text}");
-    let lines = dovecot.wait_logouts(user, logouts_before + 3);
-    let last = lines.last().unwrap();
-    assert_eq!(
-        counter(last, "retr"),
-        0,
-        "inventory downloads no body: {last}"
-    );
-    assert_eq!(
-        counter(last, "top"),
-        10,
-        "inventory TOPs only the new: {last}"
-    );
-
-    let second = setup.json(&["snapshot"], 0);
-    let report = account(&second, "corpus");
-    assert_eq!(report["downloaded"], 10, "{report}");
-    assert_eq!(report["new_messages"], 10);
-    assert_eq!(report["messages_on_server"], files.len() + 10);
-    let lines = dovecot.wait_logouts(user, logouts_before + 3);
-    let last = lines.last().unwrap();
-    assert_eq!(counter(last, "retr"), 10, "{last}");
-    assert_eq!(counter(last, "del"), 0, "{last}");
-    let repo = Repository::open(&setup.repo).unwrap();
-    let manifest = repo
-        .manifest(&repo.find_snapshot("latest").unwrap())
-        .unwrap();
-    let record = manifest
-        .messages
-        .iter()
-        .find(|r| r.subject.as_deref() == Some("added 3"))
-        .expect("the new message is in the manifest with its headers");
-    assert_eq!(record.message_id.as_deref(), Some("<added3@example.org>"));
-    assert_eq!(
-        repo.read_message(&record.sha256.unwrap()).unwrap(),
-        dovecot_retr_bytes(&added[3].1)
-    );
-
-    // Nothing new: nothing is downloaded, and the run is still a snapshot.
-    let third = setup.json(&["snapshot"], 0);
-    let report = account(&third, "corpus");
-    assert_eq!(report["downloaded"], 0, "{report}");
-    assert_eq!(report["already_archived"], files.len() + 10);
-    assert!(report["snapshot"].is_string());
-    let lines = dovecot.wait_logouts(user, logouts_before + 4);
-    let last = lines.last().unwrap();
-    assert_eq!(counter(last, "retr"), 0, "{last}");
-    for line in &lines[logouts_before..] {
-        assert_eq!(counter(line, "del"), 0, "never a deletion: {line}");
-    }
-    // It saw the listing the second archived (same UIDLs and sizes from a new Dovecot
-    // session), so its manifest names the second's records file, and reads back the same.
-    let repo = Repository::open(&setup.repo).unwrap();
-    let ids = repo.snapshots().unwrap();
-    let (second_id, third_id) = (&ids[ids.len() - 2], &ids[ids.len() - 1]);
-    assert_eq!(report["snapshot"], third_id.as_str());
-    let (second_head, third_head) = (
-        repo.manifest_head(second_id).unwrap(),
-        repo.manifest_head(third_id).unwrap(),
-    );
-    assert!(second_head.listing.is_some());
-    assert_eq!(third_head.listing, second_head.listing);
-    assert_eq!(third_head.records, second_head.records);
-    assert_eq!(
-        repo.manifest(third_id).unwrap().messages,
-        repo.manifest(second_id).unwrap().messages
-    );
-    // The second snapshot's list is the first's plus ten records at its end: it names the
-    // first's records files for every run but the last, and the repository holds each run once.
-    assert_eq!(ids.len(), 3);
-    let first_list = repo.manifest_head(&ids[0]).unwrap().records.unwrap().0;
-    let second_list = second_head.records.clone().unwrap().0;
-    assert!(first_list.len() > 1, "1,259 records make several runs");
-    let shared = second_list
-        .iter()
-        .filter(|r| first_list.contains(r))
-        .count();
-    assert!(
-        shared + 1 >= first_list.len(),
-        "ten new messages change only the last run: {shared} of {} shared",
-        first_list.len()
-    );
-    assert_eq!(
-        std::fs::read_dir(setup.repo.join("records"))
+            })
+            .collect();
+        for (name, bytes) in &added {
+            dovecot.deliver(user, name, bytes);
+        }
+        let inventory = setup.json(&["inventory", "corpus"], 0);
+        assert_eq!(
+            inventory["new"].as_array().unwrap().len(),
+            10,
+            "{inventory}"
+        );
+        assert_eq!(inventory["already_archived"], files.len());
+        let subjects: Vec<&str> = inventory["new"]
+            .as_array()
             .unwrap()
-            .count(),
-        first_list.len() + second_list.len() - shared
-    );
+            .iter()
+            .map(|m| m["subject"].as_str().unwrap())
+            .collect();
+        assert!(subjects.contains(&"added 7"), "{subjects:?}");
+        // The human listing has a header row and sizes for people.
+        let human = setup.run(&["inventory", "corpus"]);
+        let text = String::from_utf8_lossy(&human.stdout);
+        let header = text
+            .lines()
+            .find(|l| l.contains("SUBJECT"))
+            .unwrap_or_default();
+        assert!(header.contains("MSG") && header.contains("SIZE"), "{text}");
+        assert!(text.contains("added 7") && text.contains(" B "), "{text}");
+        let lines = dovecot.wait_logouts(user, logouts_before + 3);
+        let last = lines.last().unwrap();
+        assert_eq!(
+            counter(last, "retr"),
+            0,
+            "inventory downloads no body: {last}"
+        );
+        assert_eq!(
+            counter(last, "top"),
+            10,
+            "inventory TOPs only the new: {last}"
+        );
 
-    // A message removed on the server stays archived and is reported as vanished.
-    dovecot.remove(user, "added-5");
-    let inventory = setup.json(&["inventory", "corpus", "--no-headers"], 0);
-    let vanished = inventory["vanished"].as_array().unwrap();
-    assert_eq!(vanished.len(), 1, "{inventory}");
-    assert_eq!(vanished[0]["subject"], "added 5");
-    let fourth = setup.json(&["snapshot"], 0);
-    assert_eq!(account(&fourth, "corpus")["vanished"], 1);
-    let gone = vanished[0]["sha256"].as_str().unwrap();
-    let out = setup.run(&["cat", gone]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(out.stdout, dovecot_retr_bytes(&added[5].1));
-    let human = setup.run(&["snapshots"]);
-    assert_eq!(
-        String::from_utf8_lossy(&human.stdout).lines().count(),
-        5,
-        "a header and four snapshots"
-    );
+        let second = setup.json(&["snapshot"], 0);
+        let report = account(&second, "corpus");
+        assert_eq!(report["downloaded"], 10, "{report}");
+        assert_eq!(report["new_messages"], 10);
+        assert_eq!(report["messages_on_server"], files.len() + 10);
+        let lines = dovecot.wait_logouts(user, logouts_before + 3);
+        let last = lines.last().unwrap();
+        assert_eq!(counter(last, "retr"), 10, "{last}");
+        assert_eq!(counter(last, "del"), 0, "{last}");
+        let repo = Repository::open(&setup.location).unwrap();
+        let manifest = repo
+            .manifest(&repo.find_snapshot("latest").unwrap())
+            .unwrap();
+        let record = manifest
+            .messages
+            .iter()
+            .find(|r| r.subject.as_deref() == Some("added 3"))
+            .expect("the new message is in the manifest with its headers");
+        assert_eq!(record.message_id.as_deref(), Some("<added3@example.org>"));
+        assert_eq!(
+            repo.read_message(&record.sha256.unwrap()).unwrap(),
+            dovecot_retr_bytes(&added[3].1)
+        );
+
+        // Nothing new: nothing is downloaded, and the run is still a snapshot.
+        let third = setup.json(&["snapshot"], 0);
+        let report = account(&third, "corpus");
+        assert_eq!(report["downloaded"], 0, "{report}");
+        assert_eq!(report["already_archived"], files.len() + 10);
+        assert!(report["snapshot"].is_string());
+        let lines = dovecot.wait_logouts(user, logouts_before + 4);
+        let last = lines.last().unwrap();
+        assert_eq!(counter(last, "retr"), 0, "{last}");
+        for line in &lines[logouts_before..] {
+            assert_eq!(counter(line, "del"), 0, "never a deletion: {line}");
+        }
+        // It saw the listing the second archived (same UIDLs and sizes from a new Dovecot
+        // session), so its manifest names the second's records file, and reads back the same.
+        let repo = Repository::open(&setup.location).unwrap();
+        let ids = repo.snapshots().unwrap();
+        let (second_id, third_id) = (&ids[ids.len() - 2], &ids[ids.len() - 1]);
+        assert_eq!(report["snapshot"], third_id.as_str());
+        let (second_head, third_head) = (
+            repo.manifest_head(second_id).unwrap(),
+            repo.manifest_head(third_id).unwrap(),
+        );
+        assert!(second_head.listing.is_some());
+        assert_eq!(third_head.listing, second_head.listing);
+        assert_eq!(third_head.records, second_head.records);
+        assert_eq!(
+            repo.manifest(third_id).unwrap().messages,
+            repo.manifest(second_id).unwrap().messages
+        );
+        // The second snapshot's list is the first's plus ten records at its end: it names the
+        // first's records files for every run but the last, and the repository holds each run once.
+        assert_eq!(ids.len(), 3);
+        let first_list = repo.manifest_head(&ids[0]).unwrap().records.unwrap().0;
+        let second_list = second_head.records.clone().unwrap().0;
+        assert!(first_list.len() > 1, "1,259 records make several runs");
+        let shared = second_list
+            .iter()
+            .filter(|r| first_list.contains(r))
+            .count();
+        assert!(
+            shared + 1 >= first_list.len(),
+            "ten new messages change only the last run: {shared} of {} shared",
+            first_list.len()
+        );
+        assert_eq!(
+            repo.records_files().unwrap().len(),
+            first_list.len() + second_list.len() - shared
+        );
+
+        // A message removed on the server stays archived and is reported as vanished.
+        dovecot.remove(user, "added-5");
+        let inventory = setup.json(&["inventory", "corpus", "--no-headers"], 0);
+        let vanished = inventory["vanished"].as_array().unwrap();
+        assert_eq!(vanished.len(), 1, "{inventory}");
+        assert_eq!(vanished[0]["subject"], "added 5");
+        let fourth = setup.json(&["snapshot"], 0);
+        assert_eq!(account(&fourth, "corpus")["vanished"], 1);
+        let gone = vanished[0]["sha256"].as_str().unwrap();
+        let out = setup.run(&["cat", gone]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(out.stdout, dovecot_retr_bytes(&added[5].1));
+        let human = setup.run(&["snapshots"]);
+        assert_eq!(
+            String::from_utf8_lossy(&human.stdout).lines().count(),
+            5,
+            "a header and four snapshots"
+        );
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //!
 //! Each test uses its own user (u01..u40) because Dovecot locks a mailbox per POP3 session
 //! and tests run in parallel. Allocation: u01-u04 corpus round trips, u05-u14 client tests,
-//! u15-u20 TLS tests, u21-u30 snapshot tests.
+//! u15-u20 TLS tests, u21-u40 snapshot tests, u41-u50 object-storage tests.
 
 use std::collections::HashMap;
 use std::os::unix::fs::chown;
