@@ -45,7 +45,10 @@ pub enum RepoError {
          try again later, or remove the lock file if that process is gone",
         path.display()
     )]
-    Locked { path: PathBuf, holder: Box<LockInfo> },
+    Locked {
+        path: PathBuf,
+        holder: Box<LockInfo>,
+    },
     /// `verify` found damage that is not healed yet; the command will not act on it.
     #[error("{detail}")]
     Damaged { detail: String },

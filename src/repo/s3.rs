@@ -36,8 +36,10 @@ use crate::failure::FailureKind;
 const UPLOAD_PART: usize = 8 << 20;
 /// Small reads from a pack fetch this much at once and keep it: restore, `cat` and the
 /// index rebuild read one frame after another from the same pack, and one request per
-/// frame would cost a round trip each.
+/// frame would cost a round trip each (tens of milliseconds on most stores).
 const READ_AHEAD: u64 = 4 << 20;
+/// How many bytes of packs are kept for later reads, most recently used first.
+const BLOCK_CACHE: usize = 16 << 20;
 
 /// A repository under `s3://BUCKET/PREFIX`.
 pub struct S3Backend {
@@ -46,8 +48,8 @@ pub struct S3Backend {
     /// Owns the threads the blocking operator runs on; shared with the lock's refresher.
     runtime: Arc<tokio::runtime::Runtime>,
     scratch: PathBuf,
-    /// The last block read from a pack.
-    block: Mutex<Option<Block>>,
+    /// Blocks read from packs, most recently used first (at most [`BLOCK_CACHE`] bytes).
+    blocks: Mutex<std::collections::VecDeque<Block>>,
     /// Sizes of the packs read from (they never change): a block must not be asked for
     /// past a pack's end.
     pack_sizes: Mutex<std::collections::HashMap<String, u64>>,
@@ -117,7 +119,7 @@ impl S3Backend {
             location: location.clone(),
             op,
             runtime: Arc::new(runtime),
-            block: Mutex::new(None),
+            blocks: Mutex::default(),
             pack_sizes: Mutex::default(),
         })
     }
@@ -287,13 +289,15 @@ impl Backend for S3Backend {
         }
         // Packs never change once written, so a block read once stays right.
         let cached = {
-            let block = self.block.lock().unwrap_or_else(|e| e.into_inner());
-            block
-                .as_ref()
-                .filter(|(n, start, bytes)| {
-                    n == name && *start <= offset && offset + len <= start + bytes.len() as u64
-                })
-                .map(|(_, start, bytes)| (*start, bytes.clone()))
+            let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+            let hit = blocks.iter().position(|(n, start, bytes)| {
+                n == name && *start <= offset && offset + len <= start + bytes.len() as u64
+            });
+            hit.and_then(|i| blocks.remove(i)).map(|block| {
+                let found = (block.1, block.2.clone());
+                blocks.push_front(block);
+                found
+            })
         };
         let (start, bytes) = match cached {
             Some(hit) => hit,
@@ -304,8 +308,13 @@ impl Backend for S3Backend {
                 }
                 let window = READ_AHEAD.min(size - offset);
                 let bytes = Arc::new(self.read_range(&object, offset, window)?);
-                *self.block.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((name.to_string(), offset, bytes.clone()));
+                let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+                blocks.push_front((name.to_string(), offset, bytes.clone()));
+                let mut total = 0;
+                blocks.retain(|(_, _, b)| {
+                    total += b.len();
+                    total <= BLOCK_CACHE
+                });
                 (offset, bytes)
             }
         };

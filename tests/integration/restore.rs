@@ -11,8 +11,8 @@ use popbackup::repo::{MessageHash, Repository, SnapshotId};
 use serde_json::Value;
 
 use crate::snapshot::{Setup, stderr};
-use crate::support::store::on_every_backend;
 use crate::support::dovecot::{Dovecot, dovecot_retr_bytes};
+use crate::support::store::on_every_backend;
 use crate::support::{corpus_messages, manifest, record};
 
 /// A CR before every LF that has none: the inverse of restore's default conversion.

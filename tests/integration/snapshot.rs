@@ -13,8 +13,8 @@ use popbackup::repo::{MessageHash, RepoLocation, Repository};
 use serde_json::Value;
 
 use crate::support::corpus_messages;
-use crate::support::store::on_every_backend;
 use crate::support::dovecot::{Dovecot, dovecot_retr_bytes};
+use crate::support::store::on_every_backend;
 
 /// A temporary configuration and repository for some Dovecot users.
 pub struct Setup {
@@ -52,12 +52,22 @@ impl Setup {
         extra: &str,
         at: &crate::support::store::TestRepo,
     ) -> Setup {
+        Setup::on_with_tls(dovecot, accounts, extra, TlsMode::Implicit, at)
+    }
+
+    pub fn on_with_tls(
+        dovecot: &Dovecot,
+        accounts: &[(&str, &str)],
+        extra: &str,
+        tls: TlsMode,
+        at: &crate::support::store::TestRepo,
+    ) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         Setup::build(
             dovecot,
             accounts,
             extra,
-            TlsMode::Implicit,
+            tls,
             dir,
             at.config.clone(),
             at.location.clone(),

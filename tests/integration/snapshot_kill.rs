@@ -16,11 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use popbackup::pop3::TlsMode;
-use popbackup::repo::{MessageHash, Repository, pack};
+use popbackup::repo::{MessageHash, Repository};
 
 use crate::snapshot::{Setup, counter, stderr};
 use crate::support::corpus_messages;
 use crate::support::dovecot::{Dovecot, dovecot_retr_bytes};
+use crate::support::store::{TestRepo, on_every_backend};
 
 /// Forwards connections to `target`, recording RETR commands and throttling replies. Each run
 /// gets a proxy of its own, so that what it retrieved is known exactly, however late a killed
@@ -104,6 +105,7 @@ impl SlowMailbox {
         user: &str,
         top: &str,
         account: &str,
+        at: &TestRepo,
     ) -> Self {
         dovecot.fill_maildir(
             user,
@@ -112,7 +114,7 @@ impl SlowMailbox {
                 .enumerate()
                 .map(|(i, (_, bytes))| (format!("{i:05}"), bytes.as_slice())),
         );
-        let setup = Setup::with_tls(dovecot, &[("big", user)], top, TlsMode::None);
+        let setup = Setup::on_with_tls(dovecot, &[("big", user)], top, TlsMode::None, at);
         let text = std::fs::read_to_string(&setup.config).unwrap() + account + "\n";
         SlowMailbox {
             setup,
@@ -133,144 +135,147 @@ impl SlowMailbox {
     }
 }
 
-#[test]
-fn sigkill_during_a_first_run_then_resume() {
-    let Some(dovecot) = Dovecot::get() else {
-        return;
-    };
-    let Some(corpus) = corpus_messages() else {
-        return;
-    };
-    // Bound what is in flight when a kill comes (the default window is 8 MiB, more than this
-    // whole mailbox): whatever was requested but not checkpointed is at most 256 KiB of RETRs
-    // plus one checkpoint's worth.
-    let user = "u27";
-    let slow = SlowMailbox::new(
-        &dovecot,
-        &corpus,
-        user,
-        "checkpoint_size = \"128 KiB\"",
-        "pipeline_window_bytes = \"256 KiB\"",
-    );
-    let (setup, proxy_for_run) = (&slow.setup, || slow.next_run());
-    let mut retr: Vec<Arc<Mutex<Vec<u32>>>> = Vec::new();
-
-    // Deterministic "random" kill times between 0.9 and 1.7 s. After each kill, the message
-    // numbers the repository holds committed (in checkpoints) are read: no later run may
-    // retrieve them again.
-    let committed_now = || -> HashSet<u32> {
-        let repo = Repository::open(&setup.repo).unwrap();
-        let mut manifests = repo.checkpoints().unwrap();
-        for id in repo.snapshots().unwrap() {
-            manifests.push(repo.manifest(&id).unwrap());
-        }
-        manifests
-            .iter()
-            .flat_map(|m| &m.messages)
-            .filter(|r| r.sha256.is_some_and(|h| repo.location(&h).is_some()))
-            .map(|r| r.msg)
-            .collect()
-    };
-    let mut seed: u64 = 0x5eed_cafe;
-    let mut kills = 0;
-    // What was committed when each run ended, by run.
-    let mut committed_after: Vec<HashSet<u32>> = Vec::new();
-    for _ in 0..8 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let delay = Duration::from_millis(900 + (seed >> 33) % 800);
-        retr.push(proxy_for_run());
-        let mut child = setup.command(&["snapshot", "-q"]).spawn().unwrap();
-        std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_some() {
-            committed_after.push(committed_now());
-            break;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills += 1;
-        committed_after.push(committed_now());
-    }
-    assert!(
-        kills >= 3,
-        "only {kills} kills: the run is too fast to test resuming"
-    );
-    retr.push(proxy_for_run());
-    let out = setup.run(&["snapshot", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-
-    // Every message is in the final snapshot and stored exactly once.
-    let mut expected: HashMap<MessageHash, usize> = HashMap::new();
-    for (_, bytes) in &corpus {
-        *expected
-            .entry(MessageHash::of(&dovecot_retr_bytes(bytes)))
-            .or_default() += 1;
-    }
-    let repo = Repository::open(&setup.repo).unwrap();
-    let manifest = repo
-        .manifest(&repo.find_snapshot("latest").unwrap())
-        .unwrap();
-    assert!(manifest.complete);
-    let mut listed: HashMap<MessageHash, usize> = HashMap::new();
-    for record in &manifest.messages {
-        *listed.entry(record.sha256.unwrap()).or_default() += 1;
-    }
-    assert_eq!(listed, expected);
-    let mut copies: HashMap<MessageHash, usize> = HashMap::new();
-    let packs = crate::support::files::packs_dir(repo.storage().local_path().unwrap());
-    for entry in std::fs::read_dir(&packs).unwrap() {
-        for e in pack::scan_pack(&entry.unwrap().path()).unwrap() {
-            *copies.entry(e.hash).or_default() += 1;
-        }
-    }
-    assert_eq!(copies.len(), expected.len(), "no stray or missing message");
-    assert!(
-        copies.values().all(|n| *n == 1),
-        "a message was stored twice"
-    );
-    for hash in expected.keys() {
-        repo.read_message(hash).unwrap();
-    }
-    assert!(repo.checkpoints().unwrap().is_empty());
-
-    // Every message was retrieved; a run retrieved nothing that an earlier run had
-    // committed, and no run retrieved a message twice.
-    // Killed runs are dead; their proxies' threads have seen everything they sent once
-    // their connections closed, which they have (the final run logged out after them).
-    let retr: Vec<Vec<u32>> = retr.iter().map(|r| r.lock().unwrap().clone()).collect();
-    let all: HashSet<u32> = retr.iter().flatten().copied().collect();
-    assert_eq!(all.len(), corpus.len(), "every message was retrieved");
-    for (run, asked) in retr.iter().enumerate() {
-        let unique: HashSet<u32> = asked.iter().copied().collect();
-        assert_eq!(
-            unique.len(),
-            asked.len(),
-            "run {run} asked for a message twice"
+on_every_backend! {
+    /// On an object store the killed run's lock object stays behind: the next run, on the same
+    /// host, sees that its process is gone and takes over.
+    fn sigkill_during_a_first_run_then_resume(at: &TestRepo) {
+        let Some(dovecot) = Dovecot::get() else {
+            return;
+        };
+        let Some(corpus) = corpus_messages() else {
+            return;
+        };
+        // Bound what is in flight when a kill comes (the default window is 8 MiB, more than this
+        // whole mailbox): whatever was requested but not checkpointed is at most 256 KiB of RETRs
+        // plus one checkpoint's worth.
+        let user = if at.path().is_some() { "u27" } else { "u44" };
+        let slow = SlowMailbox::new(
+            &dovecot,
+            &corpus,
+            user,
+            "checkpoint_size = \"128 KiB\"",
+            "pipeline_window_bytes = \"256 KiB\"",
+            at,
         );
-        if let Some(before) = run.checked_sub(1).map(|r| &committed_after[r]) {
-            let again: Vec<&u32> = unique.intersection(before).collect();
-            assert!(
-                again.is_empty(),
-                "run {run} retrieved {} message(s) committed before it started: {again:?}",
-                again.len()
-            );
+        let (setup, proxy_for_run) = (&slow.setup, || slow.next_run());
+        let mut retr: Vec<Arc<Mutex<Vec<u32>>>> = Vec::new();
+
+        // Deterministic "random" kill times between 0.9 and 1.7 s. After each kill, the message
+        // numbers the repository holds committed (in checkpoints) are read: no later run may
+        // retrieve them again.
+        let committed_now = || -> HashSet<u32> {
+            let repo = Repository::open(&setup.location).unwrap();
+            let mut manifests = repo.checkpoints().unwrap();
+            for id in repo.snapshots().unwrap() {
+                manifests.push(repo.manifest(&id).unwrap());
+            }
+            manifests
+                .iter()
+                .flat_map(|m| &m.messages)
+                .filter(|r| r.sha256.is_some_and(|h| repo.location(&h).is_some()))
+                .map(|r| r.msg)
+                .collect()
+        };
+        let mut seed: u64 = 0x5eed_cafe;
+        let mut kills = 0;
+        // What was committed when each run ended, by run.
+        let mut committed_after: Vec<HashSet<u32>> = Vec::new();
+        for _ in 0..8 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let delay = Duration::from_millis(900 + (seed >> 33) % 800);
+            retr.push(proxy_for_run());
+            let mut child = setup.command(&["snapshot", "-q"]).spawn().unwrap();
+            std::thread::sleep(delay);
+            if child.try_wait().unwrap().is_some() {
+                committed_after.push(committed_now());
+                break;
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills += 1;
+            committed_after.push(committed_now());
         }
-        // Committed sets only grow: a kill never loses what was committed.
-        if run > 0 && run < committed_after.len() {
-            assert!(
-                committed_after[run - 1].is_subset(&committed_after[run]),
-                "run {run} lost what was committed before it"
-            );
+        assert!(
+            kills >= 3,
+            "only {kills} kills: the run is too fast to test resuming"
+        );
+        retr.push(proxy_for_run());
+        let out = setup.run(&["snapshot", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+        // Every message is in the final snapshot and stored exactly once.
+        let mut expected: HashMap<MessageHash, usize> = HashMap::new();
+        for (_, bytes) in &corpus {
+            *expected
+                .entry(MessageHash::of(&dovecot_retr_bytes(bytes)))
+                .or_default() += 1;
         }
-    }
-    let again = retr.iter().map(Vec::len).sum::<usize>() - corpus.len();
-    eprintln!(
-        "{kills} kills; {again} retrievals of {} messages were repeats of uncommitted ones",
-        corpus.len()
-    );
-    for line in dovecot.logouts(user) {
-        assert_eq!(counter(&line, "del"), 0, "{line}");
+        let repo = Repository::open(&setup.location).unwrap();
+        let manifest = repo
+            .manifest(&repo.find_snapshot("latest").unwrap())
+            .unwrap();
+        assert!(manifest.complete);
+        let mut listed: HashMap<MessageHash, usize> = HashMap::new();
+        for record in &manifest.messages {
+            *listed.entry(record.sha256.unwrap()).or_default() += 1;
+        }
+        assert_eq!(listed, expected);
+        let mut copies: HashMap<MessageHash, usize> = HashMap::new();
+        for id in repo.pack_ids().unwrap() {
+            for e in repo.pack_entries(&id).unwrap() {
+                *copies.entry(e.hash).or_default() += 1;
+            }
+        }
+        assert_eq!(copies.len(), expected.len(), "no stray or missing message");
+        assert!(
+            copies.values().all(|n| *n == 1),
+            "a message was stored twice"
+        );
+        for hash in expected.keys() {
+            repo.read_message(hash).unwrap();
+        }
+        assert!(repo.checkpoints().unwrap().is_empty());
+
+        // Every message was retrieved; a run retrieved nothing that an earlier run had
+        // committed, and no run retrieved a message twice.
+        // Killed runs are dead; their proxies' threads have seen everything they sent once
+        // their connections closed, which they have (the final run logged out after them).
+        let retr: Vec<Vec<u32>> = retr.iter().map(|r| r.lock().unwrap().clone()).collect();
+        let all: HashSet<u32> = retr.iter().flatten().copied().collect();
+        assert_eq!(all.len(), corpus.len(), "every message was retrieved");
+        for (run, asked) in retr.iter().enumerate() {
+            let unique: HashSet<u32> = asked.iter().copied().collect();
+            assert_eq!(
+                unique.len(),
+                asked.len(),
+                "run {run} asked for a message twice"
+            );
+            if let Some(before) = run.checked_sub(1).map(|r| &committed_after[r]) {
+                let again: Vec<&u32> = unique.intersection(before).collect();
+                assert!(
+                    again.is_empty(),
+                    "run {run} retrieved {} message(s) committed before it started: {again:?}",
+                    again.len()
+                );
+            }
+            // Committed sets only grow: a kill never loses what was committed.
+            if run > 0 && run < committed_after.len() {
+                assert!(
+                    committed_after[run - 1].is_subset(&committed_after[run]),
+                    "run {run} lost what was committed before it"
+                );
+            }
+        }
+        let again = retr.iter().map(Vec::len).sum::<usize>() - corpus.len();
+        eprintln!(
+            "{kills} kills; {again} retrievals of {} messages were repeats of uncommitted ones",
+            corpus.len()
+        );
+        for line in dovecot.logouts(user) {
+            assert_eq!(counter(&line, "del"), 0, "{line}");
+        }
     }
 }
 
@@ -285,7 +290,8 @@ fn sigint_and_sigterm_checkpoint_and_exit_with_the_signal() {
     let Some(corpus) = corpus_messages() else {
         return;
     };
-    let slow = SlowMailbox::new(&dovecot, &corpus, "u38", "", "");
+    let local = TestRepo::local();
+    let slow = SlowMailbox::new(&dovecot, &corpus, "u38", "", "", &local);
     let setup = &slow.setup;
     let run_through_proxy = |args: &[&str]| {
         let retr = slow.next_run();
