@@ -17,6 +17,7 @@ mod pop3_tls;
 mod repo;
 mod restore;
 mod retention;
+mod s3;
 mod secrets;
 mod snapshot;
 mod snapshot_fake;

@@ -128,8 +128,8 @@ impl Garage {
 
 /// One test's repository and what the command line needs to reach it.
 pub struct TestRepo {
-    /// The local repository's parent (or, for S3, where the test's files go).
-    pub dir: tempfile::TempDir,
+    /// Holds a local repository (removed with it).
+    _dir: Option<tempfile::TempDir>,
     pub location: RepoLocation,
     /// The configuration's lines that name the repository (and `[s3]`).
     pub config: String,
@@ -143,7 +143,7 @@ impl TestRepo {
         TestRepo {
             config: format!("repository = \"{}\"\n", path.display()),
             location: RepoLocation::Local(path),
-            dir,
+            _dir: Some(dir),
         }
     }
 
@@ -152,7 +152,7 @@ impl TestRepo {
         let garage = Garage::get()?;
         let prefix = Garage::fresh_prefix(name);
         Some(TestRepo {
-            dir: tempfile::tempdir().unwrap(),
+            _dir: None,
             location: garage.location(&prefix),
             config: garage.config(&prefix),
         })
@@ -161,15 +161,6 @@ impl TestRepo {
     /// The directory of a local repository.
     pub fn path(&self) -> Option<&Path> {
         self.location.local_path()
-    }
-
-    /// Writes a private configuration file: the repository's lines, then `rest`.
-    pub fn write_config(&self, rest: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt as _;
-        let path = self.dir.path().join("config.toml");
-        std::fs::write(&path, format!("{}{rest}", self.config)).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        path
     }
 }
 
