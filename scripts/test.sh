@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The one test command: formatting, lints, and every test, with a real Dovecot on loopback.
+# The one test command: formatting, lints, and every test, with a real Dovecot and a real
+# S3-compatible store (Garage) on loopback.
 #
-# Installs what it needs when missing (dovecot-pop3d, openssl; as root), starts a throwaway
-# Dovecot (scripts/dovecot.sh) for the duration of the run, and stops it on exit.
+# Installs what it needs when missing (dovecot-pop3d, openssl; as root; and Garage with
+# `cargo install garage --locked`, about 15 minutes once), starts a throwaway Dovecot
+# (scripts/dovecot.sh) and a single-node Garage (scripts/garage.sh) for the duration of the
+# run (and a 3-node cluster for the fault test), and stops them on exit.
 # Environment: POPBACKUP_CORPUS (default ../shared/corpus when present), CI=true makes tests
-# that need Dovecot or the corpus fail instead of skip.
+# that need Dovecot, Garage or the corpus fail instead of skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,15 +30,25 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 scripts/dovecot.sh install
+scripts/garage.sh install
 
 state=$(mktemp -d /tmp/popbackup-test.XXXXXX)
 cleanup() {
+  scripts/garage.sh stop "$state/garage" || true
+  scripts/garage.sh stop "$state/garage3" || true
   scripts/dovecot.sh stop "$state" || true
   rm -rf "$state"
 }
 trap cleanup EXIT
 scripts/dovecot.sh start "$state"
 export POPBACKUP_DOVECOT_DIR="$state"
+scripts/garage.sh start "$state/garage" 1
+export POPBACKUP_GARAGE_DIR="$state/garage"
+# Three nodes, replication factor 3: the test that kills one mid-snapshot.
+scripts/garage.sh start "$state/garage3" 3
+export POPBACKUP_GARAGE3_DIR="$state/garage3"
+# Where popbackup builds packs before uploading them to a bucket: inside this run's state.
+export XDG_CACHE_HOME="$state/cache"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

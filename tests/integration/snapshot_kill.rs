@@ -26,14 +26,14 @@ use crate::support::store::{TestRepo, on_every_backend};
 /// Forwards connections to `target`, recording RETR commands and throttling replies. Each run
 /// gets a proxy of its own, so that what it retrieved is known exactly, however late a killed
 /// run's connection is seen.
-struct CountingProxy {
+pub struct CountingProxy {
     port: u16,
     /// The messages retrieved, in order.
     retr: Arc<Mutex<Vec<u32>>>,
 }
 
 impl CountingProxy {
-    fn start(target: u16, chunk: usize, pause: Duration) -> CountingProxy {
+    pub fn start(target: u16, chunk: usize, pause: Duration) -> CountingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let retr = Arc::new(Mutex::new(Vec::new()));
@@ -90,8 +90,8 @@ impl CountingProxy {
 }
 
 /// The corpus in a Dovecot mailbox, reached through a fresh throttled proxy for each run.
-struct SlowMailbox {
-    setup: Setup,
+pub struct SlowMailbox {
+    pub setup: Setup,
     /// The configuration, its port still the server's.
     text: String,
     server_port: u16,
@@ -99,7 +99,7 @@ struct SlowMailbox {
 
 impl SlowMailbox {
     /// `top`: keys for the top of the configuration; `account`: for the account's table.
-    fn new(
+    pub fn new(
         dovecot: &Dovecot,
         corpus: &[(String, Vec<u8>)],
         user: &str,
@@ -124,7 +124,7 @@ impl SlowMailbox {
     }
 
     /// Points the configuration at a new proxy; returns what that proxy records.
-    fn next_run(&self) -> Arc<Mutex<Vec<u32>>> {
+    pub fn next_run(&self) -> Arc<Mutex<Vec<u32>>> {
         let proxy = CountingProxy::start(self.server_port, 8 * 1024, Duration::from_millis(10));
         let config = self.text.replace(
             &format!("port = {}", self.server_port),

@@ -20,19 +20,26 @@ pub struct Garage {
 }
 
 impl Garage {
-    /// The running Garage, or `None` (skip) outside CI when there is none.
+    /// The running single-node Garage, or `None` (skip) outside CI when there is none.
     pub fn get() -> Option<Garage> {
-        let dir = std::env::var("POPBACKUP_GARAGE_DIR")
-            .ok()
-            .filter(|d| !d.is_empty());
+        Garage::from_env("POPBACKUP_GARAGE_DIR")
+    }
+
+    /// The running 3-node cluster (replication factor 3) for the fault tests.
+    pub fn cluster() -> Option<Garage> {
+        Garage::from_env("POPBACKUP_GARAGE3_DIR")
+    }
+
+    fn from_env(variable: &str) -> Option<Garage> {
+        let dir = std::env::var(variable).ok().filter(|d| !d.is_empty());
         let text = dir
             .as_ref()
             .and_then(|d| std::fs::read_to_string(Path::new(d).join("garage.env")).ok());
         let Some(text) = text else {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!(
-                    "CI=true but no test Garage is running (POPBACKUP_GARAGE_DIR={dir:?}); run \
-                     the tests through scripts/test.sh"
+                    "CI=true but no test Garage is running ({variable}={dir:?}); run the tests \
+                     through scripts/test.sh"
                 );
             }
             eprintln!("SKIPPED: no test Garage; run scripts/test.sh to include the S3 tests");
@@ -79,6 +86,13 @@ impl Garage {
     /// The key's id.
     pub fn key_id(&self) -> &str {
         self.var("POPBACKUP_GARAGE_KEY_ID")
+    }
+
+    /// The pid of node `node` (0-based), to kill it.
+    pub fn node_pid(&self, node: usize) -> u32 {
+        let dir = Path::new(self.var("POPBACKUP_GARAGE_DIR"));
+        let pid = std::fs::read_to_string(dir.join(format!("node{}/pid", node + 1))).unwrap();
+        pid.trim().parse().unwrap()
     }
 
     /// A prefix no other test (or earlier run) uses.
@@ -133,6 +147,8 @@ pub struct TestRepo {
     pub location: RepoLocation,
     /// The configuration's lines that name the repository (and `[s3]`).
     pub config: String,
+    /// The prefix in the bucket (empty for a local repository).
+    pub prefix: String,
 }
 
 impl TestRepo {
@@ -143,19 +159,25 @@ impl TestRepo {
         TestRepo {
             config: format!("repository = \"{}\"\n", path.display()),
             location: RepoLocation::Local(path),
+            prefix: String::new(),
             _dir: Some(dir),
         }
     }
 
     /// A repository under a fresh prefix of the test Garage's bucket, or `None` (skip).
     pub fn s3(name: &str) -> Option<TestRepo> {
-        let garage = Garage::get()?;
+        Some(TestRepo::in_bucket(&Garage::get()?, name))
+    }
+
+    /// A repository under a fresh prefix of `garage`'s bucket.
+    pub fn in_bucket(garage: &Garage, name: &str) -> TestRepo {
         let prefix = Garage::fresh_prefix(name);
-        Some(TestRepo {
+        TestRepo {
             _dir: None,
             location: garage.location(&prefix),
             config: garage.config(&prefix),
-        })
+            prefix,
+        }
     }
 
     /// The directory of a local repository.
