@@ -158,7 +158,13 @@ impl std::fmt::Display for StorageFailure {
 impl std::error::Error for StorageFailure {}
 
 /// A held writer lock; dropping it releases the lock.
-pub trait HeldLock: Send + Sync + std::fmt::Debug {}
+pub trait HeldLock: Send + Sync + std::fmt::Debug {
+    /// Whether the lock is still certainly ours; `Err` says why not. An `flock` is held
+    /// until the process ends; a lock object can be lost.
+    fn still_held(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
 
 impl HeldLock for super::lock::RepoLock {}
 

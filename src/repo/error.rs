@@ -49,6 +49,12 @@ pub enum RepoError {
         path: PathBuf,
         holder: Box<LockInfo>,
     },
+    /// The writer's lock may have passed to another writer; it stopped before writing more.
+    #[error(
+        "stopped writing: {detail}; nothing unfinished was committed, so run again (another \
+         popbackup may be writing to this repository now)"
+    )]
+    LockLost { detail: String },
     /// `verify` found damage that is not healed yet; the command will not act on it.
     #[error("{detail}")]
     Damaged { detail: String },
@@ -81,7 +87,13 @@ impl RepoError {
             RepoError::Io { op, path, source } => RepoError::Io {
                 op,
                 path: path.clone(),
-                source: io::Error::new(source.kind(), source.to_string()),
+                source: match StorageFailure::of(source) {
+                    Some(failure) => io::Error::new(
+                        source.kind(),
+                        StorageFailure::new(failure.kind, failure.to_string()),
+                    ),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
             },
             RepoError::NotARepository { path } => RepoError::NotARepository { path: path.clone() },
             RepoError::AlreadyExists { path } => RepoError::AlreadyExists { path: path.clone() },
@@ -110,6 +122,9 @@ impl RepoError {
             RepoError::Damaged { detail } => RepoError::Damaged {
                 detail: detail.clone(),
             },
+            RepoError::LockLost { detail } => RepoError::LockLost {
+                detail: detail.clone(),
+            },
         }
     }
 
@@ -129,7 +144,7 @@ impl RepoError {
             RepoError::UnsupportedVersion { .. }
             | RepoError::Corrupt { .. }
             | RepoError::Damaged { .. } => FailureKind::Data,
-            RepoError::Locked { .. } => FailureKind::Temporary,
+            RepoError::Locked { .. } | RepoError::LockLost { .. } => FailureKind::Temporary,
             RepoError::NotFound { .. } | RepoError::Invalid(_) => FailureKind::Usage,
         }
     }

@@ -590,3 +590,139 @@ fn cause(error: &opendal::Error) -> String {
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or("").trim().to_string()
 }
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub(super) mod tests {
+    use super::*;
+    use crate::repo::location::{S3Secret, S3Url};
+
+    /// The test Garage `scripts/test.sh` starts, at a fresh prefix; `None` (skip) without
+    /// one, except under `CI=true`.
+    pub(crate) fn garage(name: &str) -> Option<S3Location> {
+        let dir = std::env::var("POPBACKUP_GARAGE_DIR")
+            .ok()
+            .filter(|d| !d.is_empty());
+        let text = dir
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(std::path::Path::new(d).join("garage.env")).ok());
+        let Some(text) = text else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but no test Garage (POPBACKUP_GARAGE_DIR={dir:?})"
+            );
+            eprintln!("SKIPPED: no test Garage; run scripts/test.sh");
+            return None;
+        };
+        let var = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("{key} in garage.env"))
+                .to_string()
+        };
+        let secret = std::fs::read_to_string(var("POPBACKUP_GARAGE_SECRET_FILE")).unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let url = S3Url {
+            bucket: var("POPBACKUP_GARAGE_BUCKET"),
+            prefix: format!("unit/{name}-{}-{nanos}", std::process::id()),
+        };
+        Some(S3Location {
+            bucket: url.bucket,
+            prefix: url.prefix,
+            endpoint: var("POPBACKUP_GARAGE_ENDPOINTS")
+                .split_whitespace()
+                .next()
+                .map(str::to_string),
+            region: var("POPBACKUP_GARAGE_REGION"),
+            access_key_id: var("POPBACKUP_GARAGE_KEY_ID"),
+            secret_access_key: S3Secret::new(secret.trim()),
+        })
+    }
+
+    #[test]
+    fn the_formats_names_are_known_and_others_are_strays() {
+        let pack = format!("packs/{}.tar", "ab".repeat(32));
+        assert!(belongs_to_format(&pack));
+        assert!(belongs_to_format("config.json"));
+        assert!(belongs_to_format(&format!(
+            "locks/{}.json",
+            "0f".repeat(16)
+        )));
+        for stray in [
+            "packs/x.tar",
+            "notes.txt",
+            "locks/x.json",
+            "tmp/y",
+            "packs/",
+        ] {
+            assert!(!belongs_to_format(stray), "{stray}");
+        }
+    }
+
+    #[test]
+    fn files_go_up_whole_and_read_back_in_ranges() {
+        let Some(location) = garage("backend") else {
+            return;
+        };
+        let b = S3Backend::connect(&location).unwrap();
+        b.prepare().unwrap();
+        assert!(b.list(FileKind::Index).unwrap().is_empty());
+        assert!(b.list(FileKind::Config).unwrap().is_empty());
+        b.write(FileKind::Index, "bb", b"second").unwrap();
+        b.write(FileKind::Config, "", b"{}").unwrap();
+        let listed = b.list(FileKind::Index).unwrap();
+        assert_eq!((listed[0].name.as_str(), listed[0].size), ("bb", 6));
+        assert!(listed[0].modified.is_some());
+        assert_eq!(b.list(FileKind::Config).unwrap()[0].size, 2);
+        assert_eq!(
+            b.read(FileKind::Index, "zz").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+
+        // A pack larger than one upload part goes up in parts, from the scratch directory.
+        let big: Vec<u8> = (0..(UPLOAD_PART + 12345) as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut built = durable::TempFile::new(&b.scratch(), "pack").unwrap();
+        std::io::Write::write_all(built.file(), &big).unwrap();
+        b.publish(FileKind::Pack, "cd", built).unwrap();
+        assert_eq!(std::fs::read_dir(b.scratch()).unwrap().count(), 0);
+        assert_eq!(b.size(FileKind::Pack, "cd").unwrap(), big.len() as u64);
+        let mut streamed = Vec::new();
+        b.open(FileKind::Pack, "cd")
+            .unwrap()
+            .read_to_end(&mut streamed)
+            .unwrap();
+        assert!(streamed == big);
+        // Small reads (through the block cache) and a large one; the end is the end.
+        for (offset, len) in [(0, 10), (5, 100), (UPLOAD_PART as u64 - 3, 7), (1, 3 << 20)] {
+            let mut buf = vec![0u8; len];
+            b.read_at(FileKind::Pack, "cd", offset, &mut buf).unwrap();
+            assert!(
+                buf[..] == big[offset as usize..offset as usize + len],
+                "{offset}+{len}"
+            );
+        }
+        let mut past = [0u8; 10];
+        let end = big.len() as u64 - 5;
+        assert_eq!(
+            b.read_at(FileKind::Pack, "cd", end, &mut past)
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+
+        // Anything not named as the format names files is a stray (these test names are not
+        // hashes); removing twice is no error.
+        b.op.write("notes.txt", b"x".to_vec()).unwrap();
+        let (strays, scratch) = b.strays().unwrap();
+        assert_eq!(strays, ["index/bb.json.zst", "notes.txt", "packs/cd.tar"]);
+        assert!(scratch.is_empty());
+        b.remove(FileKind::Index, "bb").unwrap();
+        b.remove(FileKind::Index, "bb").unwrap();
+        assert!(b.list(FileKind::Index).unwrap().is_empty());
+    }
+}

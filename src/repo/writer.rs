@@ -100,7 +100,7 @@ impl OpeningWriter {
 /// A repository opened for writing, holding the exclusive lock.
 pub struct RepoWriter {
     repo: Repository,
-    _lock: Box<dyn HeldLock>,
+    lock: Box<dyn HeldLock>,
     pack: Option<PackWriter>,
     /// zstd level for new messages when it differs from the repository's.
     level_override: Option<i32>,
@@ -214,7 +214,7 @@ impl RepoWriter {
             .unwrap_or_default();
         let mut writer = RepoWriter {
             repo,
-            _lock: lock,
+            lock,
             pack: None,
             level_override: None,
             verify_before_commit: true,
@@ -877,6 +877,7 @@ impl RepoWriter {
 
     /// Deletes a pack (prune, after the index no longer names it).
     pub fn remove_pack(&mut self, id: &PackId) -> Result<(), RepoError> {
+        self.ensure_locked()?;
         self.repo.layout.remove(FileKind::Pack, &id.to_string())
     }
 
@@ -1036,7 +1037,17 @@ impl RepoWriter {
 
     /// Writes a manifest without inline records (the list is in records files), as a
     /// snapshot or a checkpoint.
+    /// Refuses to go on when the lock may no longer be ours (an object-store lock that could
+    /// not be refreshed, or that another writer removed as stale): a manifest written, or a
+    /// pack deleted, after another writer took over could point at data it removes.
+    fn ensure_locked(&self) -> Result<(), RepoError> {
+        self.lock
+            .still_held()
+            .map_err(|detail| RepoError::LockLost { detail })
+    }
+
     fn write_head(&self, kind: FileKind, head: &Manifest) -> Result<(), RepoError> {
+        self.ensure_locked()?;
         let invalid =
             |e: &dyn std::fmt::Display| RepoError::Invalid(format!("cannot write a manifest: {e}"));
         let json = serde_json::to_vec(head).map_err(|e| invalid(&e))?;

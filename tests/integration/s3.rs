@@ -95,13 +95,17 @@ fn every_command_works_on_a_bucket_and_the_secret_key_is_never_shown() {
 
     // Browsing.
     run(&["inventory", "work"], 0);
-    let snapshots: Value = serde_json::from_slice(&run(&["snapshots", "--json"], 0).stdout).unwrap();
+    let snapshots: Value =
+        serde_json::from_slice(&run(&["snapshots", "--json"], 0).stdout).unwrap();
     assert_eq!(snapshots.as_array().unwrap().len(), 2, "{snapshots}");
     let listed = stdout(&run(&["ls", "--json"], 0));
     assert!(listed.contains("a large attachment"), "{listed}");
     let big_hash = MessageHash::of(&dovecot_retr_bytes(&big));
     let cat = run(&["cat", &big_hash.to_hex()], 0);
-    assert!(cat.stdout == dovecot_retr_bytes(&big), "cat gives the message back");
+    assert!(
+        cat.stdout == dovecot_retr_bytes(&big),
+        "cat gives the message back"
+    );
 
     // The large message's pack was uploaded in parts, and reads back whole.
     let repo = Repository::open(&setup.location).unwrap();
@@ -112,13 +116,20 @@ fn every_command_works_on_a_bucket_and_the_secret_key_is_never_shown() {
         .map(|id| repo.pack_size(id).unwrap())
         .max()
         .unwrap();
-    assert!(largest > 8 << 20, "a pack of {largest} bytes needs a multipart upload");
+    assert!(
+        largest > 8 << 20,
+        "a pack of {largest} bytes needs a multipart upload"
+    );
     assert_eq!(repo.index().len(), expected.len());
 
     // verify, in full and in parts that together read every pack once.
     let report: Value = serde_json::from_slice(&run(&["verify", "--json"], 0).stdout).unwrap();
     assert_eq!(report["clean"], true, "{report}");
-    assert_eq!(report["notes"], serde_json::json!([]), "no stray objects: {report}");
+    assert_eq!(
+        report["notes"],
+        serde_json::json!([]),
+        "no stray objects: {report}"
+    );
     let all: BTreeSet<String> = report["packs_read"]
         .as_array()
         .unwrap()
@@ -194,12 +205,20 @@ fn two_writers_on_one_bucket_never_both_write() {
     };
     let user = "u46";
     let mail: Vec<(String, Vec<u8>)> = (0..20)
-        .map(|i| (format!("m{i}"), format!("Subject: {i}\n\nbody {i}\n").into_bytes()))
+        .map(|i| {
+            (
+                format!("m{i}"),
+                format!("Subject: {i}\n\nbody {i}\n").into_bytes(),
+            )
+        })
         .collect();
     dovecot.fill_maildir(user, mail.iter().map(|(n, b)| (n.clone(), b.as_slice())));
     let setup = Setup::on(&dovecot, &[("work", user)], "", &at);
 
-    let held = Repository::open(&setup.location).unwrap().lock("test").unwrap();
+    let held = Repository::open(&setup.location)
+        .unwrap()
+        .lock("test")
+        .unwrap();
     let out = setup.run(&["snapshot"]);
     assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
     let said = stderr(&out);
@@ -252,7 +271,10 @@ fn unreachable_refused_and_missing_buckets_are_named() {
     let cases = [
         (
             "unreachable",
-            good.replace(endpoint.as_str(), &format!("http://127.0.0.1:{closed_port}")),
+            good.replace(
+                endpoint.as_str(),
+                &format!("http://127.0.0.1:{closed_port}"),
+            ),
             69,
             vec![
                 format!("127.0.0.1:{closed_port}"),
@@ -263,7 +285,10 @@ fn unreachable_refused_and_missing_buckets_are_named() {
         (
             "refused",
             good.replace(
-                &format!("secret_access_key_file = \"{}\"", garage.secret_file().display()),
+                &format!(
+                    "secret_access_key_file = \"{}\"",
+                    garage.secret_file().display()
+                ),
                 "secret_access_key_env = \"WRONG_S3_SECRET\"",
             ),
             77,
@@ -311,7 +336,10 @@ fn unreachable_refused_and_missing_buckets_are_named() {
     }
     // Nothing was created under the prefix.
     let err = Repository::open(garage.location(&prefix)).unwrap_err();
-    assert!(err.to_string().contains("not a popbackup repository"), "{err}");
+    assert!(
+        err.to_string().contains("not a popbackup repository"),
+        "{err}"
+    );
 }
 
 /// `--repo s3://...` without a configuration file takes the AWS environment variables, as
@@ -342,7 +370,10 @@ fn a_bucket_named_on_the_command_line_uses_the_aws_environment() {
     assert!(stdout(&out).contains(&url), "{}", stdout(&out));
     // The sample configuration names the bucket, and how to give its settings.
     let sample = std::fs::read_to_string(dir.path().join("popbackup/config.toml")).unwrap();
-    assert!(sample.contains(&format!("repository = \"{url}\"")), "{sample}");
+    assert!(
+        sample.contains(&format!("repository = \"{url}\"")),
+        "{sample}"
+    );
     assert!(sample.contains("# [s3]"), "{sample}");
     let out = popbackup(&["verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -388,7 +419,10 @@ fn a_store_node_killed_mid_snapshot_loses_nothing() {
     // Some checkpoints are written before the node goes; the rest after.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let victim = cluster.node_pid(2);
-    let killed = Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let first = child.wait().unwrap().code().unwrap();
     assert!(

@@ -46,6 +46,7 @@ pub(super) struct ObjectLock {
     stop: Option<mpsc::Sender<()>>,
     refresher: Option<std::thread::JoinHandle<()>>,
     op: opendal::blocking::Operator,
+    state: Arc<std::sync::Mutex<LockState>>,
     /// Keeps the operator's runtime alive until the lock is gone.
     _runtime: Arc<tokio::runtime::Runtime>,
 }
@@ -58,7 +59,32 @@ impl std::fmt::Debug for ObjectLock {
     }
 }
 
-impl HeldLock for ObjectLock {}
+impl HeldLock for ObjectLock {
+    fn still_held(&self) -> Result<(), String> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(why) = &state.lost {
+            return Err(why.clone());
+        }
+        // Well before anyone may take it as stale, even if the refresher is stuck.
+        let since = state.refreshed.elapsed();
+        if since > LOCK_STALE / 2 {
+            return Err(format!(
+                "the repository lock {} was last refreshed {} minutes ago",
+                self.object,
+                since.as_secs() / 60
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the refresher knows about the lock.
+struct LockState {
+    /// When the lock object was last written.
+    refreshed: std::time::Instant,
+    /// Why the lock is no longer ours.
+    lost: Option<String>,
+}
 
 impl ObjectLock {
     pub(super) fn acquire(backend: &S3Backend, command: &str) -> Result<ObjectLock, RepoError> {
@@ -115,25 +141,23 @@ fn try_acquire(
         return Ok(Err(other));
     }
     let (stop, stopped) = mpsc::channel::<()>();
+    let state = Arc::new(std::sync::Mutex::new(LockState {
+        refreshed: std::time::Instant::now(),
+        lost: None,
+    }));
     let refresher = {
         let op = backend.op.clone();
         let object = object.clone();
         let location = backend.location.clone();
+        let state = state.clone();
         std::thread::Builder::new()
             .name("popbackup-lock".into())
             .spawn(move || {
                 // Until the guard is dropped (or gone): rewrite the lock every LOCK_REFRESH.
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(LOCK_REFRESH)
                 {
-                    let mut info = info.clone();
-                    info.refreshed =
-                        Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-                    let bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
-                    if let Err(e) = op.write(&object, bytes) {
-                        log::warn!(
-                            "cannot refresh the repository lock {object}: {}",
-                            super::describe(&location, &object, e)
-                        );
+                    if !refresh(&op, &location, &object, &info, &state) {
+                        break;
                     }
                 }
             })
@@ -144,8 +168,43 @@ fn try_acquire(
         stop: Some(stop),
         refresher: Some(refresher),
         op: backend.op.clone(),
+        state,
         _runtime: backend.runtime.clone(),
     }))
+}
+
+/// Rewrites the lock object with the time; `false` once the lock is lost (someone removed
+/// it: rewriting it then would make two holders).
+fn refresh(
+    op: &opendal::blocking::Operator,
+    location: &crate::repo::location::S3Location,
+    object: &str,
+    info: &LockInfo,
+    state: &std::sync::Mutex<LockState>,
+) -> bool {
+    let mut info = info.clone();
+    info.refreshed = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
+    let outcome = match op.stat(object) {
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+            let why = format!("the repository lock {object} was removed by another process");
+            log::warn!("{why}");
+            state.lock().unwrap_or_else(|e| e.into_inner()).lost = Some(why);
+            return false;
+        }
+        Err(e) => Err(e),
+        Ok(_) => op.write(object, bytes).map(|_| ()),
+    };
+    match outcome {
+        Ok(()) => {
+            state.lock().unwrap_or_else(|e| e.into_inner()).refreshed = std::time::Instant::now();
+        }
+        Err(e) => log::warn!(
+            "cannot refresh the repository lock {object}: {}",
+            super::describe(location, object, e)
+        ),
+    }
+    true
 }
 
 fn write(backend: &S3Backend, object: &str, info: &LockInfo) -> Result<(), RepoError> {
@@ -233,5 +292,91 @@ impl Drop for ObjectLock {
         if let Err(e) = self.op.delete(&self.object) {
             log::warn!("cannot remove the repository lock {}: {e}", self.object);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(name: &str) -> Option<S3Backend> {
+        let location = super::super::tests::garage(name)?;
+        Some(S3Backend::connect(&location).unwrap())
+    }
+
+    #[test]
+    fn a_live_lock_refuses_and_an_old_one_is_stale() {
+        let Some(b) = backend("lock-live") else {
+            return;
+        };
+        let held = ObjectLock::acquire(&b, "snapshot").unwrap();
+        let err = ObjectLock::acquire(&b, "prune").unwrap_err();
+        let RepoError::Locked { holder, path } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            (holder.pid, holder.command.as_str()),
+            (std::process::id(), "snapshot")
+        );
+        assert!(path.to_string_lossy().contains("/locks/"), "{path:?}");
+        assert!(held.still_held().is_ok());
+        // Seen from half an hour later by the store's clock, it is stale.
+        let now = SystemTime::now();
+        assert_eq!(live_locks(&b, None, now, false).unwrap().len(), 1);
+        let later = now + LOCK_STALE + Duration::from_secs(60);
+        assert!(live_locks(&b, None, later, false).unwrap().is_empty());
+        drop(held);
+        assert!(
+            live_locks(&b, None, now, false).unwrap().is_empty(),
+            "released"
+        );
+        ObjectLock::acquire(&b, "prune").unwrap();
+    }
+
+    #[test]
+    fn the_lock_of_a_process_gone_from_this_host_is_taken_over() {
+        let Some(b) = backend("lock-dead") else {
+            return;
+        };
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let mut info = LockInfo::current("snapshot");
+        info.pid = gone.id();
+        let object = format!("{DIR}{}{SUFFIX}", "ab".repeat(16));
+        write(&b, &object, &info).unwrap();
+        let lock = ObjectLock::acquire(&b, "snapshot").unwrap();
+        assert!(
+            b.op.stat(&object).is_err(),
+            "the dead process's lock was removed"
+        );
+        drop(lock);
+    }
+
+    #[test]
+    fn a_lock_removed_by_someone_else_is_lost_and_not_written_again() {
+        let Some(b) = backend("lock-lost") else {
+            return;
+        };
+        let lock = ObjectLock::acquire(&b, "snapshot").unwrap();
+        let info = LockInfo::current("snapshot");
+        assert!(refresh(
+            &b.op,
+            &b.location,
+            &lock.object,
+            &info,
+            &lock.state
+        ));
+        assert!(lock.still_held().is_ok());
+        b.op.delete(&lock.object).unwrap();
+        assert!(!refresh(
+            &b.op,
+            &b.location,
+            &lock.object,
+            &info,
+            &lock.state
+        ));
+        let why = lock.still_held().unwrap_err();
+        assert!(why.contains("removed by another process"), "{why}");
+        assert!(b.op.stat(&lock.object).is_err(), "not recreated");
     }
 }
