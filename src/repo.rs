@@ -11,6 +11,8 @@ use backend::FileKind;
 pub mod compressed;
 pub mod dictionary;
 pub mod error;
+#[cfg(test)]
+mod faults;
 mod files;
 pub mod format;
 mod frame;

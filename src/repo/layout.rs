@@ -62,6 +62,12 @@ impl Layout {
         })
     }
 
+    /// The repository at `location`, reached through `backend` (a test's).
+    #[cfg(test)]
+    pub(crate) fn with_backend(location: RepoLocation, backend: Arc<dyn Backend>) -> Layout {
+        Layout { location, backend }
+    }
+
     /// The repository in the local directory `root`.
     #[cfg(test)]
     pub(crate) fn new(root: impl Into<PathBuf>) -> Layout {
