@@ -37,7 +37,7 @@ pub use error::RepoError;
 pub use format::RepoConfig;
 pub use id::{DictHash, ListingDigest, MessageHash, PackId, RecordsId, RepoId, SnapshotId};
 pub use index::{Index, IndexFile, IndexedPack, Location};
-pub use layout::Layout;
+pub(crate) use layout::Layout;
 pub use location::{RepoLocation, S3Location, S3Secret, S3Url};
 pub use lock::{LockInfo, RepoLock};
 pub use manifest::{Manifest, MessageRecord, RecordsList, ServerInfo, SnapshotSummary, Tool};
