@@ -22,13 +22,14 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 scripts/dovecot.sh install
+scripts/garage.sh install
 echo "bench: building (release)" >&2
 cargo build --release -q --bin popbackup --example pop3_fetch
 bin=$root/target/release/popbackup
 floor=$root/target/release/examples/pop3_fetch
 
 state=$(mktemp -d /tmp/popbackup-bench.XXXXXX)
-trap 'scripts/dovecot.sh stop "$state" >/dev/null 2>&1 || true; rm -rf "$state"' EXIT
+trap 'scripts/garage.sh stop "$state/garage" >/dev/null 2>&1 || true; scripts/dovecot.sh stop "$state" >/dev/null 2>&1 || true; rm -rf "$state"' EXIT
 scripts/dovecot.sh start "$state" >/dev/null
 # shellcheck disable=SC1091
 . "$state/harness.env"
@@ -67,6 +68,7 @@ for box in small mixed huge; do
 done
 
 row() { printf '| %s | %s | %s | %s |\n' "$@"; }
+declare -A local_full local_noop
 results=$state/results.md
 sizes=$state/sizes.md
 : > "$results"; : > "$sizes"
@@ -154,6 +156,7 @@ EOF
     done
   done
   F=$(median "${f[@]}"); P=$(median "${full[@]}")
+  local_full[$box]=$P; local_noop[$box]=$(median "${noop[@]}")
   ratio=$(python3 -c "print(f'{$P/$F:.2f}')")
   row "$box ($n msgs, $((raw / 1000000)) MB)" "floor $F s" "popbackup full $P s (${ratio}x floor)" "mpop $(median "${mp[@]}") s, fetchmail $(median "${fm[@]}") s" >> "$results"
   row "" "nothing new: popbackup $(median "${noop[@]}") s" "fetchmail $(median "${fmn[@]}") s, mpop $(median "${mpn[@]}") s" "1% new: popbackup ${more:+$(median "${more[@]}") s; the repository grew $((grew / 1000)) kB for $((newraw / 1000)) kB of new mail}" >> "$results"
@@ -192,6 +195,35 @@ t=$(timed "$bin" --repo "$state/repo-huge" restore -q --to "maildir:$state/resto
   row "verify (small)" "popbackup $vt s ($(python3 -c "print(f'{$rawsmall/$vt/1e6:.0f}')") MB/s), peak RSS $((vrss / 1024)) MiB" "zstd -d \| sha256sum $rt s" "ratio $(python3 -c "print(f'{$vt/$rt:.2f}')")x"
   row "restore (small, 20,000 msgs)" "Maildir $md s ($(python3 -c "print(f'{20000/$md:.0f}')") msgs/s), mbox $mb s ($(python3 -c "print(f'{20000/$mb:.0f}')") msgs/s)" "tar -x $ut s" "peak RSS $((mdrss / 1024)) MiB; huge message restore $((hugerss / 1024)) MiB"
 } >> "$results"
+
+# The repository in a bucket: the small mailbox and the 200 MB message to a single-node
+# Garage on loopback (every request a real S3 request, signed, over HTTP), next to the local
+# disk's figures above.
+echo "bench: object storage (Garage)" >&2
+scripts/garage.sh start "$state/garage" 1 2>/dev/null
+# shellcheck disable=SC1091
+. "$state/garage/garage.env"
+s3full=(); s3noop=(); s3rss=()
+for box in small huge; do
+  u=${user[$box]}
+  for i in $(seq "$RUNS"); do
+    cfg=$state/cfg-s3-$box.toml
+    printf 'repository = "s3://%s/%s-%s"\n[s3]\nendpoint = "%s"\nregion = "%s"\naccess_key_id = "%s"\nsecret_access_key_file = "%s"\n[accounts.b]\nhost = "localhost"\nport = %s\nuser = "%s"\npassword_env = "PW"\nca_file = "%s"\n' \
+      "$POPBACKUP_GARAGE_BUCKET" "$box" "$i" "$POPBACKUP_GARAGE_ENDPOINTS" "$POPBACKUP_GARAGE_REGION" "$POPBACKUP_GARAGE_KEY_ID" "$POPBACKUP_GARAGE_SECRET_FILE" "$port" "$u" "$ca" > "$cfg"; chmod 600 "$cfg"
+    XDG_CACHE_HOME=$state/cache "$bin" --config "$cfg" init -q
+    t=$(PW=pw-$u XDG_CACHE_HOME=$state/cache timed "$bin" --config "$cfg" snapshot -q)
+    if [ "$box" = small ]; then
+      s3full+=("${t% *}")
+      for _ in 1 2 3; do
+        t=$(PW=pw-$u XDG_CACHE_HOME=$state/cache timed "$bin" --config "$cfg" snapshot -q); s3noop+=("${t% *}")
+      done
+    else
+      s3rss+=("${t#* }")
+    fi
+  done
+done
+XDG_CACHE_HOME=$state/cache "$bin" --config "$state/cfg-s3-huge.toml" verify -q
+row "small to a bucket (Garage, 1 node, loopback)" "full snapshot $(median "${s3full[@]}") s (local disk ${local_full[small]} s)" "nothing new $(median "${s3noop[@]}") s (local disk ${local_noop[small]} s)" "200 MB message to the bucket: peak RSS $(( $(median "${s3rss[@]}" | cut -d. -f1) / 1024 )) MiB" >> "$results"
 
 # Memory at scale: a mailbox of 100,000 small messages, one run of each operation (peak RSS
 # is what is measured here; the times are for orientation). The night removes the 1,000
