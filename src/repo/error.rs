@@ -41,13 +41,15 @@ pub enum RepoError {
     #[error("{} is damaged: {detail}; run `popbackup verify` for a full report", path.display())]
     Corrupt { path: PathBuf, detail: String },
     #[error(
-        "the repository is locked by {holder} (lock file {}); another popbackup is writing — \
-         try again later, or remove the lock file if that process is gone",
+        "the repository is locked by {holder} (lock {}); another popbackup is writing — try \
+         again later{freed}",
         path.display()
     )]
     Locked {
         path: PathBuf,
         holder: Box<LockInfo>,
+        /// When the lock goes away by itself, or what the user may do about it.
+        freed: &'static str,
     },
     /// The writer's lock may have passed to another writer; it stopped before writing more.
     #[error(
@@ -110,9 +112,14 @@ impl RepoError {
                 path: path.clone(),
                 detail: detail.clone(),
             },
-            RepoError::Locked { path, holder } => RepoError::Locked {
+            RepoError::Locked {
+                path,
+                holder,
+                freed,
+            } => RepoError::Locked {
                 path: path.clone(),
                 holder: holder.clone(),
+                freed,
             },
             RepoError::NotFound { what, id } => RepoError::NotFound {
                 what,

@@ -82,6 +82,7 @@ impl RepoLock {
                 return Err(RepoError::Locked {
                     path: path.to_path_buf(),
                     holder: Box::new(holder),
+                    freed: ", or remove the lock file if that process is gone",
                 });
             }
             Err(std::fs::TryLockError::Error(e)) => {

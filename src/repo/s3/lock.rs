@@ -112,6 +112,9 @@ fn locked(backend: &S3Backend, (object, holder): (String, LockInfo)) -> RepoErro
     RepoError::Locked {
         path: backend.url(&object).into(),
         holder: Box::new(holder),
+        freed: " (a lock object not rewritten for 30 minutes is taken over, and one of a \
+                process gone from this host at once; or delete that object if the process is \
+                gone)",
     }
 }
 
@@ -311,7 +314,7 @@ mod tests {
         };
         let held = ObjectLock::acquire(&b, "snapshot").unwrap();
         let err = ObjectLock::acquire(&b, "prune").unwrap_err();
-        let RepoError::Locked { holder, path } = &err else {
+        let RepoError::Locked { holder, path, .. } = &err else {
             panic!("{err:?}")
         };
         assert_eq!(
@@ -319,6 +322,7 @@ mod tests {
             (std::process::id(), "snapshot")
         );
         assert!(path.to_string_lossy().contains("/locks/"), "{path:?}");
+        assert!(err.to_string().contains("30 minutes"), "{err}");
         assert!(held.still_held().is_ok());
         // Seen from half an hour later by the store's clock, it is stale.
         let now = SystemTime::now();
