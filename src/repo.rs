@@ -6,11 +6,11 @@
 //! through [`crate::durable`], so a crash at any moment leaves a repository whose committed
 //! snapshots are complete. The repository knows no POP3 and no mail syntax.
 
-pub mod backend;
+pub(crate) mod backend;
 use backend::FileKind;
 pub mod compressed;
 pub mod dictionary;
-pub mod error;
+pub(crate) mod error;
 #[cfg(test)]
 mod faults;
 mod files;
@@ -19,9 +19,9 @@ mod frame;
 pub mod id;
 pub mod index;
 mod layout;
-pub mod location;
-pub mod lock;
-pub mod manifest;
+pub(crate) mod location;
+pub(crate) mod lock;
+pub(crate) mod manifest;
 pub mod pack;
 pub mod records;
 pub mod repair;
