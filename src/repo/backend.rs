@@ -350,14 +350,7 @@ impl Backend for LocalBackend {
                 }
             }
         }
-        let scratch = match std::fs::read_dir(self.scratch()) {
-            Ok(entries) => entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        Ok((stray, scratch))
+        Ok((stray, file_names(&self.scratch())))
     }
 
     /// An exclusive `flock` on `lock`, which the kernel releases when the holder dies.
@@ -381,6 +374,18 @@ impl Backend for LocalBackend {
         }
         drop(last);
         durable::remove_file(&self.path(kind, name))
+    }
+}
+
+/// The names of the files in a local directory (none when it cannot be read), for the
+/// scratch directory's leftovers.
+pub(super) fn file_names(dir: &std::path::Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }
 

@@ -416,14 +416,7 @@ impl Backend for S3Backend {
             .map(|e| e.path().to_string())
             .filter(|path| !belongs_to_format(path))
             .collect();
-        let scratch = match std::fs::read_dir(&self.scratch) {
-            Ok(entries) => entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        Ok((stray, scratch))
+        Ok((stray, super::backend::file_names(&self.scratch)))
     }
 
     fn lock(&self, command: &str) -> Result<Box<dyn HeldLock>, RepoError> {

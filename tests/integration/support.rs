@@ -7,7 +7,16 @@ pub mod files;
 pub mod mock_stream;
 pub mod store;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+
+/// The `KEY=VALUE` lines of a harness's environment file (`harness.env`, `garage.env`).
+pub fn env_file(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
 
 /// Every message file of `$POPBACKUP_CORPUS/messages`, sorted by path. Under `CI=true` a missing
 /// corpus is a failure; elsewhere the caller skips.

@@ -41,12 +41,9 @@ impl Dovecot {
             );
             return None;
         };
-        let vars = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Some(Dovecot { vars })
+        Some(Dovecot {
+            vars: super::env_file(&text),
+        })
     }
 
     fn var(&self, key: &str) -> &str {

@@ -45,12 +45,9 @@ impl Garage {
             eprintln!("SKIPPED: no test Garage; run scripts/test.sh to include the S3 tests");
             return None;
         };
-        let vars = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Some(Garage { vars })
+        Some(Garage {
+            vars: super::env_file(&text),
+        })
     }
 
     fn var(&self, key: &str) -> &str {
