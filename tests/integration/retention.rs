@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::snapshot::{Setup, counter, stderr};
 use crate::support::dovecot::Dovecot;
+use crate::support::store::on_every_backend;
 use crate::support::{manifest, record};
 
 fn popbackup(repo: &Path, args: &[&str], tz: &str) -> std::process::Output {
@@ -31,7 +32,7 @@ fn popbackup(repo: &Path, args: &[&str], tz: &str) -> std::process::Output {
 
 /// Commits one snapshot per time for `account`, each holding `messages`.
 fn snapshots_at(
-    repo: &Path,
+    repo: impl Into<popbackup::repo::RepoLocation>,
     account: &str,
     times: &[&str],
     messages: &[Vec<u8>],
@@ -81,81 +82,84 @@ fn kept_times(report: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn forget_keeps_exactly_the_policy_in_local_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("archive");
-    Repository::init(&repo).unwrap();
-    // Around the spring-forward night in Berlin (2026-03-29, 02:00 CET -> 03:00 CEST).
-    let times = [
-        "2026-03-28T22:30:00Z", // 23:30 CET, Mar 28
-        "2026-03-28T23:30:00Z", // 00:30 CET, Mar 29
-        "2026-03-29T21:30:00Z", // 23:30 CEST, Mar 29
-        "2026-03-29T22:30:00Z", // 00:30 CEST, Mar 30
-        "2026-04-30T21:59:00Z", // 23:59 CEST, Apr 30 (month end)
-        "2026-04-30T22:01:00Z", // 00:01 CEST, May 1
-    ];
-    snapshots_at(
-        &repo,
-        "work",
-        &times,
-        &[b"Subject: a\r\n\r\na\r\n".to_vec()],
-    );
-    let forget = |args: &[&str], tz: &str| -> Value {
-        let mut all = vec!["forget", "--json"];
-        all.extend_from_slice(args);
-        let out = popbackup(&repo, &all, tz);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    let set = |ts: &[&str]| -> BTreeSet<String> { ts.iter().map(|t| t.to_string()).collect() };
-    let daily = forget(&["--keep-daily", "4", "--dry-run"], "Europe/Berlin");
-    assert_eq!(
-        kept_times(&daily),
-        set(&[times[2], times[3], times[4], times[5]]),
-        "Berlin days: Mar 28, Mar 29 (two, the 23-hour day), Mar 30, Apr 30, May 1"
-    );
-    let daily_utc = forget(&["--keep-daily", "4", "--dry-run"], "UTC");
-    assert_eq!(
-        kept_times(&daily_utc),
-        set(&[times[1], times[3], times[5]]),
-        "UTC days: Mar 28 (two), Mar 29 (two), Apr 30 (two)"
-    );
-    let monthly = forget(&["--keep-monthly", "2", "--dry-run"], "Europe/Berlin");
-    assert_eq!(
-        kept_times(&monthly),
-        set(&[times[4], times[5]]),
-        "April and May in Berlin"
-    );
-    let monthly_utc = forget(&["--keep-monthly", "2", "--dry-run"], "UTC");
-    assert_eq!(
-        kept_times(&monthly_utc),
-        set(&[times[3], times[5]]),
-        "March and April in UTC"
-    );
-    let last = forget(
-        &["--keep-last", "2", "--keep-within", "2d", "--dry-run"],
-        "UTC",
-    );
-    assert_eq!(kept_times(&last), set(&[times[4], times[5]]));
+on_every_backend! {
+    fn forget_keeps_exactly_the_policy_in_local_time(at: &TestRepo) {
+        let repo = &at.location;
+        Repository::init(repo).unwrap();
+        // Around the spring-forward night in Berlin (2026-03-29, 02:00 CET -> 03:00 CEST).
+        let times = [
+            "2026-03-28T22:30:00Z", // 23:30 CET, Mar 28
+            "2026-03-28T23:30:00Z", // 00:30 CET, Mar 29
+            "2026-03-29T21:30:00Z", // 23:30 CEST, Mar 29
+            "2026-03-29T22:30:00Z", // 00:30 CEST, Mar 30
+            "2026-04-30T21:59:00Z", // 23:59 CEST, Apr 30 (month end)
+            "2026-04-30T22:01:00Z", // 00:01 CEST, May 1
+        ];
+        snapshots_at(
+            repo,
+            "work",
+            &times,
+            &[b"Subject: a\r\n\r\na\r\n".to_vec()],
+        );
+        let forget = |args: &[&str], tz: &str| -> Value {
+            let mut all = vec!["forget", "--json"];
+            all.extend_from_slice(args);
+            let out = at.command(&all).env("TZ", tz).output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        let set = |ts: &[&str]| -> BTreeSet<String> { ts.iter().map(|t| t.to_string()).collect() };
+        let daily = forget(&["--keep-daily", "4", "--dry-run"], "Europe/Berlin");
+        assert_eq!(
+            kept_times(&daily),
+            set(&[times[2], times[3], times[4], times[5]]),
+            "Berlin days: Mar 28, Mar 29 (two, the 23-hour day), Mar 30, Apr 30, May 1"
+        );
+        let daily_utc = forget(&["--keep-daily", "4", "--dry-run"], "UTC");
+        assert_eq!(
+            kept_times(&daily_utc),
+            set(&[times[1], times[3], times[5]]),
+            "UTC days: Mar 28 (two), Mar 29 (two), Apr 30 (two)"
+        );
+        let monthly = forget(&["--keep-monthly", "2", "--dry-run"], "Europe/Berlin");
+        assert_eq!(
+            kept_times(&monthly),
+            set(&[times[4], times[5]]),
+            "April and May in Berlin"
+        );
+        let monthly_utc = forget(&["--keep-monthly", "2", "--dry-run"], "UTC");
+        assert_eq!(
+            kept_times(&monthly_utc),
+            set(&[times[3], times[5]]),
+            "March and April in UTC"
+        );
+        let last = forget(
+            &["--keep-last", "2", "--keep-within", "2d", "--dry-run"],
+            "UTC",
+        );
+        assert_eq!(kept_times(&last), set(&[times[4], times[5]]));
 
-    // The real thing removes the manifests and nothing else.
-    let packs_before = std::fs::read_dir(repo.join("packs")).unwrap().count();
-    let report = forget(&["--keep-daily", "4"], "Europe/Berlin");
-    assert_eq!(report["removed"], 2);
-    let left = Repository::open(&repo).unwrap().snapshots().unwrap();
-    assert_eq!(left.len(), 4);
-    assert_eq!(
-        std::fs::read_dir(repo.join("packs")).unwrap().count(),
-        packs_before
-    );
+        // The real thing removes the manifests and nothing else.
+        let packs_before = Repository::open(repo).unwrap().pack_ids().unwrap();
+        let report = forget(&["--keep-daily", "4"], "Europe/Berlin");
+        assert_eq!(report["removed"], 2);
+        let left = Repository::open(repo).unwrap();
+        assert_eq!(left.snapshots().unwrap().len(), 4);
+        assert_eq!(left.pack_ids().unwrap(), packs_before);
+    }
 }
 
 /// A repository with 40 packs of 10 messages; snapshot `all` holds every message, snapshot
 /// `some` every third one.
 fn prunable(dir: &Path, per_pack: usize) -> (std::path::PathBuf, Vec<Vec<u8>>) {
     let repo = dir.join("archive");
-    let mut writer = Repository::init(&repo).unwrap().lock("test").unwrap();
+    let messages = prunable_at(&repo, per_pack);
+    (repo, messages)
+}
+
+/// [`prunable`] at any location.
+fn prunable_at(at: impl Into<popbackup::repo::RepoLocation>, per_pack: usize) -> Vec<Vec<u8>> {
+    let mut writer = Repository::init(at).unwrap().lock("test").unwrap();
     let messages: Vec<Vec<u8>> = (0..400)
         .map(|i| {
             format!(
@@ -193,11 +197,11 @@ fn prunable(dir: &Path, per_pack: usize) -> (std::path::PathBuf, Vec<Vec<u8>>) {
         writer.commit(&manifest).unwrap();
     }
     drop(writer);
-    (repo, messages)
+    messages
 }
 
 /// The repository verifies clean and every kept snapshot's messages read back.
-fn assert_intact(repo_path: &Path) -> usize {
+fn assert_intact(repo_path: impl Into<popbackup::repo::RepoLocation>) -> usize {
     let repo = Repository::open(repo_path).unwrap();
     let report = verify(
         &repo,
@@ -275,42 +279,42 @@ fn prune_keeps_what_an_unfinished_runs_checkpoint_names() {
     assert_intact(&repo);
 }
 
-#[test]
-fn prune_frees_what_no_snapshot_needs() {
-    let dir = tempfile::tempdir().unwrap();
-    let (repo, _) = prunable(dir.path(), 10);
-    // Nothing to do while every message is referenced.
-    let out = popbackup(&repo, &["prune", "--dry-run", "--json"], "UTC");
-    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        (plan["delete_packs"].as_u64(), plan["repack_packs"].as_u64()),
-        (Some(0), Some(0))
-    );
-    let out = popbackup(
-        &repo,
-        &["forget", "--keep-last", "1", "--account", "all"],
-        "UTC",
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    // Remove "all" entirely: only "some" (every third message) stays.
-    let id = Repository::open(&repo).unwrap().snapshots().unwrap()[0].clone();
-    std::fs::remove_file(repo.join("snapshots").join(format!("{id}.json.zst"))).unwrap();
-    let out = popbackup(&repo, &["prune", "--dry-run", "--json"], "UTC");
-    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(plan["referenced"], 134);
-    assert_eq!(plan["repack_packs"], 40, "{plan}");
-    let before: usize = std::fs::read_dir(repo.join("packs")).unwrap().count();
-    let out = popbackup(&repo, &["prune", "--json"], "UTC");
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let after = Repository::open(&repo).unwrap();
-    assert_eq!(
-        after.index().len(),
-        134,
-        "only the referenced messages are left"
-    );
-    assert!(std::fs::read_dir(repo.join("packs")).unwrap().count() < before);
-    assert_eq!(assert_intact(&repo), 134);
-    assert_eq!(std::fs::read_dir(repo.join("index")).unwrap().count(), 1);
+on_every_backend! {
+    fn prune_frees_what_no_snapshot_needs(at: &TestRepo) {
+        let repo = &at.location;
+        prunable_at(repo, 10);
+        let run = |args: &[&str]| at.command(args).env("TZ", "UTC").output().unwrap();
+        // Nothing to do while every message is referenced.
+        let out = run(&["prune", "--dry-run", "--json"]);
+        let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (plan["delete_packs"].as_u64(), plan["repack_packs"].as_u64()),
+            (Some(0), Some(0))
+        );
+        let out = run(&["forget", "--keep-last", "1", "--account", "all"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        // Remove "all" entirely: only "some" (every third message) stays.
+        let id = Repository::open(repo).unwrap().snapshots().unwrap()[0].clone();
+        let mut writer = Repository::open(repo).unwrap().lock("test").unwrap();
+        writer.remove_snapshot(&id).unwrap();
+        drop(writer);
+        let out = run(&["prune", "--dry-run", "--json"]);
+        let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(plan["referenced"], 134);
+        assert_eq!(plan["repack_packs"], 40, "{plan}");
+        let before = Repository::open(repo).unwrap().pack_ids().unwrap().len();
+        let out = run(&["prune", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let after = Repository::open(repo).unwrap();
+        assert_eq!(
+            after.index().len(),
+            134,
+            "only the referenced messages are left"
+        );
+        assert!(after.pack_ids().unwrap().len() < before);
+        assert_eq!(assert_intact(repo), 134);
+        assert_eq!(after.index_file_names().unwrap().len(), 1);
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@ use popbackup::repo::{MessageHash, PackId, Repository};
 use serde_json::Value;
 
 use crate::snapshot::stderr;
+use crate::support::store::{TestRepo, on_every_backend};
 use crate::support::{corpus_messages, manifest, record};
 
 /// A repository holding the corpus in several packs, with two snapshots: account `a` holds the
@@ -20,50 +21,57 @@ struct Fixture {
     repo: PathBuf,
 }
 
+/// The fixture's repository, written at `at`: the corpus in packs of 150 messages, in two
+/// snapshots (of two accounts) that share a third of it.
+fn build_fixture(at: impl Into<popbackup::repo::RepoLocation>) -> Option<()> {
+    let corpus = corpus_messages()?;
+    let mut writer = Repository::init(at).unwrap().lock("test").unwrap();
+    let mut stored = Vec::new();
+    for (i, (_, bytes)) in corpus.iter().enumerate() {
+        let s = writer.store_bytes(bytes).unwrap();
+        stored.push((
+            s.hash(),
+            bytes.len() as u64,
+            popbackup::mail::summarize(bytes),
+        ));
+        // Small packs, so that damage to one leaves others intact.
+        if i % 150 == 149 {
+            writer.flush().unwrap();
+        }
+    }
+    let n = stored.len();
+    for (account, range, second) in [("a", 0..2 * n / 3, 0), ("b", n / 3..n, 1)] {
+        let time = chrono::DateTime::from_timestamp(1_767_225_600 + second, 0).unwrap();
+        let manifest = manifest(
+            account,
+            time,
+            stored[range]
+                .iter()
+                .enumerate()
+                .map(|(i, (hash, size, h))| {
+                    record(
+                        i as u32 + 1,
+                        format!("{account}-{i}"),
+                        *hash,
+                        *size,
+                        h.clone(),
+                    )
+                })
+                .collect(),
+        );
+        writer.commit(&manifest).unwrap();
+    }
+    drop(writer);
+    Some(())
+}
+
 fn fixture() -> Option<&'static Fixture> {
     static FIXTURE: OnceLock<Option<Fixture>> = OnceLock::new();
     FIXTURE
         .get_or_init(|| {
-            let corpus = corpus_messages()?;
             let dir = tempfile::tempdir().unwrap();
             let repo = dir.path().join("archive");
-            let mut writer = Repository::init(&repo).unwrap().lock("test").unwrap();
-            let mut stored = Vec::new();
-            for (i, (_, bytes)) in corpus.iter().enumerate() {
-                let s = writer.store_bytes(bytes).unwrap();
-                stored.push((
-                    s.hash(),
-                    bytes.len() as u64,
-                    popbackup::mail::summarize(bytes),
-                ));
-                // Small packs, so that damage to one leaves others intact.
-                if i % 150 == 149 {
-                    writer.flush().unwrap();
-                }
-            }
-            let n = stored.len();
-            for (account, range, second) in [("a", 0..2 * n / 3, 0), ("b", n / 3..n, 1)] {
-                let time = chrono::DateTime::from_timestamp(1_767_225_600 + second, 0).unwrap();
-                let manifest = manifest(
-                    account,
-                    time,
-                    stored[range]
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (hash, size, h))| {
-                            record(
-                                i as u32 + 1,
-                                format!("{account}-{i}"),
-                                *hash,
-                                *size,
-                                h.clone(),
-                            )
-                        })
-                        .collect(),
-                );
-                writer.commit(&manifest).unwrap();
-            }
-            drop(writer);
+            build_fixture(&repo)?;
             Some(Fixture { _dir: dir, repo })
         })
         .as_ref()
@@ -101,6 +109,15 @@ fn verify(repo: &Path, args: &[&str], code: i32) -> Value {
         stderr(&out),
         String::from_utf8_lossy(&out.stdout)
     );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `verify --json ARGS` on `at`, through its configuration.
+fn verify_at(at: &TestRepo, args: &[&str], code: i32) -> Value {
+    let mut all = vec!["verify", "--json"];
+    all.extend(args);
+    let out = at.command(&all).output().unwrap();
+    assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -441,56 +458,55 @@ fn a_renamed_pack_is_named_and_its_messages_stay_readable() {
     assert!(report["damaged_snapshots"].as_array().unwrap().is_empty());
 }
 
-#[test]
-fn data_subsets_cover_the_repository_over_several_runs() {
-    let Some((_dir, path)) = copy() else { return };
-    let repo = Repository::open(&path).unwrap();
-    let all: BTreeSet<String> = packs(&repo).iter().map(|p| p.0.to_hex()).collect();
-    assert!(all.len() >= 5, "the fixture has {} packs", all.len());
-    let mut read = BTreeSet::new();
-    let mut total = 0;
-    for k in 1..=3 {
-        let part = format!("{k}/3");
-        let report = verify(&path, &["--read-data-subset", &part], 0);
-        let this = hashes(&report["packs_read"]);
-        total += this.len();
-        read.extend(this);
+on_every_backend! {
+    fn data_subsets_cover_the_repository_over_several_runs(at: &TestRepo) {
+        if build_fixture(&at.location).is_none() {
+            return;
+        }
+        let repo = Repository::open(&at.location).unwrap();
+        let all: BTreeSet<String> = packs(&repo).iter().map(|p| p.0.to_hex()).collect();
+        assert!(all.len() >= 5, "the fixture has {} packs", all.len());
+        let mut read = BTreeSet::new();
+        let mut total = 0;
+        for k in 1..=3 {
+            let part = format!("{k}/3");
+            let report = verify_at(at, &["--read-data-subset", &part], 0);
+            let this = hashes(&report["packs_read"]);
+            total += this.len();
+            read.extend(this);
+        }
+        assert_eq!(read, all, "1/3, 2/3 and 3/3 together read every pack");
+        assert_eq!(total, all.len(), "and each exactly once");
+        let report = verify_at(at, &["--read-data-subset", "100%"], 0);
+        assert_eq!(hashes(&report["packs_read"]), all);
     }
-    assert_eq!(read, all, "1/3, 2/3 and 3/3 together read every pack");
-    assert_eq!(total, all.len(), "and each exactly once");
-    let report = verify(&path, &["--read-data-subset", "100%"], 0);
-    assert_eq!(hashes(&report["packs_read"]), all);
-}
 
-/// What `verify` says vouches for the data: this run's reads, or earlier ones (with the date),
-/// never "verified" after reading nothing without saying so.
-#[test]
-fn quick_says_which_check_verified_the_data() {
-    let Some((_dir, path)) = copy() else { return };
-    let human = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_popbackup"))
-            .arg("--repo")
-            .arg(&path)
-            .arg("verify")
-            .args(args)
-            .env("XDG_CONFIG_HOME", path.parent().unwrap())
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let never = human(&["--quick"]);
-    assert!(never.contains("no data has been read back yet"), "{never}");
-    let full = human(&[]);
-    assert!(
-        full.contains("2 of 2 snapshots have all their data verified by this check"),
-        "{full}"
-    );
-    let quick = human(&["--quick"]);
-    assert!(
-        quick.contains(
-            "2 of 2 snapshots have all their data verified by earlier checks, the oldest of 20"
-        ),
-        "{quick}"
-    );
+    /// What `verify` says vouches for the data: this run's reads, or earlier ones (with the date),
+    /// never "verified" after reading nothing without saying so.
+    fn quick_says_which_check_verified_the_data(at: &TestRepo) {
+        if build_fixture(&at.location).is_none() {
+            return;
+        }
+        let human = |args: &[&str]| {
+            let mut all = vec!["verify"];
+            all.extend(args);
+            let out = at.command(&all).output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let never = human(&["--quick"]);
+        assert!(never.contains("no data has been read back yet"), "{never}");
+        let full = human(&[]);
+        assert!(
+            full.contains("2 of 2 snapshots have all their data verified by this check"),
+            "{full}"
+        );
+        let quick = human(&["--quick"]);
+        assert!(
+            quick.contains(
+                "2 of 2 snapshots have all their data verified by earlier checks, the oldest of 20"
+            ),
+            "{quick}"
+        );
+    }
 }

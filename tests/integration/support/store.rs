@@ -139,8 +139,8 @@ impl Garage {
 
 /// One test's repository and what the command line needs to reach it.
 pub struct TestRepo {
-    /// Holds a local repository (removed with it).
-    _dir: Option<tempfile::TempDir>,
+    /// Holds a local repository and the configuration file of [`TestRepo::command`].
+    dir: tempfile::TempDir,
     pub location: RepoLocation,
     /// The configuration's lines that name the repository (and `[s3]`).
     pub config: String,
@@ -157,7 +157,7 @@ impl TestRepo {
             config: format!("repository = \"{}\"\n", path.display()),
             location: RepoLocation::Local(path),
             prefix: String::new(),
-            _dir: Some(dir),
+            dir,
         }
     }
 
@@ -170,11 +170,28 @@ impl TestRepo {
     pub fn in_bucket(garage: &Garage, name: &str) -> TestRepo {
         let prefix = Garage::fresh_prefix(name);
         TestRepo {
-            _dir: None,
+            dir: tempfile::tempdir().unwrap(),
             location: garage.location(&prefix),
             config: garage.config(&prefix),
             prefix,
         }
+    }
+
+    /// `popbackup ARGS` on this repository, through a configuration file naming it (and its
+    /// `[s3]` table), with the configuration and cache directories in the test's own.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        use std::os::unix::fs::PermissionsExt as _;
+        let config = self.dir.path().join("repo-config.toml");
+        std::fs::write(&config, &self.config).unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_popbackup"));
+        command
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("XDG_CONFIG_HOME", self.dir.path())
+            .env("XDG_CACHE_HOME", self.dir.path());
+        command
     }
 
     /// The directory of a local repository.
