@@ -2,9 +2,12 @@
 //! put-if-absent: restic's protocol.
 //!
 //! 1. Write `locks/<random id>.json` naming host, pid, command and start time.
-//! 2. Wait [`LOCK_SETTLE`], then list `locks/`. Another lock that is not stale means someone
-//!    else is writing: remove ours and refuse (after one retry, for two writers that started
-//!    at the same moment and both backed off). Both may refuse; both never hold.
+//! 2. Wait [`LOCK_SETTLE`], then list `locks/`. Another lock that is not stale and is named
+//!    before ours (by object name) means someone else is writing or about to: remove ours and
+//!    refuse. One named after ours is either backing off (it sees ours) or held since before
+//!    ours was written: look again, a few times, and refuse if it stays. Two writers that start
+//!    together therefore end with exactly one holder; two never both hold, because a holder
+//!    listed before the other's lock existed, and the other then sees the holder's lock.
 //! 3. While held, rewrite the object every [`LOCK_REFRESH`]; on release, delete it.
 //!
 //! A lock is stale when the store's own clock (its Last-Modified against the one it gives
@@ -30,6 +33,9 @@ pub(crate) const LOCK_STALE: Duration = Duration::from_secs(30 * 60);
 pub(crate) const LOCK_REFRESH: Duration = Duration::from_secs(5 * 60);
 /// How long after writing its lock a writer looks for others.
 const LOCK_SETTLE: Duration = Duration::from_millis(200);
+/// How many more times a writer looks while only locks named after its own are there (they
+/// back off when they see it, unless they hold the lock).
+const LOOKS_AT_LATER_LOCKS: u32 = 5;
 
 const DIR: &str = "locks/";
 const SUFFIX: &str = ".json";
@@ -88,22 +94,9 @@ struct LockState {
 
 impl ObjectLock {
     pub(super) fn acquire(backend: &S3Backend, command: &str) -> Result<ObjectLock, RepoError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match try_acquire(backend, command)? {
-                Ok(lock) => return Ok(lock),
-                Err(holder) if attempt < 2 => {
-                    // Both may have backed off; look again after a random moment.
-                    let wait = 100 + u64::from(crate::repo::id::random_bytes()[0]) * 2;
-                    std::thread::sleep(Duration::from_millis(wait));
-                    if live_locks(backend, None, SystemTime::now(), false)?.is_empty() {
-                        continue;
-                    }
-                    return Err(locked(backend, holder));
-                }
-                Err(holder) => return Err(locked(backend, holder)),
-            }
+        match try_acquire(backend, command)? {
+            Ok(lock) => Ok(lock),
+            Err(holder) => Err(locked(backend, holder)),
         }
     }
 }
@@ -137,11 +130,22 @@ fn try_acquire(
         .and_then(|m| m.last_modified())
         .map(SystemTime::from)
         .unwrap_or_else(SystemTime::now);
-    std::thread::sleep(LOCK_SETTLE);
-    let others = live_locks(backend, Some(&object), now, true)?;
-    if let Some(other) = others.into_iter().next() {
-        let _ = backend.op.delete(&object);
-        return Ok(Err(other));
+    // Who else is there: a lock named before ours keeps us out; one named after ours is
+    // either backing off (it sees ours) or a holder that listed before ours was written, so
+    // we look again a few times and never hold while it is there.
+    let mut looks = 0;
+    loop {
+        std::thread::sleep(LOCK_SETTLE);
+        let others = live_locks(backend, Some(&object), now, true)?;
+        let first = others.iter().min_by(|a, b| a.0.cmp(&b.0)).cloned();
+        match first {
+            None => break,
+            Some(other) if other.0 < object || looks >= LOOKS_AT_LATER_LOCKS => {
+                let _ = backend.op.delete(&object);
+                return Ok(Err(other));
+            }
+            Some(_) => looks += 1,
+        }
     }
     let (stop, stopped) = mpsc::channel::<()>();
     let state = Arc::new(std::sync::Mutex::new(LockState {
@@ -335,6 +339,34 @@ mod tests {
             "released"
         );
         ObjectLock::acquire(&b, "prune").unwrap();
+    }
+
+    #[test]
+    fn of_writers_starting_together_exactly_one_holds() {
+        let Some(b) = backend("lock-race") else {
+            return;
+        };
+        for round in 0..4 {
+            let results: Vec<Result<ObjectLock, RepoError>> = std::thread::scope(|scope| {
+                let racers: Vec<_> = (0..3)
+                    .map(|_| scope.spawn(|| ObjectLock::acquire(&b, "snapshot")))
+                    .collect();
+                racers.into_iter().map(|r| r.join().unwrap()).collect()
+            });
+            let held = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(held, 1, "round {round}: {results:?}");
+            for r in &results {
+                if let Err(e) = r {
+                    assert!(matches!(e, RepoError::Locked { .. }), "{e:?}");
+                }
+            }
+            drop(results);
+            assert!(
+                live_locks(&b, None, SystemTime::now(), false)
+                    .unwrap()
+                    .is_empty()
+            );
+        }
     }
 
     #[test]
