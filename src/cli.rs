@@ -11,6 +11,7 @@ use crate::repo::{RepoError, Repository};
 
 mod browse;
 pub mod exit;
+mod import;
 mod init;
 mod inventory;
 mod restore;
@@ -68,6 +69,18 @@ pub enum Command {
         #[arg(long)]
         no_headers: bool,
     },
+    /// Import a Maildir a mail client already downloaded, as a snapshot of its own
+    Import {
+        /// maildir:PATH
+        #[arg(value_name = "maildir:PATH")]
+        source: String,
+        /// The account name its snapshots get [default: the folder's name]
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// Read and count, store nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List snapshots
     Snapshots {
         /// Only this account's snapshots
@@ -106,6 +119,7 @@ impl Command {
             Command::Init => "init",
             Command::Snapshot { .. } => "snapshot",
             Command::Inventory { .. } => "inventory",
+            Command::Import { .. } => "import",
             Command::Snapshots { .. } => "snapshots",
             Command::Ls(_) => "ls",
             Command::Cat { .. } => "cat",
@@ -242,6 +256,18 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             account,
             no_headers,
         } => inventory::run(global, &config_path, account, *no_headers, &mut out),
+        Command::Import {
+            source,
+            account,
+            dry_run,
+        } => import::run(
+            global,
+            &config_path,
+            source,
+            account.as_deref(),
+            *dry_run,
+            &mut out,
+        ),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(*shell, &mut Cli::command(), "popbackup", &mut out);
@@ -336,6 +362,8 @@ fn classify(error: anyhow::Error) -> Failure {
         } else if cause.downcast_ref::<config::ConfigError>().is_some() {
             Some(crate::failure::FailureKind::Config)
         } else if let Some(e) = cause.downcast_ref::<crate::restore::RestoreError>() {
+            Some(e.kind())
+        } else if let Some(e) = cause.downcast_ref::<crate::import::ImportError>() {
             Some(e.kind())
         } else if let Some(e) = cause.downcast_ref::<crate::snapshot::SnapshotError>() {
             Some(e.kind())

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod durable;
 pub mod failure;
+pub mod import;
 pub mod mail;
 pub mod pop3;
 pub mod repo;

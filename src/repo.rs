@@ -194,6 +194,11 @@ impl Repository {
     }
 
     /// Committed snapshots, oldest first.
+    /// The latest committed snapshot of `account`, with its message list.
+    pub fn latest_snapshot(&self, account: &str) -> Result<Option<Manifest>, RepoError> {
+        latest_snapshot_in(&self.layout, account)
+    }
+
     pub fn snapshots(&self) -> Result<Vec<SnapshotId>, RepoError> {
         snapshots_in(&self.layout)
     }

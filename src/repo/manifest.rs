@@ -128,6 +128,14 @@ pub struct MessageRecord {
     /// UIDL and hash); how long it has been on the server, for `delete_after_days`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_seen: Option<String>,
+    /// Imported from a Maildir: the flags after `:2,` in its file name (`RS`), given back
+    /// when it is restored into `cur/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<String>,
+    /// Imported from a local file: its modification time (nanoseconds since 1970), with
+    /// `list_size` its size, so that an unchanged file is not read again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_ns: Option<u64>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -152,6 +160,8 @@ impl MessageRecord {
             subject: None,
             message_id: None,
             first_seen: None,
+            flags: None,
+            mtime_ns: None,
         }
     }
 

@@ -94,10 +94,24 @@ impl MaildirWriter {
             out.flush().map_err(io("cannot write", &temp_path))?;
             converted
         };
-        let dest = if self.seen {
-            self.root.join("cur").join(format!("{name}:2,S"))
-        } else {
-            self.root.join("new").join(&name)
+        // Flags it had where it was imported from; `--seen` adds S. Maildir keeps them sorted.
+        let flags = match (&item.flags, self.seen) {
+            (Some(flags), seen) => {
+                let mut all: Vec<char> =
+                    flags.chars().filter(|c| c.is_ascii_alphabetic()).collect();
+                if seen && !all.contains(&'S') {
+                    all.push('S');
+                }
+                all.sort_unstable();
+                all.dedup();
+                Some(all.into_iter().collect::<String>())
+            }
+            (None, true) => Some("S".to_string()),
+            (None, false) => None,
+        };
+        let dest = match flags {
+            Some(flags) => self.root.join("cur").join(format!("{name}:2,{flags}")),
+            None => self.root.join("new").join(&name),
         };
         self.batch.add(temp, dest);
         self.existing.insert(ours);

@@ -55,6 +55,8 @@ pub struct Item {
     pub from: Option<Box<str>>,
     pub subject: Option<Box<str>>,
     pub message_id: Option<Box<str>>,
+    /// Maildir flags it had where it was imported from (`RS`): restored into `cur/` with them.
+    pub flags: Option<Box<str>>,
     /// The Date header as a time, else the snapshot's time.
     pub time: DateTime<Utc>,
 }
@@ -199,6 +201,7 @@ impl<'a> Collector<'a> {
                 from: field(record.from),
                 subject: field(record.subject),
                 message_id: field(record.message_id),
+                flags: record.flags.map(String::into_boxed_str),
                 time,
             });
         }

@@ -8,6 +8,7 @@ mod cli;
 mod fuzz_regressions;
 mod heal;
 mod hostile;
+mod import;
 mod local_faults;
 mod pop3_corpus;
 mod pop3_dovecot;
