@@ -18,6 +18,7 @@ export POPBACKUP_CORPUS="${POPBACKUP_CORPUS:-$(cd ../shared/corpus 2>/dev/null &
 need=()
 for pkg in mpop fetchmail zstd python3; do command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
 [ -x /usr/bin/time ] || need+=(time)
+command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
