@@ -4,34 +4,15 @@
 //! changes on the wire.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use popbackup::mail::lf_to_crlf;
 use popbackup::repo::MessageHash;
-use serde_json::Value;
 
+use crate::restore::{json, popbackup};
 use crate::snapshot::{Setup, stderr};
 use crate::support::corpus_messages;
 use crate::support::dovecot::{Dovecot, dovecot_retr_bytes};
-
-fn popbackup(repo: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_popbackup"))
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .env("XDG_CONFIG_HOME", repo.parent().unwrap())
-        .output()
-        .unwrap()
-}
-
-fn json(repo: &Path, args: &[&str], code: i32) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = popbackup(repo, &all);
-    assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[test]
 fn a_maildir_is_imported_restored_and_imported_again_without_reading() {

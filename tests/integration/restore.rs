@@ -261,7 +261,7 @@ fn history(dir: &Path) -> (PathBuf, Vec<SnapshotId>, Vec<Vec<u8>>) {
     )
 }
 
-fn popbackup(repo: &Path, args: &[&str]) -> Output {
+pub fn popbackup(repo: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_popbackup"))
         .arg("--repo")
         .arg(repo)
@@ -271,7 +271,8 @@ fn popbackup(repo: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn json(repo: &Path, args: &[&str], code: i32) -> Value {
+/// `popbackup --repo REPO ARGS --json`, its exit code checked, its output parsed.
+pub fn json(repo: &Path, args: &[&str], code: i32) -> Value {
     let mut all = args.to_vec();
     all.push("--json");
     let out = popbackup(repo, &all);
