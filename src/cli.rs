@@ -71,9 +71,9 @@ pub enum Command {
     },
     /// Import a Maildir a mail client already downloaded, as a snapshot of its own
     Import {
-        /// maildir:PATH
-        #[arg(value_name = "maildir:PATH")]
-        source: String,
+        /// maildir:PATH, or the name of an [imports.NAME] table [default: every configured import]
+        #[arg(value_name = "maildir:PATH|NAME")]
+        source: Option<String>,
         /// The account name its snapshots get [default: the folder's name]
         #[arg(long, value_name = "NAME")]
         account: Option<String>,
@@ -263,7 +263,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         } => import::run(
             global,
             &config_path,
-            source,
+            source.as_deref(),
             account.as_deref(),
             *dry_run,
             &mut out,

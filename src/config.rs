@@ -100,6 +100,8 @@ pub struct Config {
     pub s3: Option<S3Settings>,
     /// Sorted by name.
     pub accounts: Vec<Account>,
+    /// `[imports.NAME]`: local mail folders `popbackup import` takes in, sorted by name.
+    pub imports: Vec<ImportConfig>,
     /// How many accounts are backed up at the same time.
     pub parallel_accounts: usize,
     /// zstd level for new messages; the repository's own level when unset.
@@ -124,6 +126,23 @@ struct RawConfig {
     s3: Option<Spanned<s3::RawS3>>,
     #[serde(default)]
     accounts: account::RawAccounts,
+    #[serde(default)]
+    imports: std::collections::BTreeMap<String, Spanned<RawImport>>,
+}
+
+/// One `[imports.NAME]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportConfig {
+    /// The name; the account its snapshots get.
+    pub name: String,
+    /// `maildir:` and an absolute path.
+    pub source: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImport {
+    path: Option<Spanned<toml::Value>>,
 }
 
 impl Config {
@@ -223,6 +242,34 @@ impl Config {
                     .validate(&name, offset, &origin, base_dir)?,
             );
         }
+        let mut imports = Vec::new();
+        for (name, table) in &raw.imports {
+            let key = format!("imports.{name}.path");
+            let Some(value) = &table.get_ref().path else {
+                return Err(origin.invalid(
+                    Some(table.span().start),
+                    &key,
+                    "is missing; add path = \"maildir:~/Mail/inbox\"".into(),
+                ));
+            };
+            let text = origin.string(value, &key)?;
+            let source = match text.split_once(':') {
+                Some(("maildir", path)) if !path.is_empty() => {
+                    format!("maildir:{}", expand_path(path, base_dir).display())
+                }
+                _ => {
+                    return Err(origin.invalid(
+                        Some(value.span().start),
+                        &key,
+                        format!("`{text}`: write \"maildir:PATH\" (mbox is not read yet)"),
+                    ));
+                }
+            };
+            imports.push(ImportConfig {
+                name: name.clone(),
+                source,
+            });
+        }
         let password_vars: Vec<String> = accounts
             .iter()
             .filter_map(|a| match &a.secret {
@@ -238,6 +285,7 @@ impl Config {
             repository,
             s3,
             accounts,
+            imports,
             parallel_accounts,
             compression_level,
             checkpoint_size,
@@ -686,5 +734,40 @@ pipeline_window = 8
                 && err.contains("AWS_ACCESS_KEY_ID"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn imports_name_local_folders() {
+        let config = Config::parse(
+            Path::new("/etc/popbackup/config.toml"),
+            "[imports.inbox]\npath = \"maildir:Mail/inbox\"\n[imports.old]\npath = \"maildir:/srv/old\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.imports,
+            [
+                ImportConfig {
+                    name: "inbox".into(),
+                    source: "maildir:/etc/popbackup/Mail/inbox".into()
+                },
+                ImportConfig {
+                    name: "old".into(),
+                    source: "maildir:/srv/old".into()
+                }
+            ]
+        );
+        for (text, expected) in [
+            ("[imports.a]\n", "config.toml:1: imports.a.path: is missing"),
+            (
+                "[imports.a]\npath = \"mbox:/x\"\n",
+                "config.toml:2: imports.a.path: `mbox:/x`: write \"maildir:PATH\"",
+            ),
+            ("[imports.a]\nfolder = \"x\"\n", "config.toml:"),
+        ] {
+            let err = Config::parse(Path::new("config.toml"), text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(expected), "{text:?}: {err}");
+        }
     }
 }

@@ -182,3 +182,74 @@ fn importing_the_maildir_a_snapshot_came_from_adds_only_what_the_server_changed(
     assert_eq!(report["new_messages"], expected_new, "{report}");
     assert!(expected_new < files.len() / 10, "{expected_new}");
 }
+
+/// `[imports.NAME]` tables: `popbackup import` takes in every one (cron runs it next to
+/// `snapshot`), `popbackup import NAME` one of them; a name that is neither is a usage error.
+#[test]
+fn configured_imports_run_by_name_or_all_together() {
+    let dir = tempfile::tempdir().unwrap();
+    for (folder, n) in [("inbox", 3), ("archive", 2)] {
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(dir.path().join(folder).join(sub)).unwrap();
+        }
+        for i in 0..n {
+            std::fs::write(
+                dir.path()
+                    .join(folder)
+                    .join("new")
+                    .join(format!("{folder}{i}")),
+                format!("Subject: {folder} {i}\n\nbody\n"),
+            )
+            .unwrap();
+        }
+    }
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{}\"\n[imports.home]\npath = \"maildir:inbox\"\n\
+             [imports.old]\npath = \"maildir:{}\"\n",
+            dir.path().join("repo").display(),
+            dir.path().join("archive").display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_popbackup"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(run(&["init"]).status.code(), Some(0));
+    let out = run(&["import", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let accounts: Vec<(&str, u64)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["account"].as_str().unwrap(),
+                r["new_messages"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(accounts, [("home", 3), ("old", 2)]);
+    let out = run(&["import", "home", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let one: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (one["account"].as_str(), one["read"].as_u64()),
+        (Some("home"), Some(0))
+    );
+    let out = run(&["import", "nothere"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[imports.nothere]"),
+        "{}",
+        stderr(&out)
+    );
+}
