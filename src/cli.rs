@@ -69,10 +69,12 @@ pub enum Command {
         #[arg(long)]
         no_headers: bool,
     },
-    /// Import a Maildir a mail client already downloaded, as a snapshot of its own
+    /// Import the Maildir or mbox a mail client already downloaded, each folder as a snapshot of its own
     Import {
-        /// maildir:PATH, or the name of an [imports.NAME] table [default: every configured import]
-        #[arg(value_name = "maildir:PATH|NAME")]
+        /// maildir:PATH (with its folders), mbox:PATH (mboxrd; mboxo:PATH for one that quoted
+        /// only `From ` lines), or the name of an [imports.NAME] table [default: every
+        /// configured import]
+        #[arg(value_name = "maildir:PATH|mbox:PATH|NAME")]
         source: Option<String>,
         /// The account name its snapshots get [default: the folder's name]
         #[arg(long, value_name = "NAME")]

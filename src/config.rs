@@ -254,14 +254,16 @@ impl Config {
             };
             let text = origin.string(value, &key)?;
             let source = match text.split_once(':') {
-                Some(("maildir", path)) if !path.is_empty() => {
-                    format!("maildir:{}", expand_path(path, base_dir).display())
+                Some((kind @ ("maildir" | "mbox" | "mboxo"), path)) if !path.is_empty() => {
+                    format!("{kind}:{}", expand_path(path, base_dir).display())
                 }
                 _ => {
                     return Err(origin.invalid(
                         Some(value.span().start),
                         &key,
-                        format!("`{text}`: write \"maildir:PATH\" (mbox is not read yet)"),
+                        format!(
+                            "`{text}`: write \"maildir:PATH\", \"mbox:PATH\" or \"mboxo:PATH\""
+                        ),
                     ));
                 }
             };
@@ -740,7 +742,7 @@ pipeline_window = 8
     fn imports_name_local_folders() {
         let config = Config::parse(
             Path::new("/etc/popbackup/config.toml"),
-            "[imports.inbox]\npath = \"maildir:Mail/inbox\"\n[imports.old]\npath = \"maildir:/srv/old\"\n",
+            "[imports.inbox]\npath = \"maildir:Mail/inbox\"\n[imports.old]\npath = \"mbox:/srv/old\"\n",
         )
         .unwrap();
         assert_eq!(
@@ -752,15 +754,15 @@ pipeline_window = 8
                 },
                 ImportConfig {
                     name: "old".into(),
-                    source: "maildir:/srv/old".into()
+                    source: "mbox:/srv/old".into()
                 }
             ]
         );
         for (text, expected) in [
             ("[imports.a]\n", "config.toml:1: imports.a.path: is missing"),
             (
-                "[imports.a]\npath = \"mbox:/x\"\n",
-                "config.toml:2: imports.a.path: `mbox:/x`: write \"maildir:PATH\"",
+                "[imports.a]\npath = \"/x\"\n",
+                "config.toml:2: imports.a.path: `/x`: write \"maildir:PATH\"",
             ),
             ("[imports.a]\nfolder = \"x\"\n", "config.toml:"),
         ] {

@@ -1,69 +1,126 @@
 //! `popbackup import`: the mail a POP client already downloaded (and often deleted from the
-//! server) into the archive, as a snapshot of its own source.
+//! server) into the archive, each folder as a snapshot of its own source.
 //!
-//! A message's identity in the archive is its wire form, so a file a client wrote with LF
+//! A message's identity in the archive is its wire form, so a message a client wrote with LF
 //! line ends is stored as the server would have sent it: a CR put before every LF that has
 //! none (the inverse of restore's default conversion, `mail::lf_to_crlf`). The copy a
 //! `snapshot` took from the server is then the same message, stored once, and a restore gives
 //! the file back byte for byte.
 //!
-//! Incremental: a file whose name, size and modification time are those recorded by the
-//! account's latest snapshot is not read again; its record is reused.
+//! Incremental: a Maildir file whose name, size and modification time are those the
+//! account's latest snapshot recorded is not read again, and neither is an mbox whose size
+//! and modification time are unchanged; their records are reused.
 //!
-//! This step reads Maildirs (`new/` and `cur/`, flags from the `:2,` suffix); mbox sources
-//! are not read yet.
+//! A file that cannot be read, or an mbox message the file ends inside, is named in the
+//! report and skipped; everything else is stored and committed.
 
-use std::collections::HashMap;
+mod maildir;
+mod mbox;
+
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::failure::FailureKind;
 use crate::repo::manifest::MANIFEST_VERSION;
-use crate::repo::{Manifest, MessageRecord, RepoError, RepoWriter, ServerInfo, SnapshotId, Tool};
+use crate::repo::{
+    Manifest, MessageRecord, RepoError, RepoWriter, ServerInfo, SnapshotId, Stored, Tool,
+};
+pub use mbox::Quoting;
 
 /// Where the mail comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImportSource {
+    /// One Maildir folder (`cur/` and `new/`).
     Maildir(PathBuf),
+    Mbox {
+        path: PathBuf,
+        quoting: Quoting,
+    },
 }
 
 impl ImportSource {
-    /// `maildir:PATH` (`~` expanded).
+    /// `maildir:PATH`, `mbox:PATH` (mboxrd) or `mboxo:PATH`, `~` expanded.
     pub fn parse(text: &str) -> Result<ImportSource, String> {
+        let path = |p: &str| crate::config::expand_home(p);
         match text.split_once(':') {
-            Some(("maildir", path)) if !path.is_empty() => {
-                Ok(ImportSource::Maildir(crate::config::expand_home(path)?))
-            }
-            Some(("mbox", _)) => Err(format!(
-                "`{text}`: importing an mbox is not available yet; import a Maildir \
-                 (maildir:PATH)"
+            Some(("maildir", p)) if !p.is_empty() => Ok(ImportSource::Maildir(path(p)?)),
+            Some(("mbox", p)) if !p.is_empty() => Ok(ImportSource::Mbox {
+                path: path(p)?,
+                quoting: Quoting::Rd,
+            }),
+            Some(("mboxo", p)) if !p.is_empty() => Ok(ImportSource::Mbox {
+                path: path(p)?,
+                quoting: Quoting::O,
+            }),
+            _ => Err(format!(
+                "`{text}`: write maildir:PATH, mbox:PATH (or mboxo:PATH for an mbox whose \
+                 writer quoted only `From ` lines)"
             )),
-            _ => Err(format!("`{text}`: write maildir:PATH")),
         }
     }
 
-    /// A name for the account when none is given: the folder's name.
+    pub fn path(&self) -> &Path {
+        match self {
+            ImportSource::Maildir(path) | ImportSource::Mbox { path, .. } => path,
+        }
+    }
+
+    /// A name for the account when none is given: the folder's or file's name (an mbox's
+    /// without `.mbox`).
     pub fn default_account(&self) -> String {
-        let ImportSource::Maildir(path) = self;
-        path.file_name()
+        let name = self
+            .path()
+            .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "import".to_string())
+            .unwrap_or_default();
+        let name = match self {
+            ImportSource::Mbox { .. } => name
+                .strip_suffix(".mbox")
+                .map(str::to_string)
+                .unwrap_or(name),
+            ImportSource::Maildir(_) => name,
+        };
+        if name.is_empty() {
+            "import".to_string()
+        } else {
+            name
+        }
     }
 }
 
 impl std::fmt::Display for ImportSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ImportSource::Maildir(path) = self;
-        write!(f, "maildir:{}", path.display())
+        match self {
+            ImportSource::Maildir(path) => write!(f, "maildir:{}", path.display()),
+            ImportSource::Mbox {
+                path,
+                quoting: Quoting::Rd,
+            } => write!(f, "mbox:{}", path.display()),
+            ImportSource::Mbox {
+                path,
+                quoting: Quoting::O,
+            } => write!(f, "mboxo:{}", path.display()),
+        }
     }
+}
+
+/// One folder to import, and the account its snapshot is made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportJob {
+    pub source: ImportSource,
+    pub account: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("{} is not a Maildir (no cur/ or new/ in it): {detail}", path.display())]
+    #[error("{} is not a Maildir (no cur/ or new/ in it, nor in any folder below it): {detail}", path.display())]
     NotAMaildir { path: PathBuf, detail: String },
+    #[error("{}: {detail}; import it as maildir:PATH if it is a Maildir", path.display())]
+    NotAnMbox { path: PathBuf, detail: String },
+    #[error("{} does not exist: check the path", path.display())]
+    Missing { path: PathBuf },
     #[error(transparent)]
     Repo(#[from] RepoError),
 }
@@ -71,10 +128,35 @@ pub enum ImportError {
 impl ImportError {
     pub fn kind(&self) -> FailureKind {
         match self {
-            ImportError::NotAMaildir { .. } => FailureKind::Usage,
+            ImportError::NotAMaildir { .. }
+            | ImportError::NotAnMbox { .. }
+            | ImportError::Missing { .. } => FailureKind::Usage,
             ImportError::Repo(e) => e.kind(),
         }
     }
+}
+
+/// The imports `source` stands for under `account`: an mbox alone; a Maildir and each
+/// folder below it (Maildir++ `.Sent`, `.Lists.rust`, or a Maildir nested in it, `Archive/2019`),
+/// each an account of its own named after the folder: `inbox`, `inbox.Sent`,
+/// `inbox.Lists.rust`, `inbox.Archive.2019`.
+pub fn plan(source: &ImportSource, account: &str) -> Result<Vec<ImportJob>, ImportError> {
+    let ImportSource::Maildir(root) = source else {
+        return Ok(vec![ImportJob {
+            source: source.clone(),
+            account: account.to_string(),
+        }]);
+    };
+    Ok(maildir::folders(root)?
+        .into_iter()
+        .map(|(folder, path)| ImportJob {
+            source: ImportSource::Maildir(path),
+            account: match folder {
+                Some(folder) => format!("{account}.{folder}"),
+                None => account.to_string(),
+            },
+        })
+        .collect())
 }
 
 /// What an import found and did.
@@ -82,194 +164,268 @@ impl ImportError {
 pub struct ImportReport {
     pub account: String,
     pub source: String,
-    /// Message files found.
+    /// Messages found (Maildir files, or mbox messages).
     pub files: usize,
-    /// Files read (new or changed since the last import).
+    /// Messages read (new or changed since the last import).
     pub read: usize,
-    /// Files taken over unread from the last import.
+    /// Messages taken over unread from the last import.
     pub unchanged: usize,
     /// Messages the archive did not hold before.
     pub new_messages: usize,
     /// Messages it held already (from a server's snapshot, or another file).
     pub duplicates: usize,
-    /// Files that could not be read: path and why.
+    /// What could not be read: the file (and where in it) and why.
     pub unreadable: Vec<(String, String)>,
     pub snapshot: Option<SnapshotId>,
 }
 
-/// One message file of a Maildir.
-struct MaildirFile {
-    path: PathBuf,
-    /// The unique part of the name (before `:2,`).
-    unique: String,
-    flags: Option<String>,
-    size: u64,
-    mtime_ns: Option<u64>,
-}
-
-/// Imports `source` as a snapshot of `account`. With `dry_run`, reads and counts but stores
-/// and commits nothing.
+/// Imports one folder (see [`plan`]) as a snapshot of `account`. With `dry_run`, reads and
+/// counts but stores and commits nothing.
 pub fn import(
     writer: &mut RepoWriter,
     source: &ImportSource,
     account: &str,
     dry_run: bool,
 ) -> Result<ImportReport, ImportError> {
-    let ImportSource::Maildir(root) = source;
-    let files = scan_maildir(root)?;
-    let mut report = ImportReport {
-        account: account.to_string(),
-        source: source.to_string(),
-        files: files.len(),
-        ..ImportReport::default()
-    };
-    // The last import's records, by file name, to skip what did not change.
-    let mut known: HashMap<String, MessageRecord> = HashMap::new();
-    if let Some(latest) = writer.repo().latest_snapshot(account)? {
-        for record in latest.messages {
-            if let Some(name) = record.uidl.clone() {
-                known.insert(name, record);
-            }
+    let latest = writer.repo().latest_snapshot(account)?;
+    let mut run = Run::new(writer, source, account, dry_run);
+    match source {
+        ImportSource::Maildir(root) => maildir::import(&mut run, root, latest)?,
+        ImportSource::Mbox { path, quoting } => import_mbox(&mut run, path, *quoting, latest)?,
+    }
+    run.finish()
+}
+
+/// One import under way: the snapshot it is building and its report.
+struct Run<'w> {
+    writer: &'w mut RepoWriter,
+    dry_run: bool,
+    report: ImportReport,
+    manifest: Manifest,
+}
+
+/// What an import knows of a message besides its bytes.
+#[derive(Default)]
+struct Origin {
+    uidl: Option<String>,
+    list_size: u64,
+    flags: Option<String>,
+    mtime_ns: Option<u64>,
+    mbox_offset: Option<u64>,
+    mbox_from: Option<String>,
+}
+
+impl<'w> Run<'w> {
+    fn new(
+        writer: &'w mut RepoWriter,
+        source: &ImportSource,
+        account: &str,
+        dry_run: bool,
+    ) -> Self {
+        let time = chrono::Utc::now();
+        Run {
+            writer,
+            dry_run,
+            report: ImportReport {
+                account: account.to_string(),
+                source: source.to_string(),
+                ..ImportReport::default()
+            },
+            manifest: Manifest {
+                version: MANIFEST_VERSION,
+                id: SnapshotId::new(time),
+                time: time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                account: account.to_string(),
+                complete: true,
+                tool: Tool::default(),
+                server: ServerInfo {
+                    host: source.to_string(),
+                    port: 0,
+                    tls: "none".into(),
+                    ..ServerInfo::default()
+                },
+                records: None,
+                listing: None,
+                messages: Vec::new(),
+            },
         }
     }
-    let time = chrono::Utc::now();
-    let mut manifest = Manifest {
-        version: MANIFEST_VERSION,
-        id: SnapshotId::new(time),
-        time: time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        account: account.to_string(),
-        complete: true,
-        tool: Tool::default(),
-        server: ServerInfo {
-            host: source.to_string(),
-            port: 0,
-            tls: "none".into(),
-            ..ServerInfo::default()
-        },
-        records: None,
-        listing: None,
-        messages: Vec::with_capacity(files.len()),
-    };
-    for file in files {
-        let msg = manifest.messages.len() as u32 + 1;
-        if let Some(old) = known.get(&file.unique).filter(|r| {
-            r.list_size == file.size
-                && r.mtime_ns.is_some()
-                && r.mtime_ns == file.mtime_ns
-                && r.sha256
-                    .is_some_and(|h| writer.repo().location(&h).is_some())
-        }) {
-            report.unchanged += 1;
-            manifest.messages.push(MessageRecord {
-                msg,
-                flags: file.flags,
-                pack: None,
-                offset: None,
-                length: None,
-                ..old.clone()
-            });
-            continue;
-        }
-        let bytes = match std::fs::read(&file.path) {
-            Ok(b) => b,
-            Err(e) => {
-                report
-                    .unreadable
-                    .push((file.path.display().to_string(), e.to_string()));
-                continue;
-            }
-        };
-        report.read += 1;
-        let wire = crate::mail::lf_to_crlf(&bytes);
+
+    /// True if the archive still holds what `record` names.
+    fn holds(&self, record: &MessageRecord) -> bool {
+        record
+            .sha256
+            .is_some_and(|h| self.writer.repo().location(&h).is_some())
+    }
+
+    /// Lists a message of the last import again, unread.
+    fn reuse(&mut self, old: &MessageRecord, flags: Option<String>) {
+        self.report.files += 1;
+        self.report.unchanged += 1;
+        let msg = self.manifest.messages.len() as u32 + 1;
+        self.manifest.messages.push(MessageRecord {
+            msg,
+            flags,
+            pack: None,
+            offset: None,
+            length: None,
+            ..old.clone()
+        });
+    }
+
+    /// Stores a message read from the folder, in its wire form, and lists it.
+    fn take(&mut self, bytes: &[u8], origin: Origin) -> Result<(), ImportError> {
+        self.report.files += 1;
+        self.report.read += 1;
+        let wire = crate::mail::lf_to_crlf(bytes);
         let hash = crate::repo::MessageHash::of(&wire);
-        let new = writer.repo().location(&hash).is_none();
-        if dry_run {
-            if new {
-                report.new_messages += 1;
+        if self.dry_run {
+            if self.writer.repo().location(&hash).is_none() {
+                self.report.new_messages += 1;
             } else {
-                report.duplicates += 1;
+                self.report.duplicates += 1;
             }
-            continue;
+            return Ok(());
         }
-        let stored = writer.store_bytes(&wire)?;
+        let stored = self.writer.store_bytes(&wire)?;
         match stored {
-            crate::repo::Stored::New(..) => report.new_messages += 1,
-            _ => report.duplicates += 1,
+            Stored::New(..) => self.report.new_messages += 1,
+            _ => self.report.duplicates += 1,
         }
         let headers = crate::mail::summarize(&wire);
-        manifest.messages.push(MessageRecord {
-            list_size: file.size,
+        let msg = self.manifest.messages.len() as u32 + 1;
+        self.manifest.messages.push(MessageRecord {
+            list_size: origin.list_size,
             date: headers.date,
             from: headers.from,
             subject: headers.subject,
             message_id: headers.message_id,
-            flags: file.flags,
-            mtime_ns: file.mtime_ns,
-            ..MessageRecord::stored(msg, Some(file.unique), stored.hash(), wire.len() as u64)
+            flags: origin.flags,
+            mtime_ns: origin.mtime_ns,
+            mbox_offset: origin.mbox_offset,
+            mbox_from: origin.mbox_from,
+            ..MessageRecord::stored(msg, origin.uidl, stored.hash(), wire.len() as u64)
         });
+        Ok(())
     }
-    if dry_run {
-        return Ok(report);
+
+    /// Names what could not be read.
+    fn unreadable(&mut self, what: String, why: String) {
+        self.report.files += 1;
+        self.report.unreadable.push((what, why));
     }
-    writer.flush()?;
-    writer.commit(&manifest)?;
-    report.snapshot = Some(manifest.id);
-    Ok(report)
+
+    /// Commits the snapshot, unless this is a dry run or nothing of the folder could be read:
+    /// an empty snapshot would hide the last good one from restore.
+    fn finish(mut self) -> Result<ImportReport, ImportError> {
+        let nothing_read = self.manifest.messages.is_empty() && !self.report.unreadable.is_empty();
+        if self.dry_run || nothing_read {
+            return Ok(self.report);
+        }
+        self.writer.flush()?;
+        self.writer.commit(&self.manifest)?;
+        self.report.snapshot = Some(self.manifest.id);
+        Ok(self.report)
+    }
 }
 
-/// The message files of a Maildir, `cur/` then `new/`, each sorted by name.
-fn scan_maildir(root: &Path) -> Result<Vec<MaildirFile>, ImportError> {
-    let mut out = Vec::new();
-    let mut found_any = false;
-    for sub in ["cur", "new"] {
-        let dir = root.join(sub);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                return Err(ImportError::NotAMaildir {
-                    path: root.to_path_buf(),
-                    detail: format!("cannot read {}: {e}", dir.display()),
-                });
+/// Modification time in nanoseconds since 1970.
+fn mtime_ns(meta: &std::fs::Metadata) -> Option<u64> {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+}
+
+/// Imports the messages of an mbox.
+fn import_mbox(
+    run: &mut Run<'_>,
+    path: &Path,
+    quoting: Quoting,
+    latest: Option<Manifest>,
+) -> Result<(), ImportError> {
+    let shown = path.display().to_string();
+    let opened = std::fs::File::open(path).and_then(|f| f.metadata().map(|m| (f, m)));
+    let (file, meta) = match opened {
+        Ok((_, meta)) if meta.is_dir() => {
+            return Err(ImportError::NotAnMbox {
+                path: path.to_path_buf(),
+                detail: "it is a directory".into(),
+            });
+        }
+        Ok(opened) => opened,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ImportError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(e) => {
+            run.unreadable(shown, e.to_string());
+            return Ok(());
+        }
+    };
+    let mtime = mtime_ns(&meta);
+    // Unchanged since the last import (same size and time, its records covering the whole
+    // file, every message still archived): nothing is read.
+    if let Some(latest) = latest {
+        let covers = latest
+            .messages
+            .last()
+            .is_some_and(|last| last.mbox_offset.map(|o| o + last.list_size) == Some(meta.len()));
+        let unchanged = covers
+            && mtime.is_some()
+            && latest
+                .messages
+                .iter()
+                .all(|r| r.mtime_ns == mtime && r.mbox_offset.is_some() && run.holds(r));
+        if unchanged {
+            for record in &latest.messages {
+                run.reuse(record, record.flags.clone());
             }
-        };
-        found_any = true;
-        let mut files: Vec<MaildirFile> = entries
-            .flatten()
-            .filter_map(|entry| {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') {
-                    return None;
-                }
-                let meta = entry.metadata().ok().filter(|m| m.is_file())?;
-                let (unique, flags) = match name.split_once(":2,") {
-                    Some((unique, flags)) => (unique.to_string(), Some(flags.to_string())),
-                    None => (name.clone(), None),
-                };
-                let mtime_ns = meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .and_then(|d| u64::try_from(d.as_nanos()).ok());
-                Some(MaildirFile {
-                    path: entry.path(),
-                    unique,
-                    flags,
-                    size: meta.len(),
-                    mtime_ns,
-                })
-            })
-            .collect();
-        files.sort_by(|a, b| a.unique.cmp(&b.unique));
-        out.extend(files);
+            return Ok(());
+        }
     }
-    if !found_any {
-        return Err(ImportError::NotAMaildir {
-            path: root.to_path_buf(),
-            detail: "neither exists".into(),
-        });
+    let reader = BufReader::with_capacity(256 * 1024, file);
+    let read_error = |run: &mut Run<'_>, e: std::io::Error| {
+        let at = run.report.files;
+        run.unreadable(shown.clone(), format!("after {at} messages: {e}"));
+    };
+    let mut mbox = match mbox::MboxReader::new(reader, quoting) {
+        Ok(Ok(mbox)) => mbox,
+        Ok(Err(detail)) => {
+            return Err(ImportError::NotAnMbox {
+                path: path.to_path_buf(),
+                detail,
+            });
+        }
+        Err(e) => {
+            read_error(run, e);
+            return Ok(());
+        }
+    };
+    loop {
+        match mbox.next_entry() {
+            Ok(None) => break,
+            Ok(Some(mbox::MboxEntry::Message(message))) => run.take(
+                &message.bytes,
+                Origin {
+                    list_size: message.span,
+                    mtime_ns: mtime,
+                    mbox_offset: Some(message.offset),
+                    mbox_from: Some(message.envelope),
+                    ..Origin::default()
+                },
+            )?,
+            Ok(Some(mbox::MboxEntry::Damaged { offset, detail })) => {
+                run.unreadable(format!("{shown} at byte {offset}"), detail);
+            }
+            Err(e) => {
+                read_error(run, e);
+                break;
+            }
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -288,10 +444,15 @@ mod tests {
                 .default_account(),
             "inbox"
         );
-        assert!(
-            ImportSource::parse("mbox:/x")
-                .unwrap_err()
-                .contains("not available yet")
+        let mbox = ImportSource::parse("mbox:/var/mail/old.mbox").unwrap();
+        assert_eq!(mbox.default_account(), "old");
+        assert_eq!(mbox.to_string(), "mbox:/var/mail/old.mbox");
+        assert_eq!(
+            ImportSource::parse("mboxo:/x").unwrap(),
+            ImportSource::Mbox {
+                path: "/x".into(),
+                quoting: Quoting::O
+            }
         );
         assert!(
             ImportSource::parse("/x")

@@ -1,5 +1,6 @@
-//! `popbackup import [maildir:PATH | NAME]`: local Maildirs into the archive, each as a
-//! snapshot of its own: the one given, or the `[imports.NAME]` tables of the configuration.
+//! `popbackup import [maildir:PATH | mbox:PATH | NAME]`: local Maildirs and mboxes into the
+//! archive, each folder as a snapshot of its own: the one given, or the `[imports.NAME]`
+//! tables of the configuration.
 
 use super::{GlobalArgs, UsageError, warn};
 use crate::import::{self, ImportSource};
@@ -29,7 +30,7 @@ pub fn run(
             let found = configured()?.into_iter().find(|i| i.name == name);
             let Some(import) = found else {
                 return Err(UsageError(format!(
-                    "`{name}` is neither maildir:PATH nor an [imports.{name}] table in {}",
+                    "`{name}` is neither maildir:PATH, mbox:PATH nor an [imports.{name}] table in {}",
                     config_path.display()
                 ))
                 .into());
@@ -41,7 +42,7 @@ pub fn run(
             let all = configured()?;
             if all.is_empty() {
                 return Err(UsageError(format!(
-                    "nothing to import: give maildir:PATH, or add an [imports.NAME] table with \
+                    "nothing to import: give maildir:PATH or mbox:PATH, or add an [imports.NAME] table with \
                      path = \"maildir:~/Mail/inbox\" to {}",
                     config_path.display()
                 ))
@@ -56,12 +57,18 @@ pub fn run(
                 .collect::<Result<_, _>>()?
         }
     };
+    // A Maildir's folders are imports of their own.
+    let mut planned = Vec::new();
+    for (source, account) in &jobs {
+        planned.extend(import::plan(source, account)?);
+    }
+    let jobs = planned;
     let location = super::repository_location(global, config_path)?;
     let mut writer = RepoWriter::open(location, "import")?;
     let mut unreadable = 0;
     let mut reports = Vec::new();
-    for (source, account) in &jobs {
-        let report = import::import(&mut writer, source, account, dry_run)?;
+    for job in &jobs {
+        let report = import::import(&mut writer, &job.source, &job.account, dry_run)?;
         unreadable += report.unreadable.len();
         reports.push(report);
     }
@@ -80,13 +87,13 @@ pub fn run(
         return Err(crate::repo::RepoError::Corrupt {
             path: jobs
                 .iter()
-                .map(|(s, _)| s.to_string())
+                .map(|job| job.source.to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
                 .into(),
             detail: format!(
-                "{unreadable} file(s) could not be read and were skipped (named above); what \
-                 was read is stored"
+                "{unreadable} message(s) or file(s) could not be read and were skipped (named \
+                 above); what was read is stored"
             ),
         }
         .into());
@@ -110,7 +117,7 @@ fn print_report(
     if !global.json && !global.quiet {
         writeln!(
             out,
-            "{account}: {} files in {source}, {} read ({} unchanged since the last import): {} new \
+            "{account}: {} messages in {source}, {} read ({} unchanged since the last import): {} new \
              messages, {} already archived{}{}",
             report.files,
             report.read,

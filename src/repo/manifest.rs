@@ -136,6 +136,14 @@ pub struct MessageRecord {
     /// `list_size` its size, so that an unchanged file is not read again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtime_ns: Option<u64>,
+    /// Imported from an mbox: where its `From ` line starts in the file, with `list_size`
+    /// the bytes it takes there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbox_offset: Option<u64>,
+    /// Imported from an mbox: its `From ` line after `From ` (`MAILER-DAEMON Thu Sep 18
+    /// 17:54:04 2008`), given back when it is restored into an mbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbox_from: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -162,6 +170,8 @@ impl MessageRecord {
             first_seen: None,
             flags: None,
             mtime_ns: None,
+            mbox_offset: None,
+            mbox_from: None,
         }
     }
 

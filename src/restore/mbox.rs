@@ -156,16 +156,22 @@ impl MboxWriter {
         // A small message is decompressed once, for its sender and its bytes; a damaged one
         // gets its error from the copy.
         let small = repo.read_small_message(&item.hash).ok().flatten();
-        let sender = match &small {
-            Some(message) => sender_of(message),
-            None => envelope_sender(repo, item),
+        // The `From ` line it had in the mbox it was imported from, else one made up.
+        let envelope = match item.mbox_from.as_deref().filter(|e| is_envelope(e)) {
+            Some(envelope) => envelope.to_string(),
+            None => {
+                let sender = match &small {
+                    Some(message) => sender_of(message),
+                    None => envelope_sender(repo, item),
+                };
+                format!("{sender} {}", asctime(item.time))
+            }
         };
         let mut out = io::BufWriter::with_capacity(128 * 1024, &self.file);
         let entry = write_entry(
             &mut out,
             self.separator,
-            &sender,
-            item.time,
+            &envelope,
             self.crlf,
             &self.path,
             |sink| match &small {
@@ -217,15 +223,19 @@ impl MboxWriter {
     }
 }
 
-/// One mbox entry: `separator`, the `From ` line, the message `copy` writes (converted and
+/// Text for a `From ` line as an import recorded it: something after `From `, on one line.
+fn is_envelope(text: &str) -> bool {
+    !text.is_empty() && !text.starts_with(' ') && !text.chars().any(|c| c.is_control())
+}
+
+/// One mbox entry: `separator`, `From envelope`, the message `copy` writes (converted and
 /// quoted) and the blank line. Returns the conversion and the SHA-256 of the un-quoted content,
 /// the same digest [`read_messages`]'s reading gives, which is how a second restore knows the
 /// message is there.
 fn write_entry(
     out: &mut dyn Write,
     separator: &[u8],
-    sender: &str,
-    time: DateTime<Utc>,
+    envelope: &str,
     crlf: bool,
     dest: &Path,
     copy: impl FnOnce(&mut dyn Write) -> Result<(), crate::repo::RepoError>,
@@ -235,7 +245,7 @@ fn write_entry(
         path: dest.to_path_buf(),
         source,
     };
-    let head = format!("From {sender} {}\n", asctime(time));
+    let head = format!("From {envelope}\n");
     out.write_all(separator)
         .and_then(|()| out.write_all(head.as_bytes()))
         .map_err(io)?;
@@ -268,8 +278,7 @@ pub fn format_entry(
     let _ = write_entry(
         &mut out,
         separator,
-        sender,
-        time,
+        &format!("{sender} {}", asctime(time)),
         false,
         Path::new("memory"),
         |sink| {

@@ -57,6 +57,9 @@ pub struct Item {
     pub message_id: Option<Box<str>>,
     /// Maildir flags it had where it was imported from (`RS`): restored into `cur/` with them.
     pub flags: Option<Box<str>>,
+    /// The `From ` line it had in the mbox it was imported from (after `From `): restored
+    /// into an mbox with it.
+    pub mbox_from: Option<Box<str>>,
     /// The Date header as a time, else the snapshot's time.
     pub time: DateTime<Utc>,
 }
@@ -202,6 +205,7 @@ impl<'a> Collector<'a> {
                 subject: field(record.subject),
                 message_id: field(record.message_id),
                 flags: record.flags.map(String::into_boxed_str),
+                mbox_from: record.mbox_from.map(String::into_boxed_str),
                 time,
             });
         }
