@@ -252,6 +252,20 @@ t=$(timed "$bin" --repo "$state/repo-huge" restore -q --to "maildir:$state/resto
   row "restore (small, 20,000 msgs)" "Maildir $md s ($(python3 -c "print(f'{20000/$md:.0f}')") msgs/s), mbox $mb s ($(python3 -c "print(f'{20000/$mb:.0f}')") msgs/s)" "tar -x $ut s" "peak RSS $((mdrss / 1024)) MiB; huge message restore $((hugerss / 1024)) MiB"
 } >> "$results"
 
+# import: the small mailbox's 20,000 files as a mail client's Maildir (into a repository of
+# its own, so every message is new), then unchanged (nothing may be read); and the mbox the
+# restore above wrote, the same way.
+echo "bench: import" >&2
+md=$state/import-maildir; rm -rf "$md" "$state/repo-import"; mkdir -p "$md/cur" "$md/new" "$md/tmp"
+cp "$state/gen/small"/* "$md/new/"
+"$bin" --repo "$state/repo-import" init -q
+t=$(timed "$bin" --repo "$state/repo-import" import -q "maildir:$md"); imf=${t% *}; imfrss=${t#* }
+t=$(timed "$bin" --repo "$state/repo-import" import -q "maildir:$md"); ims=${t% *}; imsrss=${t#* }
+t=$(timed "$bin" --repo "$state/repo-import" import -q "mbox:$state/restored.mbox" --account mbox); ibf=${t% *}; ibfrss=${t#* }
+t=$(timed "$bin" --repo "$state/repo-import" import -q "mbox:$state/restored.mbox" --account mbox); ibs=${t% *}
+row "import (small, 20,000 files)" "Maildir: first run $imf s, peak RSS $((imfrss / 1024)) MiB" "unchanged second run $ims s, peak RSS $((imsrss / 1024)) MiB" "the same as one mbox ($(( $(stat -c %s "$state/restored.mbox") / 1000000 )) MB): first run $ibf s (peak RSS $((ibfrss / 1024)) MiB), unchanged $ibs s" >> "$results"
+rm -rf "$md" "$state/repo-import"
+
 # The repository in a bucket: the small mailbox and the 200 MB message to a single-node
 # Garage on loopback (every request a real S3 request, signed, over HTTP), next to the local
 # disk's figures above.

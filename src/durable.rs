@@ -32,6 +32,12 @@ pub fn create_dir_all(path: &Path) -> io::Result<()> {
 
 /// Fsyncs a directory so that renames and creations in it survive a crash.
 pub fn sync_dir(path: &Path) -> io::Result<()> {
+    // `Path::new("name").parent()` is the empty path: the current directory.
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
     File::open(path)?.sync_all()
 }
 

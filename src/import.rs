@@ -259,7 +259,7 @@ impl<'w> Run<'w> {
     }
 
     /// Lists a message of the last import again, unread.
-    fn reuse(&mut self, old: &MessageRecord, flags: Option<String>) {
+    fn reuse(&mut self, old: MessageRecord, flags: Option<String>) {
         self.report.files += 1;
         self.report.unchanged += 1;
         let msg = self.manifest.messages.len() as u32 + 1;
@@ -269,7 +269,7 @@ impl<'w> Run<'w> {
             pack: None,
             offset: None,
             length: None,
-            ..old.clone()
+            ..old
         });
     }
 
@@ -379,8 +379,9 @@ fn import_mbox(
                 .iter()
                 .all(|r| r.mtime_ns == mtime && r.mbox_offset.is_some() && run.holds(r));
         if unchanged {
-            for record in &latest.messages {
-                run.reuse(record, record.flags.clone());
+            for mut record in latest.messages {
+                let flags = record.flags.take();
+                run.reuse(record, flags);
             }
             return Ok(());
         }

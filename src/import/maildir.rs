@@ -84,7 +84,7 @@ pub(super) fn import(
 ) -> Result<(), ImportError> {
     let files = scan(root)?;
     // The last import's records, by file name, to skip what did not change.
-    let known: HashMap<String, MessageRecord> = latest
+    let mut known: HashMap<String, MessageRecord> = latest
         .into_iter()
         .flat_map(|m| m.messages)
         .filter_map(|r| Some((r.uidl.clone()?, r)))
@@ -97,9 +97,10 @@ pub(super) fn import(
                 continue;
             }
         };
-        if let Some(old) = known.get(&file.unique).filter(|r| {
+        let unchanged = known.get(&file.unique).is_some_and(|r| {
             r.list_size == size && r.mtime_ns.is_some() && r.mtime_ns == mtime && run.holds(r)
-        }) {
+        });
+        if unchanged && let Some(old) = known.remove(&file.unique) {
             run.reuse(old, file.flags);
             continue;
         }

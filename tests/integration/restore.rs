@@ -499,6 +499,22 @@ fn mbox_quoting_senders_and_appending() {
         stderr(&out)
     );
     assert_eq!(std::fs::read(&mbox).unwrap(), text);
+
+    // A destination named relative to the current directory, as people type it.
+    for to in ["mbox:relative.mbox", "maildir:relative"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_popbackup"))
+            .arg("--repo")
+            .arg(&repo)
+            .args(["restore", "--to", to])
+            .current_dir(dir.path())
+            .env("XDG_CONFIG_HOME", dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{to}: {}", stderr(&out));
+    }
+    // The latest snapshot: three messages.
+    assert_eq!(python_mbox(&dir.path().join("relative.mbox")).len(), 3);
+    assert_eq!(python_maildir_count(&dir.path().join("relative")), 3);
 }
 
 #[test]
