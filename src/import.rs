@@ -329,6 +329,47 @@ impl<'w> Run<'w> {
     }
 }
 
+/// One message of an mbox as `import` reads it ([`read_mbox`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MboxMessage {
+    /// Where its `From ` line starts in the file.
+    pub offset: u64,
+    /// Bytes it takes in the file.
+    pub span: u64,
+    /// Its `From ` line after `From `.
+    pub envelope: String,
+    /// The message, un-quoted, line ends as in the file; `None` when the file ends inside it.
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// Every message of the mbox `data` as `import` reads it, or why it is not an mbox; for
+/// fuzzing and tests of the reader without a repository.
+pub fn read_mbox(data: &[u8], quoting: Quoting) -> Result<Vec<MboxMessage>, String> {
+    let mut reader = match mbox::MboxReader::new(data, quoting) {
+        Ok(Ok(reader)) => reader,
+        Ok(Err(why)) => return Err(why),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut out = Vec::new();
+    while let Some(entry) = reader.next_entry().map_err(|e| e.to_string())? {
+        out.push(match entry {
+            mbox::MboxEntry::Message(m) => MboxMessage {
+                offset: m.offset,
+                span: m.span,
+                envelope: m.envelope,
+                bytes: Some(m.bytes),
+            },
+            mbox::MboxEntry::Damaged { offset, .. } => MboxMessage {
+                offset,
+                span: data.len() as u64 - offset,
+                envelope: String::new(),
+                bytes: None,
+            },
+        });
+    }
+    Ok(out)
+}
+
 /// Modification time in nanoseconds since 1970.
 fn mtime_ns(meta: &std::fs::Metadata) -> Option<u64> {
     meta.modified()

@@ -72,7 +72,11 @@ impl MboxWriter {
                     ),
                 });
             }
-            Err(e) => return Err(io("cannot create the lock file", &dotlock)(e)),
+            Err(e) => {
+                // Not someone else's (that is AlreadyExists): ours, if it was made at all.
+                let _ = std::fs::remove_file(&dotlock);
+                return Err(io("cannot create the lock file", &dotlock)(e));
+            }
         }
         let opened = MboxWriter::open_locked(path, crlf, &dotlock);
         if opened.is_err() {

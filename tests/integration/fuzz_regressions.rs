@@ -69,3 +69,8 @@ fn config_inputs() {
 fn restore_roundtrip_inputs() {
     replay("restore_roundtrip", checks::restore_roundtrip);
 }
+
+#[test]
+fn mbox_import_inputs() {
+    replay("mbox_import", checks::mbox_import);
+}
