@@ -15,6 +15,7 @@ mod import;
 mod init;
 mod inventory;
 mod restore;
+mod serve;
 mod retention;
 mod snapshot;
 mod verify;
@@ -98,6 +99,8 @@ pub enum Command {
     },
     /// Restore archived mail into a Maildir or an mbox
     Restore(Box<restore::RestoreArgs>),
+    /// Serve archived mail over POP3, read-only, for any mail client to download
+    Serve(Box<serve::ServeArgs>),
     /// Check that the repository is intact
     Verify(verify::VerifyArgs),
     /// Remove snapshots according to a retention policy
@@ -126,6 +129,7 @@ impl Command {
             Command::Ls(_) => "ls",
             Command::Cat { .. } => "cat",
             Command::Restore(_) => "restore",
+            Command::Serve(_) => "serve",
             Command::Verify(_) => "verify",
             Command::Forget(_) => "forget",
             Command::Prune(_) => "prune",
@@ -240,6 +244,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 Err(Failure::reported(code))
             };
+        }
+        Command::Serve(args) => {
+            open_repo(global, &config_path).and_then(|repo| serve::run(repo, args, global))
         }
         Command::Verify(args) => {
             let code = open_repo(global, &config_path)
@@ -366,6 +373,8 @@ fn classify(error: anyhow::Error) -> Failure {
         } else if let Some(e) = cause.downcast_ref::<crate::restore::RestoreError>() {
             Some(e.kind())
         } else if let Some(e) = cause.downcast_ref::<crate::import::ImportError>() {
+            Some(e.kind())
+        } else if let Some(e) = cause.downcast_ref::<crate::serve::ServeError>() {
             Some(e.kind())
         } else if let Some(e) = cause.downcast_ref::<crate::snapshot::SnapshotError>() {
             Some(e.kind())

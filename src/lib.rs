@@ -15,6 +15,7 @@ pub mod pop3;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod serve;
 pub mod snapshot;
 mod tls;
 pub mod verify;

@@ -10,6 +10,22 @@ pub struct RestoreArgs {
     /// Destination: maildir:PATH or mbox:PATH
     #[arg(long, value_name = "maildir:PATH|mbox:PATH", value_parser = Destination::parse)]
     pub to: Destination,
+    #[command(flatten)]
+    pub select: SelectionArgs,
+    /// List what would be written; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Maildir: deliver into cur/ marked as seen instead of new/
+    #[arg(long)]
+    pub seen: bool,
+    /// Keep the archived CRLF line ends instead of converting them to LF
+    #[arg(long)]
+    pub crlf: bool,
+}
+
+/// Which archived messages: the arguments `restore` and `serve` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SelectionArgs {
     /// Only this account [default: every account]
     #[arg(long, value_name = "NAME")]
     pub account: Option<String>,
@@ -37,15 +53,26 @@ pub struct RestoreArgs {
     /// The message with this SHA-256 (or a prefix of it)
     #[arg(long, value_name = "SHA256")]
     pub hash: Option<String>,
-    /// List what would be written; write nothing
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Maildir: deliver into cur/ marked as seen instead of new/
-    #[arg(long)]
-    pub seen: bool,
-    /// Keep the archived CRLF line ends instead of converting them to LF
-    #[arg(long)]
-    pub crlf: bool,
+}
+
+impl SelectionArgs {
+    /// The selection; with `headers`, each item keeps its UIDL and header fields.
+    pub fn selection(&self, headers: bool) -> Selection {
+        Selection {
+            account: self.account.clone(),
+            snapshot: self.snapshot.clone(),
+            filters: Filters {
+                since: self.since,
+                until: self.until,
+                from: self.from.clone(),
+                subject: self.subject.clone(),
+                uidl: self.uidl.clone(),
+                message_id: self.message_id.clone(),
+                hash: self.hash.clone(),
+            },
+            headers,
+        }
+    }
 }
 
 pub fn run(
@@ -54,21 +81,8 @@ pub fn run(
     global: &GlobalArgs,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<u8> {
-    let selection = Selection {
-        account: args.account.clone(),
-        snapshot: args.snapshot.clone(),
-        filters: Filters {
-            since: args.since,
-            until: args.until,
-            from: args.from.clone(),
-            subject: args.subject.clone(),
-            uidl: args.uidl.clone(),
-            message_id: args.message_id.clone(),
-            hash: args.hash.clone(),
-        },
-        // A dry run lists what it would write.
-        headers: args.dry_run,
-    };
+    // A dry run lists what it would write.
+    let selection = args.select.selection(args.dry_run);
     let items = restore::select(repo, &selection)?;
     let options = RestoreOptions {
         crlf: args.crlf,

@@ -140,9 +140,68 @@ pub fn stuff(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Dot-stuffs what is written through it, streaming: the server side of [`Unstuffer`].
+/// [`Stuffer::finish`] ends the body with CRLF (when it did not end with a line end) and the
+/// terminator.
+pub struct Stuffer<W: std::io::Write> {
+    inner: W,
+    at_line_start: bool,
+}
+
+impl<W: std::io::Write> Stuffer<W> {
+    pub fn new(inner: W) -> Stuffer<W> {
+        Stuffer {
+            inner,
+            at_line_start: true,
+        }
+    }
+
+    pub fn finish(mut self) -> std::io::Result<W> {
+        if !self.at_line_start {
+            self.inner.write_all(b"\r\n")?;
+        }
+        self.inner.write_all(b".\r\n")?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Stuffer<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // Whole runs between line starts go out in one write each.
+        let mut rest = buf;
+        while !rest.is_empty() {
+            if self.at_line_start && rest[0] == b'.' {
+                self.inner.write_all(b".")?;
+            }
+            let run = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+            self.inner.write_all(&rest[..run])?;
+            self.at_line_start = rest[run - 1] == b'\n';
+            rest = &rest[run..];
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_streaming_stuffer_writes_what_stuff_does_in_any_chunks() {
+        use std::io::Write as _;
+        let body = b".a\r\n..b\r\nc.\r\n.\r\nend.".as_slice();
+        for chunk in 1..body.len() + 1 {
+            let mut stuffer = Stuffer::new(Vec::new());
+            for piece in body.chunks(chunk) {
+                stuffer.write_all(piece).unwrap();
+            }
+            assert_eq!(stuffer.finish().unwrap(), stuff(body), "chunk {chunk}");
+        }
+    }
 
     /// Decodes `wire` fed in chunks of `chunk` bytes with an output buffer of `room` bytes.
     fn decode(wire: &[u8], chunk: usize, room: usize) -> (Vec<u8>, usize) {
