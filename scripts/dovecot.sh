@@ -73,7 +73,7 @@ start() {
   tls_port=$(free_port)
   while [ "$tls_port" = "$plain_port" ]; do tls_port=$(free_port); done
   : >"$dir/passwd"
-  for i in $(seq -w 1 50); do
+  for i in $(seq -w 1 60); do
     echo "u$i:{PLAIN}pw-u$i::::::" >>"$dir/passwd"
     mkdir -p "$dir/mail/u$i/Maildir/"{new,cur,tmp}
   done

@@ -15,8 +15,8 @@ mod import;
 mod init;
 mod inventory;
 mod restore;
-mod serve;
 mod retention;
+mod serve;
 mod snapshot;
 mod verify;
 

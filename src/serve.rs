@@ -224,9 +224,8 @@ impl Server {
                     Arc::clone(&active),
                 );
                 scope.spawn(move || {
-                    let outcome = session::serve_connection(
-                        stream, &repo, &maildrop, &options, stop, busy,
-                    );
+                    let outcome =
+                        session::serve_connection(stream, &repo, &maildrop, &options, stop, busy);
                     active.fetch_sub(1, Ordering::SeqCst);
                     log(&format!("{peer}: {outcome}"));
                 });

@@ -56,7 +56,11 @@ pub struct ServeArgs {
 }
 
 pub fn run(repo: Repository, args: &ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let source = match (&args.password_file, &args.password_command, &args.password_env) {
+    let source = match (
+        &args.password_file,
+        &args.password_command,
+        &args.password_env,
+    ) {
         (Some(path), _, _) => SecretSource::File(path.clone()),
         (_, Some(command), _) => SecretSource::Command(command.clone()),
         (_, _, Some(var)) => SecretSource::Env(var.clone()),

@@ -102,8 +102,11 @@ struct Conn<'a> {
 }
 
 impl Conn<'_> {
-    fn stream(&mut self) -> &mut Stream {
-        self.stream.as_mut().expect("the stream is there outside STLS")
+    /// The stream is away only while STLS turns it into a TLS one.
+    fn stream(&mut self) -> io::Result<&mut Stream> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
 
     fn is_tls(&self) -> bool {
@@ -128,7 +131,9 @@ impl Conn<'_> {
             return Ok(());
         }
         let out = std::mem::take(&mut self.out);
-        let written = self.stream().write_all(&out).and_then(|()| self.stream().flush());
+        let written = self
+            .stream()
+            .and_then(|stream| stream.write_all(&out).and_then(|()| stream.flush()));
         self.sent += out.len() as u64;
         self.out = out;
         self.out.clear();
@@ -160,7 +165,7 @@ impl Conn<'_> {
             self.input.drain(..self.pos);
             self.pos = 0;
             let mut chunk = [0u8; 4096];
-            match self.stream().read(&mut chunk) {
+            match self.stream().and_then(|stream| stream.read(&mut chunk)) {
                 Ok(0) => return Err(Ended::ClientClosed),
                 Ok(n) => {
                     self.input.extend_from_slice(&chunk[..n]);
@@ -194,12 +199,12 @@ impl Conn<'_> {
             .options
             .tls_config
             .clone()
-            .expect("TLS is offered only with a configuration");
+            .ok_or_else(|| Ended::Io(io::Error::other("TLS without a certificate")))?;
         let Some(Stream::Plain(mut socket)) = self.stream.take() else {
             return Err(Ended::Io(io::Error::other("TLS started twice")));
         };
-        let mut tls = rustls::ServerConnection::new(config)
-            .map_err(|e| Ended::Io(io::Error::other(e)))?;
+        let mut tls =
+            rustls::ServerConnection::new(config).map_err(|e| Ended::Io(io::Error::other(e)))?;
         while tls.is_handshaking() {
             match tls.complete_io(&mut socket) {
                 Ok(_) => {}
@@ -270,11 +275,44 @@ pub(super) fn serve_connection(
         let _ = conn.reply(line).and_then(|()| conn.flush());
     }
     let _ = conn.flush();
-    if let Some(Stream::Tls(mut tls)) = conn.stream.take() {
-        tls.conn.send_close_notify();
-        let _ = tls.flush();
+    let socket = match conn.stream.take() {
+        Some(Stream::Tls(mut tls)) => {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            Some(tls.sock)
+        }
+        Some(Stream::Plain(socket)) => Some(socket),
+        None => None,
+    };
+    if let Some(socket) = socket
+        && !matches!(ended, Ended::ClientClosed | Ended::Io(_))
+    {
+        linger(socket);
     }
     ended.to_string()
+}
+
+/// Closes a connection the client may still be sending on. Closing with its input unread
+/// would reset the connection, and the client could lose the last reply (why it is closed)
+/// before reading it; so the sending side is shut first and what still comes is read and
+/// dropped, for a few seconds and a little data at most.
+fn linger(mut socket: TcpStream) {
+    const LINGER: Duration = Duration::from_secs(2);
+    const DRAIN: usize = 1 << 20;
+    if socket.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let until = Instant::now() + LINGER;
+    let mut drained = 0;
+    let mut chunk = [0u8; 4096];
+    while drained < DRAIN && Instant::now() < until {
+        match socket.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => drained += n,
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
 fn session(conn: &mut Conn<'_>, repo: &Repository, maildrop: &Maildrop, busy: bool) -> Ended {
@@ -297,9 +335,7 @@ fn run_session(
         conn.reply("-ERR [SYS/TEMP] too many connections; try again later")?;
         return Err(Ended::Busy);
     }
-    conn.reply(
-        "+OK popbackup serve ready: a read-only archive (DELE deletes nothing from it)",
-    )?;
+    conn.reply("+OK popbackup serve ready: a read-only archive (DELE deletes nothing from it)")?;
     let mut state = State::Authorization {
         user: None,
         failures: 0,
@@ -394,7 +430,14 @@ fn plain_login_allowed(conn: &Conn<'_>) -> bool {
 
 fn capa(conn: &mut Conn<'_>, authorization: bool) -> Result<(), Ended> {
     conn.reply("+OK capabilities follow")?;
-    for line in ["USER", "TOP", "UIDL", "PIPELINING", "RESP-CODES", "AUTH-RESP-CODE"] {
+    for line in [
+        "USER",
+        "TOP",
+        "UIDL",
+        "PIPELINING",
+        "RESP-CODES",
+        "AUTH-RESP-CODE",
+    ] {
         conn.reply(line)?;
     }
     if authorization && conn.options.tls == ServeTls::Stls && !conn.is_tls() {
@@ -407,9 +450,15 @@ fn capa(conn: &mut Conn<'_>, authorization: bool) -> Result<(), Ended> {
 
 /// The message a command's first argument names: 1-based, present, not deleted.
 fn message_number(args: &str, deleted: &[bool]) -> Result<usize, &'static str> {
-    let first = args.split_whitespace().next().ok_or("a message number is needed")?;
+    let first = args
+        .split_whitespace()
+        .next()
+        .ok_or("a message number is needed")?;
     let n: usize = first.parse().map_err(|_| "not a message number")?;
-    match n.checked_sub(1).and_then(|i| deleted.get(i).map(|d| (i, *d))) {
+    match n
+        .checked_sub(1)
+        .and_then(|i| deleted.get(i).map(|d| (i, *d)))
+    {
         Some((i, false)) => Ok(i),
         Some((_, true)) => Err("that message is deleted in this session"),
         None => Err("no such message"),
@@ -508,7 +557,6 @@ fn send_message(
     match copied {
         Ok(_) => top.inner.finish().map(drop).map_err(Ended::Io),
         Err(e) => {
-            drop(top);
             if conn.sent == sent_before {
                 conn.out.truncate(buffered_before);
                 conn.reply("-ERR [SYS/PERM] this message is damaged in the archive")

@@ -20,6 +20,7 @@ mod restore;
 mod retention;
 mod s3;
 mod secrets;
+mod serve;
 mod snapshot;
 mod snapshot_fake;
 mod snapshot_kill;

@@ -4,9 +4,10 @@
 //! is missing a test is skipped with a message — except under `CI=true`, where a missing
 //! Dovecot is a failure: tests that need a real server must never silently pass.
 //!
-//! Each test uses its own user (u01..u40) because Dovecot locks a mailbox per POP3 session
+//! Each test uses its own user (u01..u60) because Dovecot locks a mailbox per POP3 session
 //! and tests run in parallel. Allocation: u01-u04 corpus round trips, u05-u14 client tests,
-//! u15-u20 TLS tests, u21-u40 snapshot tests, u41-u50 object-storage tests.
+//! u15-u20 TLS tests, u21-u40 snapshot tests, u41-u50 object-storage and import tests,
+//! u51-u60 serve tests.
 
 use std::collections::HashMap;
 use std::os::unix::fs::chown;
@@ -63,6 +64,11 @@ impl Dovecot {
 
     pub fn server_cert(&self) -> PathBuf {
         PathBuf::from(self.var("POPBACKUP_DOVECOT_CERT"))
+    }
+
+    /// The server certificate's private key, next to it.
+    pub fn server_key(&self) -> PathBuf {
+        self.server_cert().with_file_name("server.key")
     }
 
     pub fn port(&self, tls: TlsMode) -> u16 {

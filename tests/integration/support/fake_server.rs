@@ -292,6 +292,9 @@ pub struct TestPki {
     pub ca_pem: String,
     pub server_config: Arc<ServerConfig>,
     pub server_cert_der: Vec<u8>,
+    /// The server certificate and its key as PEM files take them (`serve --tls-cert/--tls-key`).
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
 }
 
 impl TestPki {
@@ -312,6 +315,8 @@ impl TestPki {
             ca_pem: ca_cert.pem(),
             server_config: server_config(cert.der(), &key),
             server_cert_der: cert.der().to_vec(),
+            server_cert_pem: cert.pem(),
+            server_key_pem: key.serialize_pem(),
         }
     }
 
@@ -330,6 +335,8 @@ impl TestPki {
             ca_pem: cert.pem(),
             server_config: server_config(cert.der(), &key),
             server_cert_der: cert.der().to_vec(),
+            server_cert_pem: cert.pem(),
+            server_key_pem: key.serialize_pem(),
         }
     }
 }
