@@ -68,8 +68,13 @@ TOML
   for _ in $(seq 1 100); do g status >/dev/null 2>&1 && break; sleep 0.1; done
   g status >/dev/null 2>&1 || die "garage did not start (see $dir/node1/server.log)"
   for i in $(seq 2 "$nodes"); do
-    local id
-    id=$("$garage" -c "$dir/node$i/garage.toml" node id -q 2>/dev/null)
+    # A node writes its key as it starts: ask until it answers.
+    local id=""
+    for _ in $(seq 1 100); do
+      id=$("$garage" -c "$dir/node$i/garage.toml" node id -q 2>/dev/null) && [ -n "$id" ] && break
+      sleep 0.1
+    done
+    [ -n "$id" ] || die "garage node $i did not start (see $dir/node$i/server.log)"
     g node connect "$id" >/dev/null
   done
   # One role per node, then the layout; wait until every node is seen healthy.

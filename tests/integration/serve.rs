@@ -217,46 +217,52 @@ on_every_backend! {
             serving.stop();
         }
 
-        let serving = start(&[]);
-        // mpop, into a Maildir: each file, CRs put back, is the archived message.
-        let mpop_dir = setup.dir.path().join("mpop");
-        for sub in ["new", "cur", "tmp"] {
-            std::fs::create_dir_all(mpop_dir.join(sub)).unwrap();
-        }
-        let rc = setup.dir.path().join("mpoprc");
-        std::fs::write(
-            &rc,
-            format!(
-                "account a\nhost localhost\nport {}\ntls on\ntls_starttls off\n\
-                 tls_trust_file {}\nuser restore\npasswordeval cat {}\nkeep on\n\
-                 uidls_file {}\ndelivery maildir {}\nreceived_header off\n",
-                serving.port,
-                dovecot.ca_file().display(),
-                secret.display(),
-                setup.dir.path().join("mpop-uidls").display(),
-                mpop_dir.display()
-            ),
-        )
-        .unwrap();
+        // mpop over TLS and over STLS, into a Maildir: each file, CRs put back, is an archived
+        // message; a second run finds nothing new by the UIDLs it kept.
         use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let out = Command::new("mpop").arg("-q").arg("-C").arg(&rc).arg("a").output().unwrap();
-        assert!(out.status.success(), "mpop: {}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
-        let delivered: HashSet<String> = std::fs::read_dir(mpop_dir.join("new"))
-            .unwrap()
-            .map(|e| {
-                let bytes = std::fs::read(e.unwrap().path()).unwrap();
-                MessageHash::of(&popbackup::mail::lf_to_crlf(&bytes)).to_hex()
-            })
-            .collect();
-        let mismatched = delivered.difference(&served).count();
-        assert_eq!(delivered.len(), served.len(), "mpop delivered every message");
-        assert_eq!(mismatched, 0, "mpop's files are the archived messages");
-        // Its second run finds nothing new by the UIDLs it kept.
-        let out = Command::new("mpop").arg("-C").arg(&rc).arg("a").output().unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        assert_eq!(std::fs::read_dir(mpop_dir.join("new")).unwrap().count(), served.len());
+        for (name, tls) in [("tls", &[][..]), ("stls", &["--stls"][..])] {
+            let serving = start(tls);
+            let mpop_dir = setup.dir.path().join(format!("mpop-{name}"));
+            for sub in ["new", "cur", "tmp"] {
+                std::fs::create_dir_all(mpop_dir.join(sub)).unwrap();
+            }
+            let rc = setup.dir.path().join(format!("mpoprc-{name}"));
+            std::fs::write(
+                &rc,
+                format!(
+                    "account a\nhost localhost\nport {}\ntls on\ntls_starttls {}\n\
+                     tls_trust_file {}\nuser restore\npasswordeval cat {}\nkeep on\n\
+                     uidls_file {}\ndelivery maildir {}\nreceived_header off\n",
+                    serving.port,
+                    if tls.is_empty() { "off" } else { "on" },
+                    dovecot.ca_file().display(),
+                    secret.display(),
+                    setup.dir.path().join(format!("mpop-uidls-{name}")).display(),
+                    mpop_dir.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let mpop = || Command::new("mpop").arg("-q").arg("-C").arg(&rc).arg("a").output().unwrap();
+            let out = mpop();
+            assert!(out.status.success(), "mpop {name}: {}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+            let files: Vec<String> = std::fs::read_dir(mpop_dir.join("new"))
+                .unwrap()
+                .map(|e| {
+                    let bytes = std::fs::read(e.unwrap().path()).unwrap();
+                    MessageHash::of(&popbackup::mail::lf_to_crlf(&bytes)).to_hex()
+                })
+                .collect();
+            let delivered: HashSet<String> = files.iter().cloned().collect();
+            assert_eq!(files.len(), served.len(), "mpop {name} delivered every message once");
+            assert_eq!(delivered, served, "mpop {name}'s files are the archived messages");
+            let out = mpop();
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert_eq!(std::fs::read_dir(mpop_dir.join("new")).unwrap().count(), served.len());
+            serving.stop();
+        }
 
+        let serving = start(&[]);
         // fetchmail, into one BSMTP file: every message is there.
         let fetchmailrc = setup.dir.path().join("fetchmailrc");
         std::fs::write(
@@ -670,6 +676,22 @@ fn stls_comes_before_the_password_and_cannot_be_injected() {
     assert_eq!(got.len(), 4);
     let log = serving.stop();
     assert!(log.contains("commands sent after STLS"), "{log}");
+
+    // Restore's filters choose what is served.
+    let serving = Serving::start(serve_command(
+        &repo,
+        password,
+        "127.0.0.1:0",
+        &["--subject", "small 1"],
+    ));
+    let mut client = retry_connect_login(serving.port, password);
+    let reply = client.command("STAT");
+    assert!(reply.starts_with("+OK 1 "), "{reply}");
+    assert!(client.command("RETR 1").starts_with("+OK"));
+    let message = String::from_utf8(client.multiline()).unwrap();
+    assert!(message.contains("Subject: small 1\r\n"), "{message}");
+    assert!(client.command("QUIT").starts_with("+OK"));
+    serving.stop();
 
     // Plain text on 0.0.0.0 is a usage error that says what to do.
     let out = serve_command(&repo, password, "0.0.0.0:0", &[])
