@@ -18,7 +18,7 @@ jobs=${FUZZ_JOBS:-1}
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 cargo +nightly fuzz --version >/dev/null 2>&1 || cargo +nightly install cargo-fuzz --locked
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(pop3_session pop3_listings repo_files config restore_roundtrip mbox_import)
+[ ${#targets[@]} -gt 0 ] || targets=(pop3_session pop3_listings repo_files config restore_roundtrip mbox_import sealed_objects)
 cargo +nightly fuzz build -O
 work=$(mktemp -d /tmp/popbackup-fuzz.XXXXXX)
 for t in "${targets[@]}"; do

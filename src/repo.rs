@@ -9,6 +9,7 @@
 pub(crate) mod backend;
 use backend::FileKind;
 pub mod compressed;
+pub mod crypto;
 pub mod dictionary;
 pub(crate) mod error;
 #[cfg(test)]

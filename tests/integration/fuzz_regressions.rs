@@ -74,3 +74,8 @@ fn restore_roundtrip_inputs() {
 fn mbox_import_inputs() {
     replay("mbox_import", checks::mbox_import);
 }
+
+#[test]
+fn sealed_objects_inputs() {
+    replay("sealed_objects", checks::sealed_objects);
+}
