@@ -373,6 +373,9 @@ pub enum FetchError<E> {
     Sink(E),
 }
 
+/// UIDL's listing, or the server's `-ERR` to it (a server without UIDL).
+pub type UidlAnswer = Result<Vec<UidlEntry>, Pop3Error>;
+
 /// A logged-in connection in the TRANSACTION state.
 pub struct Session<S> {
     conn: Connection<S>,
@@ -469,6 +472,62 @@ impl<S: Read + Write> Session<S> {
                 format!("unreadable line {}", self.conn.redact(&bad.line)),
             )
         })
+    }
+
+    /// UIDL and LIST, sent together when the server pipelines (one round trip instead of
+    /// two: the whole of a night with nothing new, after login, is this and QUIT). UIDL's
+    /// `-ERR` (a server without UIDL) comes back as its own result; LIST's fails the call.
+    pub fn uidl_and_list(
+        &mut self,
+    ) -> Result<(UidlAnswer, Vec<ListEntry>), Pop3Error> {
+        if !self.pipelining() {
+            let uidls = match self.uidl() {
+                Err(e) if !matches!(e, Pop3Error::Server { .. }) => return Err(e),
+                uidls => uidls,
+            };
+            return Ok((uidls, self.list()?));
+        }
+        self.check()?;
+        let mut wire = Command::Uidl(None).to_wire();
+        wire.extend_from_slice(&Command::List(None).to_wire());
+        self.conn
+            .send(&wire, "LIST")
+            .inspect_err(|_| self.poisoned = true)?;
+        let uidls = match expect_ok(&mut self.conn, "UIDL") {
+            Ok(_) => {
+                let body = self
+                    .conn
+                    .read_listing("UIDL")
+                    .inspect_err(|_| self.poisoned = true)?;
+                parse_uidl_listing(&body).map_err(|bad| {
+                    protocol(
+                        "UIDL",
+                        format!("unreadable line {}", self.conn.redact(&bad.line)),
+                    )
+                })
+            }
+            Err(e @ Pop3Error::Server { .. }) => Err(e),
+            Err(e) => {
+                self.poisoned = true;
+                return Err(e);
+            }
+        };
+        expect_ok(&mut self.conn, "LIST").inspect_err(|e| {
+            if !matches!(e, Pop3Error::Server { .. }) {
+                self.poisoned = true;
+            }
+        })?;
+        let body = self
+            .conn
+            .read_listing("LIST")
+            .inspect_err(|_| self.poisoned = true)?;
+        let list = parse_list_listing(&body).map_err(|bad| {
+            protocol(
+                "LIST",
+                format!("unreadable line {}", self.conn.redact(&bad.line)),
+            )
+        })?;
+        Ok((uidls, list))
     }
 
     pub fn uidl_one(&mut self, msg: u32) -> Result<UidlEntry, Pop3Error> {

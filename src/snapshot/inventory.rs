@@ -195,7 +195,8 @@ impl Listing {
 pub fn take_listing<S: Read + Write>(session: &mut Session<S>) -> Result<Listing, Pop3Error> {
     let mut warnings = Vec::new();
     // Ask even when CAPA does not list UIDL: some servers support more than they announce.
-    let uidls = match session.uidl() {
+    let (uidls, list) = session.uidl_and_list()?;
+    let uidls = match uidls {
         Ok(u) => Some(u),
         Err(e @ Pop3Error::Server { .. }) => {
             warnings.push(format!(
@@ -207,7 +208,6 @@ pub fn take_listing<S: Read + Write>(session: &mut Session<S>) -> Result<Listing
         }
         Err(e) => return Err(e),
     };
-    let list = session.list()?;
     let uidl_supported = uidls.is_some();
     let mut messages = join_listing(uidls.unwrap_or_default(), list);
     let missing = messages.iter().filter(|m| m.uidl.is_none()).count();

@@ -691,3 +691,134 @@ fn verbose_shows_the_connection_and_the_dialogue_without_secrets() {
     let out = setup.run(&["snapshot", "-q"]);
     assert_eq!(stderr(&out), "");
 }
+
+/// A TCP relay that counts the client's turns: how many times the client sends after the
+/// server did (or first). Each turn is a round trip the client waits for, TLS handshake
+/// included, so on a link with latency a run costs about this many round-trip times.
+struct TurnCounter {
+    port: u16,
+    turns: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TurnCounter {
+    fn start(server_port: u16) -> TurnCounter {
+        use std::io::{Read as _, Write as _};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let turns = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&turns);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let server = std::net::TcpStream::connect(("127.0.0.1", server_port)).unwrap();
+                // Whether the last bytes relayed came from the server (the client's next
+                // bytes then begin a turn).
+                let server_spoke = Arc::new(AtomicBool::new(true));
+                let relay = |mut from: std::net::TcpStream,
+                             mut to: std::net::TcpStream,
+                             from_client: bool,
+                             server_spoke: Arc<AtomicBool>,
+                             turns: Arc<AtomicUsize>| {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 65536];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if from_client {
+                                if server_spoke.swap(false, Ordering::SeqCst) {
+                                    turns.fetch_add(1, Ordering::SeqCst);
+                                }
+                            } else {
+                                server_spoke.store(true, Ordering::SeqCst);
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    })
+                };
+                relay(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    true,
+                    Arc::clone(&server_spoke),
+                    Arc::clone(&counted),
+                );
+                relay(server, client, false, server_spoke, Arc::clone(&counted));
+            }
+        });
+        TurnCounter { port, turns }
+    }
+
+    fn turns(&self) -> usize {
+        self.turns.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A night with nothing new costs the fewest round trips POP3 allows a client that logs in
+/// and asks for capabilities: TLS (ClientHello, then Finished), CAPA, AUTH PLAIN with its
+/// initial response, CAPA again (servers announce more after login), UIDL and LIST together
+/// (pipelined), QUIT. Without pipelining UIDL and LIST would be one more.
+#[test]
+fn a_night_with_nothing_new_takes_seven_round_trips() {
+    let Some(dovecot) = Dovecot::get() else {
+        return;
+    };
+    let user = "u53";
+    let messages: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| {
+            (
+                format!("{i:03}"),
+                format!("Subject: m{i}\r\n\r\nbody {i}\r\n").into_bytes(),
+            )
+        })
+        .collect();
+    dovecot.fill_maildir(
+        user,
+        messages.iter().map(|(n, b)| (n.clone(), b.as_slice())),
+    );
+    let setup = Setup::new(&dovecot, &[("a", user)], "");
+    setup.json(&["snapshot"], 0);
+    let relay = TurnCounter::start(dovecot.port(TlsMode::Implicit));
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    let relayed = config.replace(
+        &format!("port = {}\n", dovecot.port(TlsMode::Implicit)),
+        &format!("port = {}\n", relay.port),
+    );
+    assert_ne!(relayed, config);
+    std::fs::write(&setup.config, relayed).unwrap();
+    let nothing_new = |relay: &TurnCounter, expected: usize| {
+        let report = setup.json(&["snapshot"], 0);
+        assert_eq!(report["accounts"][0]["downloaded"], 0, "{report}");
+        // A turn is counted as the client's bytes arrive: QUIT's may still be on the way.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while relay.turns() < expected && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        relay.turns()
+    };
+    assert_eq!(nothing_new(&relay, 7), 7);
+
+    // The same without pipelining: UIDL and LIST cost a round trip each.
+    let relay = TurnCounter::start(dovecot.port(TlsMode::Implicit));
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("port = ") {
+                format!("port = {}", relay.port)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&setup.config, format!("{text}\npipelining = false\n")).unwrap();
+    assert_eq!(nothing_new(&relay, 8), 8);
+}

@@ -7,7 +7,7 @@
 //! Each test uses its own user (u01..u60) because Dovecot locks a mailbox per POP3 session
 //! and tests run in parallel. Allocation: u01-u04 corpus round trips, u05-u14 client tests,
 //! u15-u20 TLS tests, u21-u40 snapshot tests, u41-u50 object-storage and import tests,
-//! u51-u60 serve tests.
+//! u51-u52 serve tests, u53 the round-trip count, u54-u60 free.
 
 use std::collections::HashMap;
 use std::os::unix::fs::chown;
