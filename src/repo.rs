@@ -19,6 +19,7 @@ pub mod format;
 mod frame;
 pub mod id;
 pub mod index;
+mod keys;
 mod layout;
 pub(crate) mod location;
 pub(crate) mod lock;

@@ -477,9 +477,7 @@ impl<S: Read + Write> Session<S> {
     /// UIDL and LIST, sent together when the server pipelines (one round trip instead of
     /// two: the whole of a night with nothing new, after login, is this and QUIT). UIDL's
     /// `-ERR` (a server without UIDL) comes back as its own result; LIST's fails the call.
-    pub fn uidl_and_list(
-        &mut self,
-    ) -> Result<(UidlAnswer, Vec<ListEntry>), Pop3Error> {
+    pub fn uidl_and_list(&mut self) -> Result<(UidlAnswer, Vec<ListEntry>), Pop3Error> {
         if !self.pipelining() {
             let uidls = match self.uidl() {
                 Err(e) if !matches!(e, Pop3Error::Server { .. }) => return Err(e),

@@ -35,6 +35,8 @@ pub enum FileKind {
     Checkpoint,
     Records,
     Dictionary,
+    /// A key file of an encrypted repository.
+    Key,
 }
 
 impl FileKind {
@@ -49,6 +51,7 @@ impl FileKind {
             FileKind::Checkpoint => (Some(layout::CHECKPOINTS), layout::MANIFEST_SUFFIX),
             FileKind::Records => (Some(layout::RECORDS), layout::RECORDS_SUFFIX),
             FileKind::Dictionary => (Some(layout::DICTS), layout::DICT_SUFFIX),
+            FileKind::Key => (Some(layout::KEYS), layout::KEY_SUFFIX),
         }
     }
 
@@ -59,7 +62,9 @@ impl FileKind {
             FileKind::Config | FileKind::Verified => stem.is_empty(),
             FileKind::Pack => stem.parse::<PackId>().is_ok(),
             FileKind::Snapshot | FileKind::Checkpoint => SnapshotId::parse(stem).is_some(),
-            FileKind::Index => stem.len() == 64 && stem.chars().all(|c| c.is_ascii_hexdigit()),
+            FileKind::Index | FileKind::Key => {
+                stem.len() == 64 && stem.chars().all(|c| c.is_ascii_hexdigit())
+            }
             FileKind::Records => stem.parse::<RecordsId>().is_ok(),
             FileKind::Dictionary => stem.parse::<super::id::DictHash>().is_ok(),
         }

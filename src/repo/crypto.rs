@@ -54,7 +54,7 @@ pub fn overhead(len: usize) -> usize {
     PREFIX + TAG * len.div_ceil(SEGMENT).max(1)
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CryptoError {
     #[error("the repository password does not open any key in keys/")]
     WrongPassword,

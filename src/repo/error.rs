@@ -64,6 +64,8 @@ pub enum RepoError {
     NotFound { what: &'static str, id: String },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Crypto(#[from] super::crypto::CryptoError),
 }
 
 impl RepoError {
@@ -126,6 +128,7 @@ impl RepoError {
                 id: id.clone(),
             },
             RepoError::Invalid(text) => RepoError::Invalid(text.clone()),
+            RepoError::Crypto(e) => RepoError::Crypto(e.clone()),
             RepoError::Damaged { detail } => RepoError::Damaged {
                 detail: detail.clone(),
             },
@@ -153,6 +156,7 @@ impl RepoError {
             | RepoError::Damaged { .. } => FailureKind::Data,
             RepoError::Locked { .. } | RepoError::LockLost { .. } => FailureKind::Temporary,
             RepoError::NotFound { .. } | RepoError::Invalid(_) => FailureKind::Usage,
+            RepoError::Crypto(e) => e.kind(),
         }
     }
 }

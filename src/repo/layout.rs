@@ -11,6 +11,7 @@
 //!                                   that saw the same mailbox, named by their SHA-256
 //!   checkpoints/<snapshot>.json.zst the manifest of a snapshot still in progress
 //!   dicts/<dict-hash>.zdict.zst zstd dictionaries (zstd-compressed), named by their SHA-256
+//!   keys/<key-id>.json          an encrypted repository's key files, named by their SHA-256
 //!   tmp/                        files being written; anything here is garbage after a crash
 //! ```
 
@@ -32,6 +33,7 @@ pub const SNAPSHOTS: &str = "snapshots";
 pub const CHECKPOINTS: &str = "checkpoints";
 pub const DICTS: &str = "dicts";
 pub const RECORDS: &str = "records";
+pub const KEYS: &str = "keys";
 pub const TMP: &str = "tmp";
 
 /// The directories `init` creates.
@@ -43,6 +45,7 @@ pub const MANIFEST_SUFFIX: &str = ".json.zst";
 pub const INDEX_SUFFIX: &str = ".json.zst";
 pub const RECORDS_SUFFIX: &str = ".json.zst";
 pub const DICT_SUFFIX: &str = ".zdict.zst";
+pub const KEY_SUFFIX: &str = ".json";
 
 /// One repository's files: where the repository is and the [`Backend`] that holds them.
 /// Outside `repo` it is only a handle to pass back to the repository's functions: no other
@@ -181,6 +184,10 @@ impl Layout {
 
     pub(super) fn records(&self, id: &RecordsId) -> PathBuf {
         self.backend.location(FileKind::Records, &id.to_string())
+    }
+
+    pub(super) fn key(&self, id: &str) -> PathBuf {
+        self.backend.location(FileKind::Key, id)
     }
 
     pub(super) fn dict(&self, hash: &DictHash) -> PathBuf {

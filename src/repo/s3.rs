@@ -427,7 +427,7 @@ impl Backend for S3Backend {
 
 /// Whether `path` (relative to the prefix) is a name the format gives a file.
 fn belongs_to_format(path: &str) -> bool {
-    const KINDS: [FileKind; 8] = [
+    const KINDS: [FileKind; 9] = [
         FileKind::Config,
         FileKind::Verified,
         FileKind::Pack,
@@ -436,6 +436,7 @@ fn belongs_to_format(path: &str) -> bool {
         FileKind::Checkpoint,
         FileKind::Records,
         FileKind::Dictionary,
+        FileKind::Key,
     ];
     if lock::is_lock_object(path) {
         return true;
