@@ -704,3 +704,32 @@ fn stls_comes_before_the_password_and_cannot_be_injected() {
         stderr(&out)
     );
 }
+
+/// A client that keeps busy is still closed at the session timeout, told why.
+#[test]
+fn a_busy_client_is_closed_at_the_session_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, _) = repository_with_a_big_message(dir.path(), 2);
+    let password = "open sesame";
+    let serving = Serving::start(serve_command(
+        &repo,
+        password,
+        "127.0.0.1:0",
+        &["--session-timeout", "2"],
+    ));
+    let mut busy = retry_connect_login(serving.port, password);
+    let since = Instant::now();
+    let closed = loop {
+        let reply = busy.command("NOOP");
+        if reply != "+OK\r\n" {
+            break reply;
+        }
+        assert!(since.elapsed() < Duration::from_secs(60), "never closed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(since.elapsed() >= Duration::from_secs(1), "closed too soon");
+    assert_eq!(closed, "-ERR [SYS/TEMP] session too long; closing\r\n");
+    assert_eq!(busy.rest(), "");
+    let log = serving.stop();
+    assert!(log.contains("session timeout"), "{log}");
+}
