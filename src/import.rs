@@ -17,6 +17,7 @@
 mod maildir;
 mod mbox;
 
+use std::collections::VecDeque;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,7 @@ use serde::Serialize;
 
 use crate::failure::FailureKind;
 use crate::repo::manifest::MANIFEST_VERSION;
+use crate::repo::records::{ListItem, RecordsWriter};
 use crate::repo::{
     Manifest, MessageRecord, RepoError, RepoWriter, ServerInfo, SnapshotId, Stored, Tool,
 };
@@ -187,7 +189,11 @@ pub fn import(
     account: &str,
     dry_run: bool,
 ) -> Result<ImportReport, ImportError> {
-    let latest = writer.repo().latest_snapshot(account)?;
+    // Its head only: the records are read a file at a time, as often as needed.
+    let latest = match writer.repo().latest_snapshots()?.remove(account) {
+        Some(id) => Some(writer.repo().manifest_head(&id)?),
+        None => None,
+    };
     let mut run = Run::new(writer, source, account, dry_run);
     match source {
         ImportSource::Maildir(root) => maildir::import(&mut run, root, latest)?,
@@ -196,12 +202,28 @@ pub fn import(
     run.finish()
 }
 
-/// One import under way: the snapshot it is building and its report.
+/// Records held at most while their pack fills: a pack holds 32 MiB, which tiny messages
+/// would take hundreds of thousands of records (and 100 MB) to reach.
+const MAX_PENDING: usize = 8192;
+
+/// One import under way: the writer, and the snapshot it is building.
 struct Run<'w> {
     writer: &'w mut RepoWriter,
+    out: Output,
+}
+
+/// The snapshot an import is building and its report. Its records go into records files as
+/// they are final, so that an import of 100,000 files holds neither the last import's records
+/// nor its own: a reused one at once, a stored one once its pack is finished (only then is
+/// where it lies known).
+struct Output {
     dry_run: bool,
     report: ImportReport,
-    manifest: Manifest,
+    head: Manifest,
+    list: RecordsWriter,
+    /// Records of messages in the pack being written, in list order.
+    pending: VecDeque<MessageRecord>,
+    listed: u32,
 }
 
 /// What an import knows of a message besides its bytes.
@@ -223,47 +245,120 @@ impl<'w> Run<'w> {
         dry_run: bool,
     ) -> Self {
         let time = chrono::Utc::now();
+        let list = RecordsWriter::new(writer.repo().layout());
         Run {
             writer,
-            dry_run,
-            report: ImportReport {
-                account: account.to_string(),
-                source: source.to_string(),
-                ..ImportReport::default()
-            },
-            manifest: Manifest {
-                version: MANIFEST_VERSION,
-                id: SnapshotId::new(time),
-                time: time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                account: account.to_string(),
-                complete: true,
-                tool: Tool::default(),
-                server: ServerInfo {
-                    host: source.to_string(),
-                    port: 0,
-                    tls: "none".into(),
-                    ..ServerInfo::default()
+            out: Output {
+                dry_run,
+                report: ImportReport {
+                    account: account.to_string(),
+                    source: source.to_string(),
+                    ..ImportReport::default()
                 },
-                records: None,
-                listing: None,
-                messages: Vec::new(),
+                head: Manifest {
+                    version: MANIFEST_VERSION,
+                    id: SnapshotId::new(time),
+                    time: time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    account: account.to_string(),
+                    complete: true,
+                    tool: Tool::default(),
+                    server: ServerInfo {
+                        host: source.to_string(),
+                        port: 0,
+                        tls: "none".into(),
+                        ..ServerInfo::default()
+                    },
+                    records: None,
+                    listing: None,
+                    messages: Vec::new(),
+                },
+                list,
+                pending: VecDeque::new(),
+                listed: 0,
             },
         }
     }
 
+    /// Each record of the last import's snapshot `latest`, read a file at a time; `each`
+    /// gets the writer and the output, to reuse what it chooses.
+    fn for_each_previous(
+        &mut self,
+        latest: &Manifest,
+        mut each: impl FnMut(&RepoWriter, &mut Output, MessageRecord) -> Result<(), ImportError>,
+    ) -> Result<(), ImportError> {
+        let mut manifest = latest.clone();
+        let (writer, out) = (&*self.writer, &mut self.out);
+        let mut failed = None;
+        writer.repo().for_each_record(&mut manifest, |record| {
+            if failed.is_none()
+                && let Err(e) = each(writer, out, record)
+            {
+                failed = Some(e);
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    fn take(&mut self, bytes: &[u8], origin: Origin) -> Result<(), ImportError> {
+        self.out.take(self.writer, bytes, origin)
+    }
+
+    fn unreadable(&mut self, what: String, why: String) {
+        self.out.report.files += 1;
+        self.out.report.unreadable.push((what, why));
+    }
+
+    /// Commits the snapshot, unless this is a dry run or nothing of the folder could be read:
+    /// an empty snapshot would hide the last good one from restore.
+    fn finish(self) -> Result<ImportReport, ImportError> {
+        let Output {
+            dry_run,
+            report,
+            head,
+            list,
+            pending,
+            listed,
+        } = self.out;
+        let nothing_read = listed == 0 && !report.unreadable.is_empty();
+        if dry_run || nothing_read {
+            return Ok(report);
+        }
+        let items = pending.into_iter().map(|r| Ok(ListItem::Record(r)));
+        self.writer.commit_run(&head, list, items)?;
+        Ok(ImportReport {
+            snapshot: Some(head.id),
+            ..report
+        })
+    }
+}
+
+impl Output {
     /// True if the archive still holds what `record` names.
-    fn holds(&self, record: &MessageRecord) -> bool {
+    fn holds(writer: &RepoWriter, record: &MessageRecord) -> bool {
         record
             .sha256
-            .is_some_and(|h| self.writer.repo().location(&h).is_some())
+            .is_some_and(|h| writer.repo().location(&h).is_some())
+    }
+
+    fn next_msg(&mut self) -> u32 {
+        self.listed += 1;
+        self.listed
     }
 
     /// Lists a message of the last import again, unread.
-    fn reuse(&mut self, old: MessageRecord, flags: Option<String>) {
+    fn reuse(
+        &mut self,
+        writer: &RepoWriter,
+        old: MessageRecord,
+        flags: Option<String>,
+    ) -> Result<(), ImportError> {
         self.report.files += 1;
         self.report.unchanged += 1;
-        let msg = self.manifest.messages.len() as u32 + 1;
-        self.manifest.messages.push(MessageRecord {
+        if self.dry_run {
+            return Ok(());
+        }
+        let msg = self.next_msg();
+        self.pending.push_back(MessageRecord {
             msg,
             flags,
             pack: None,
@@ -271,30 +366,36 @@ impl<'w> Run<'w> {
             length: None,
             ..old
         });
+        self.list_ready(writer)
     }
 
     /// Stores a message read from the folder, in its wire form, and lists it.
-    fn take(&mut self, bytes: &[u8], origin: Origin) -> Result<(), ImportError> {
+    fn take(
+        &mut self,
+        writer: &mut RepoWriter,
+        bytes: &[u8],
+        origin: Origin,
+    ) -> Result<(), ImportError> {
         self.report.files += 1;
         self.report.read += 1;
         let wire = crate::mail::lf_to_crlf(bytes);
         let hash = crate::repo::MessageHash::of(&wire);
         if self.dry_run {
-            if self.writer.repo().location(&hash).is_none() {
+            if writer.repo().location(&hash).is_none() {
                 self.report.new_messages += 1;
             } else {
                 self.report.duplicates += 1;
             }
             return Ok(());
         }
-        let stored = self.writer.store_bytes(&wire)?;
+        let stored = writer.store_bytes(&wire)?;
         match stored {
             Stored::New(..) => self.report.new_messages += 1,
             _ => self.report.duplicates += 1,
         }
         let headers = crate::mail::summarize(&wire);
-        let msg = self.manifest.messages.len() as u32 + 1;
-        self.manifest.messages.push(MessageRecord {
+        let msg = self.next_msg();
+        self.pending.push_back(MessageRecord {
             list_size: origin.list_size,
             date: headers.date,
             from: headers.from,
@@ -306,26 +407,31 @@ impl<'w> Run<'w> {
             mbox_from: origin.mbox_from,
             ..MessageRecord::stored(msg, origin.uidl, stored.hash(), wire.len() as u64)
         });
-        Ok(())
+        self.list_stored(writer)
     }
 
-    /// Names what could not be read.
-    fn unreadable(&mut self, what: String, why: String) {
-        self.report.files += 1;
-        self.report.unreadable.push((what, why));
-    }
-
-    /// Commits the snapshot, unless this is a dry run or nothing of the folder could be read:
-    /// an empty snapshot would hide the last good one from restore.
-    fn finish(mut self) -> Result<ImportReport, ImportError> {
-        let nothing_read = self.manifest.messages.is_empty() && !self.report.unreadable.is_empty();
-        if self.dry_run || nothing_read {
-            return Ok(self.report);
+    /// After a message is stored: the pending records that can be written, and when small
+    /// messages leave too many waiting for their pack to fill, the pack finished early.
+    fn list_stored(&mut self, writer: &mut RepoWriter) -> Result<(), ImportError> {
+        if self.pending.len() >= MAX_PENDING {
+            writer.flush()?;
         }
-        self.writer.flush()?;
-        self.writer.commit(&self.manifest)?;
-        self.report.snapshot = Some(self.manifest.id);
-        Ok(self.report)
+        self.list_ready(writer)
+    }
+
+    /// Writes the pending records whose messages are in finished packs, in order.
+    fn list_ready(&mut self, writer: &RepoWriter) -> Result<(), ImportError> {
+        let ready = self
+            .pending
+            .iter()
+            .take_while(|r| Output::holds(writer, r))
+            .count();
+        if ready == 0 {
+            return Ok(());
+        }
+        let items = self.pending.drain(..ready).map(|r| Ok(ListItem::Record(r)));
+        writer.list_records(&self.head.id, &mut self.list, items)?;
+        Ok(())
     }
 }
 
@@ -409,27 +515,23 @@ fn import_mbox(
     // Unchanged since the last import (same size and time, its records covering the whole
     // file, every message still archived): nothing is read.
     if let Some(latest) = latest {
-        let covers = latest
-            .messages
-            .last()
-            .is_some_and(|last| last.mbox_offset.map(|o| o + last.list_size) == Some(meta.len()));
-        let unchanged = covers
-            && mtime.is_some()
-            && latest
-                .messages
-                .iter()
-                .all(|r| r.mtime_ns == mtime && r.mbox_offset.is_some() && run.holds(r));
-        if unchanged {
-            for mut record in latest.messages {
+        let (mut unchanged, mut end) = (mtime.is_some(), None);
+        run.for_each_previous(&latest, |writer, _, r| {
+            unchanged &=
+                r.mtime_ns == mtime && r.mbox_offset.is_some() && Output::holds(writer, &r);
+            end = r.mbox_offset.map(|o| o + r.list_size);
+            Ok(())
+        })?;
+        if unchanged && end == Some(meta.len()) {
+            return run.for_each_previous(&latest, |writer, out, mut record| {
                 let flags = record.flags.take();
-                run.reuse(record, flags);
-            }
-            return Ok(());
+                out.reuse(writer, record, flags)
+            });
         }
     }
     let reader = BufReader::with_capacity(256 * 1024, file);
     let read_error = |run: &mut Run<'_>, e: std::io::Error| {
-        let at = run.report.files;
+        let at = run.out.report.files;
         run.unreadable(shown.clone(), format!("after {at} messages: {e}"));
     };
     let mut mbox = match mbox::MboxReader::new(reader, quoting) {

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{ImportError, Origin, Run, mtime_ns};
-use crate::repo::{Manifest, MessageRecord};
+use super::{ImportError, Origin, Output, Run, mtime_ns};
+use crate::repo::Manifest;
 
 /// How deep below the Maildir folders are looked for.
 const MAX_FOLDER_DEPTH: usize = 16;
@@ -83,27 +83,46 @@ pub(super) fn import(
     latest: Option<Manifest>,
 ) -> Result<(), ImportError> {
     let files = scan(root)?;
-    // The last import's records, by file name, to skip what did not change.
-    let mut known: HashMap<String, MessageRecord> = latest
-        .into_iter()
-        .flat_map(|m| m.messages)
-        .filter_map(|r| Some((r.uidl.clone()?, r)))
-        .collect();
-    for file in files {
-        let (size, mtime) = match file.meta {
-            Ok(meta) => meta,
-            Err(why) => {
-                run.unreadable(file.path.display().to_string(), why);
-                continue;
-            }
-        };
-        let unchanged = known.get(&file.unique).is_some_and(|r| {
-            r.list_size == size && r.mtime_ns.is_some() && r.mtime_ns == mtime && run.holds(r)
-        });
-        if unchanged && let Some(old) = known.remove(&file.unique) {
-            run.reuse(old, file.flags);
-            continue;
+    // The files by name, for one pass over the last import's records: a file with the size
+    // and time recorded, whose message is still archived, is not read again.
+    let mut by_name: HashMap<String, (usize, MaildirFile)> = HashMap::with_capacity(files.len());
+    let mut to_read = Vec::new();
+    for (order, file) in files.into_iter().enumerate() {
+        if let Err(why) = &file.meta {
+            run.unreadable(file.path.display().to_string(), why.clone());
+        } else if by_name.contains_key(&file.unique) {
+            to_read.push((order, file));
+        } else {
+            by_name.insert(file.unique.clone(), (order, file));
         }
+    }
+    if let Some(latest) = &latest
+        && !by_name.is_empty()
+    {
+        run.for_each_previous(latest, |writer, out, r| {
+            let same = r
+                .uidl
+                .as_ref()
+                .and_then(|u| by_name.get(u))
+                .is_some_and(|(_, f)| {
+                    f.meta.as_ref().is_ok_and(|&(size, mtime)| {
+                        size == r.list_size && mtime.is_some() && mtime == r.mtime_ns
+                    })
+                });
+            if !same || !Output::holds(writer, &r) {
+                return Ok(());
+            }
+            let Some((_, file)) = r.uidl.as_ref().and_then(|u| by_name.remove(u)) else {
+                return Ok(());
+            };
+            out.reuse(writer, r, file.flags)
+        })?;
+    }
+    // The rest, in the folder's order.
+    to_read.extend(by_name.into_values());
+    to_read.sort_unstable_by_key(|(order, _)| *order);
+    for (_, file) in to_read {
+        let (size, mtime) = file.meta.unwrap_or_default();
         match std::fs::read(&file.path) {
             Ok(bytes) => run.take(
                 &bytes,

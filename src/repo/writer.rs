@@ -1009,6 +1009,17 @@ impl RepoWriter {
 
     /// Appends `records` to the list of snapshot `snapshot`, each with its message's pack,
     /// offset and length from the index (only known once its pack is finished).
+    /// Appends `items` to `list` now, for a run that writes its list as it goes without
+    /// checkpoints (an import): each record's message must be in a finished pack.
+    pub fn list_records(
+        &self,
+        snapshot: &SnapshotId,
+        list: &mut records::RecordsWriter,
+        items: impl IntoIterator<Item = Result<records::ListItem, RepoError>>,
+    ) -> Result<(), RepoError> {
+        self.append_records(snapshot, list, items)
+    }
+
     fn append_records(
         &self,
         snapshot: &SnapshotId,

@@ -127,8 +127,36 @@ fn a_maildir_is_imported_restored_and_imported_again_without_reading() {
     drop(file);
     let third = json(&repo, &["import", &source], 0);
     assert_eq!(third["read"], 1, "{third}");
+    // Every file listed once: the unchanged ones reused, the touched one read.
+    let listed = |repo: &Path| {
+        let manifest = json(repo, &["ls", "latest", "--manifest"], 0);
+        manifest["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["uidl"].as_str().unwrap().to_string(),
+                    m["flags"].as_str().map(str::to_string),
+                )
+            })
+            .collect::<HashMap<String, Option<String>>>()
+    };
+    assert_eq!(listed(&repo).len(), corpus.len());
+    // A file whose flags changed (renamed, as a client marks mail answered) is not read
+    // again; its record takes the new flags.
+    std::fs::rename(
+        maildir.join("cur").join("00000.host:2,S"),
+        maildir.join("cur").join("00000.host:2,RS"),
+    )
+    .unwrap();
+    let fourth = json(&repo, &["import", &source], 0);
+    assert_eq!(fourth["read"], 0, "{fourth}");
+    let now = listed(&repo);
+    assert_eq!(now.len(), corpus.len());
+    assert_eq!(now["00000.host"].as_deref(), Some("RS"));
     let snapshots = json(&repo, &["snapshots"], 0);
-    assert_eq!(snapshots.as_array().unwrap().len(), 3);
+    assert_eq!(snapshots.as_array().unwrap().len(), 4);
     let verify = json(&repo, &["verify"], 0);
     assert_eq!(verify["clean"], true);
 
