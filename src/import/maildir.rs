@@ -1,7 +1,7 @@
 //! Reading Maildirs: the message files of `cur/` and `new/` with the flags of their names,
 //! and the folders below a Maildir.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use super::{ImportError, Origin, Output, Run, mtime_ns};
@@ -10,14 +10,38 @@ use crate::repo::Manifest;
 /// How deep below the Maildir folders are looked for.
 const MAX_FOLDER_DEPTH: usize = 16;
 
-/// One message file of a Maildir.
+/// One message file of a Maildir, kept small: a folder of 100,000 files holds one each.
 struct MaildirFile {
-    path: PathBuf,
-    /// The unique part of the name (before `:2,`).
-    unique: String,
-    flags: Option<String>,
+    /// Its name in `cur/` or `new/` (any bytes: shown, and matched, as UTF-8 with
+    /// replacements).
+    name: Box<std::ffi::OsStr>,
+    in_new: bool,
     /// Size and time, or why they could not be read (a dangling link).
-    meta: Result<(u64, Option<u64>), String>,
+    meta: Result<(u64, Option<u64>), Box<str>>,
+}
+
+impl MaildirFile {
+    /// The unique part of the name (before `:2,`).
+    fn unique(&self) -> Cow<'_, str> {
+        match self.name.to_string_lossy() {
+            Cow::Borrowed(name) => Cow::Borrowed(name.split_once(":2,").map_or(name, |(u, _)| u)),
+            Cow::Owned(name) => Cow::Owned(
+                name.split_once(":2,")
+                    .map_or(name.as_str(), |(u, _)| u)
+                    .to_string(),
+            ),
+        }
+    }
+
+    fn flags(&self) -> Option<String> {
+        let name = self.name.to_string_lossy();
+        name.split_once(":2,").map(|(_, f)| f.to_string())
+    }
+
+    fn path(&self, root: &Path) -> PathBuf {
+        root.join(if self.in_new { "new" } else { "cur" })
+            .join(&*self.name)
+    }
 }
 
 /// The folders of the Maildir at `root`, itself first (`None`) when it has `cur/` or `new/`,
@@ -83,58 +107,65 @@ pub(super) fn import(
     latest: Option<Manifest>,
 ) -> Result<(), ImportError> {
     let files = scan(root)?;
-    // The files by name, for one pass over the last import's records: a file with the size
-    // and time recorded, whose message is still archived, is not read again.
-    let mut by_name: HashMap<String, (usize, MaildirFile)> = HashMap::with_capacity(files.len());
-    let mut to_read = Vec::new();
-    for (order, file) in files.into_iter().enumerate() {
+    // The files by unique name (positions into `files`, sorted), for one pass over the last
+    // import's records: a file with the size and time recorded, whose message is still
+    // archived, is not read again.
+    let mut by_name: Vec<usize> = Vec::with_capacity(files.len());
+    for (i, file) in files.iter().enumerate() {
         if let Err(why) = &file.meta {
-            run.unreadable(file.path.display().to_string(), why.clone());
-        } else if by_name.contains_key(&file.unique) {
-            to_read.push((order, file));
+            run.unreadable(file.path(root).display().to_string(), why.to_string());
         } else {
-            by_name.insert(file.unique.clone(), (order, file));
+            by_name.push(i);
         }
     }
+    by_name.sort_by(|&a, &b| files[a].unique().cmp(&files[b].unique()).then(a.cmp(&b)));
+    let mut reused = vec![false; files.len()];
     if let Some(latest) = &latest
         && !by_name.is_empty()
     {
         run.for_each_previous(latest, |writer, out, r| {
-            let same = r
-                .uidl
-                .as_ref()
-                .and_then(|u| by_name.get(u))
-                .is_some_and(|(_, f)| {
-                    f.meta.as_ref().is_ok_and(|&(size, mtime)| {
-                        size == r.list_size && mtime.is_some() && mtime == r.mtime_ns
-                    })
-                });
+            let Some(uidl) = r.uidl.as_deref() else {
+                return Ok(());
+            };
+            // The first file of that name not reused yet (a name twice, in cur/ and new/,
+            // is two files).
+            let from = by_name.partition_point(|&i| &*files[i].unique() < uidl);
+            let Some(&i) = by_name[from..]
+                .iter()
+                .take_while(|&&i| files[i].unique() == uidl)
+                .find(|&&i| !reused[i])
+            else {
+                return Ok(());
+            };
+            let same = files[i].meta.as_ref().is_ok_and(|&(size, mtime)| {
+                size == r.list_size && mtime.is_some() && mtime == r.mtime_ns
+            });
             if !same || !Output::holds(writer, &r) {
                 return Ok(());
             }
-            let Some((_, file)) = r.uidl.as_ref().and_then(|u| by_name.remove(u)) else {
-                return Ok(());
-            };
-            out.reuse(writer, r, file.flags)
+            reused[i] = true;
+            out.reuse(writer, r, files[i].flags())
         })?;
     }
+    drop(by_name);
     // The rest, in the folder's order.
-    to_read.extend(by_name.into_values());
-    to_read.sort_unstable_by_key(|(order, _)| *order);
-    for (_, file) in to_read {
-        let (size, mtime) = file.meta.unwrap_or_default();
-        match std::fs::read(&file.path) {
+    for (file, _) in files.iter().zip(reused).filter(|(_, reused)| !reused) {
+        let Ok((size, mtime)) = file.meta else {
+            continue;
+        };
+        let path = file.path(root);
+        match std::fs::read(&path) {
             Ok(bytes) => run.take(
                 &bytes,
                 Origin {
-                    uidl: Some(file.unique),
+                    uidl: Some(file.unique().to_string()),
                     list_size: size,
-                    flags: file.flags,
+                    flags: file.flags(),
                     mtime_ns: mtime,
                     ..Origin::default()
                 },
             )?,
-            Err(e) => run.unreadable(file.path.display().to_string(), e.to_string()),
+            Err(e) => run.unreadable(path.display().to_string(), e.to_string()),
         }
     }
     Ok(())
@@ -160,29 +191,24 @@ fn scan(root: &Path) -> Result<Vec<MaildirFile>, ImportError> {
         let mut files: Vec<MaildirFile> = entries
             .flatten()
             .filter_map(|entry| {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') {
+                let name = entry.file_name();
+                if name.as_encoded_bytes().starts_with(b".") {
                     return None;
                 }
                 // Followed, so that a link whose file is gone is named, not passed over.
                 let meta = match std::fs::metadata(entry.path()) {
                     Ok(meta) if meta.is_file() => Ok((meta.len(), mtime_ns(&meta))),
                     Ok(_) => return None,
-                    Err(e) => Err(e.to_string()),
-                };
-                let (unique, flags) = match name.split_once(":2,") {
-                    Some((unique, flags)) => (unique.to_string(), Some(flags.to_string())),
-                    None => (name.clone(), None),
+                    Err(e) => Err(e.to_string().into()),
                 };
                 Some(MaildirFile {
-                    path: entry.path(),
-                    unique,
-                    flags,
+                    name: name.into_boxed_os_str(),
+                    in_new: sub == "new",
                     meta,
                 })
             })
             .collect();
-        files.sort_by(|a, b| a.unique.cmp(&b.unique));
+        files.sort_by(|a, b| a.unique().cmp(&b.unique()));
         out.extend(files);
     }
     if !found_any {
