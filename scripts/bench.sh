@@ -265,6 +265,21 @@ t=$(timed "$bin" --repo "$state/repo-import" import -q "mbox:$state/restored.mbo
 t=$(timed "$bin" --repo "$state/repo-import" import -q "mbox:$state/restored.mbox" --account mbox); ibs=${t% *}
 row "import (small, 20,000 files)" "Maildir: first run $imf s, peak RSS $((imfrss / 1024)) MiB" "unchanged second run $ims s, peak RSS $((imsrss / 1024)) MiB" "the same as one mbox ($(( $(stat -c %s "$state/restored.mbox") / 1000000 )) MB): first run $ibf s (peak RSS $((ibfrss / 1024)) MiB), unchanged $ibs s" >> "$results"
 rm -rf "$md" "$state/repo-import"
+# A folder five times as large, of tiny messages: memory must not grow with the folder.
+python3 - "$md" <<'PY'
+import os, sys
+root = sys.argv[1]
+for sub in ("cur", "new", "tmp"):
+    os.makedirs(os.path.join(root, sub), exist_ok=True)
+for i in range(100000):
+    with open(os.path.join(root, "cur", f"{i:06d}.bench:2,S"), "w") as f:
+        f.write(f"From: a{i}@example.org\nSubject: message {i}\nMessage-ID: <{i}@example.org>\n\nbody {i}\n")
+PY
+"$bin" --repo "$state/repo-import" init -q
+t=$(timed "$bin" --repo "$state/repo-import" import -q "maildir:$md"); ilf=${t% *}; ilfrss=${t#* }
+t=$(timed "$bin" --repo "$state/repo-import" import -q "maildir:$md"); ils=${t% *}; ilsrss=${t#* }
+row "import (100,000 tiny files)" "Maildir: first run $ilf s, peak RSS $((ilfrss / 1024)) MiB" "unchanged second run $ils s, peak RSS $((ilsrss / 1024)) MiB" "" >> "$results"
+rm -rf "$md" "$state/repo-import"
 
 # The repository in a bucket: the small mailbox and the 200 MB message to a single-node
 # Garage on loopback (every request a real S3 request, signed, over HTTP), next to the local

@@ -486,18 +486,19 @@ impl KeyFile {
     }
 }
 
+/// Key files that are quick to make, for tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
     /// Argon2id's smallest costs: the tests check the format, not the hardness.
-    const FAST: KdfParams = KdfParams {
+    pub(crate) const FAST: KdfParams = KdfParams {
         memory_kib: 8,
         iterations: 1,
         parallelism: 1,
     };
 
-    fn key_file(master: &MasterKey, password: &str) -> KeyFile {
+    pub(crate) fn key_file(master: &MasterKey, password: &str) -> KeyFile {
         KeyFile::wrap(
             master,
             password.as_bytes(),
@@ -508,6 +509,12 @@ mod tests {
         )
         .unwrap()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::key_file;
+    use super::*;
 
     #[test]
     fn sealed_objects_of_every_size_open_whole_and_streamed() {

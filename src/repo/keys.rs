@@ -103,25 +103,7 @@ pub(crate) fn remove(layout: &Layout, id: &str) -> Result<String, RepoError> {
 #[allow(clippy::disallowed_methods)] // tests damage files in place, on purpose
 mod tests {
     use super::*;
-    use crate::repo::crypto::KdfParams;
-
-    const FAST: KdfParams = KdfParams {
-        memory_kib: 8,
-        iterations: 1,
-        parallelism: 1,
-    };
-
-    fn wrap(master: &MasterKey, password: &str) -> KeyFile {
-        KeyFile::wrap(
-            master,
-            password.as_bytes(),
-            FAST,
-            "2026-12-03T00:00:00Z".into(),
-            "host".into(),
-            "user".into(),
-        )
-        .unwrap()
-    }
+    use crate::repo::crypto::testing::key_file as wrap;
 
     #[test]
     fn keys_are_added_opened_by_any_password_and_the_last_is_kept() {

@@ -134,6 +134,21 @@ box.quit()
         .collect()
 }
 
+/// A stored manifest's messages (`ls --json --manifest`): UIDL -> SHA-256.
+fn uidls_and_hashes(manifest: &serde_json::Value) -> HashMap<String, String> {
+    manifest["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["uidl"].as_str().unwrap().to_string(),
+                m["sha256"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// What a client saw (UIDL -> SHA-256) is the archive as restore selects it: each message
 /// once (the corpus has identical messages under two UIDLs), under a UIDL Dovecot gave it.
 fn assert_pop_view(
@@ -177,18 +192,7 @@ on_every_backend! {
         let setup = Setup::on(&dovecot, &[("server", user)], "", at);
         setup.json(&["snapshot"], 0);
         // What Dovecot sent: UIDL -> SHA-256, from the archive's own listing.
-        let listing = setup.json(&["ls", "latest", "--manifest"], 0);
-        let archived: HashMap<String, String> = listing["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| {
-                (
-                    m["uidl"].as_str().unwrap().to_string(),
-                    m["sha256"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
+        let archived = uidls_and_hashes(&setup.json(&["ls", "latest", "--manifest"], 0));
         assert_eq!(archived.len(), files.len());
         let served: HashSet<String> = files
             .iter()
@@ -333,18 +337,9 @@ on_every_backend! {
         };
         ours(&["init"]);
         ours(&["snapshot"]);
-        let listing: serde_json::Value = serde_json::from_slice(&ours(&["ls", "latest", "--json", "--manifest"])).unwrap();
-        let copied: HashMap<String, String> = listing["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| {
-                (
-                    m["uidl"].as_str().unwrap().to_string(),
-                    m["sha256"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
+        let copied = uidls_and_hashes(
+            &serde_json::from_slice(&ours(&["ls", "latest", "--json", "--manifest"])).unwrap(),
+        );
         assert_pop_view(&copied, &archived, &served);
         let log = serving.stop();
         assert!(!log.contains(password), "the password is in serve's output");
