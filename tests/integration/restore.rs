@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use popbackup::pop3::{self, AuthMethod, Fetch, Reply, TlsMode};
 use popbackup::repo::{MessageHash, Repository, SnapshotId};
 use serde_json::Value;
 
@@ -132,27 +131,8 @@ on_every_backend! {
             .status()
             .unwrap();
         assert!(chown.success());
-        let mut session = pop3::open_session(
-            &dovecot.options(TlsMode::Implicit),
-            &dovecot.credentials(reader, AuthMethod::Auto),
-        )
-        .unwrap();
-        let list = session.list().unwrap();
-        assert_eq!(list.len(), expected.len());
-        let requests: Vec<Fetch> = list.iter().map(|e| Fetch::retr(e.msg, e.size)).collect();
-        let mut served_hashes = Vec::new();
-        session
-            .fetch(&requests, |_, reply| -> std::io::Result<()> {
-                let Reply::Body(body) = reply else {
-                    panic!("RETR refused")
-                };
-                let mut bytes = Vec::new();
-                std::io::copy(body, &mut bytes)?;
-                served_hashes.push(MessageHash::of(&bytes));
-                Ok(())
-            })
-            .unwrap();
-        session.quit().unwrap();
+        let served_hashes = dovecot.served_hashes(reader);
+        assert_eq!(served_hashes.len(), expected.len());
         let not_expected: Vec<&MessageHash> = served_hashes
             .iter()
             .filter(|h| !expected.contains_key(h))

@@ -14,7 +14,10 @@ use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use popbackup::pop3::{AuthMethod, Credentials, Secret, ServerOptions, TlsMode};
+use popbackup::pop3::{
+    self, AuthMethod, Credentials, Fetch, Reply, Secret, ServerOptions, TlsMode,
+};
+use popbackup::repo::MessageHash;
 
 pub struct Dovecot {
     vars: HashMap<String, String>,
@@ -155,6 +158,31 @@ impl Dovecot {
 
     /// Empties `user`'s Maildir and delivers `messages` (file name, bytes) into `new/`, owned by
     /// the mail user as Dovecot requires.
+    /// What Dovecot serves `user` now: the SHA-256 of every message RETR gives, in order.
+    pub fn served_hashes(&self, user: &str) -> Vec<MessageHash> {
+        let mut session = pop3::open_session(
+            &self.options(TlsMode::Implicit),
+            &self.credentials(user, AuthMethod::Auto),
+        )
+        .unwrap();
+        let list = session.list().unwrap();
+        let requests: Vec<Fetch> = list.iter().map(|e| Fetch::retr(e.msg, e.size)).collect();
+        let mut hashes = Vec::new();
+        session
+            .fetch(&requests, |_, reply| -> std::io::Result<()> {
+                let Reply::Body(body) = reply else {
+                    panic!("RETR refused")
+                };
+                let mut bytes = Vec::new();
+                std::io::copy(body, &mut bytes)?;
+                hashes.push(MessageHash::of(&bytes));
+                Ok(())
+            })
+            .unwrap();
+        session.quit().unwrap();
+        hashes
+    }
+
     pub fn fill_maildir<'a>(
         &self,
         user: &str,
