@@ -98,17 +98,28 @@ pub fn run(repo: Repository, args: &ServeArgs, global: &GlobalArgs) -> anyhow::R
     let addr = server.local_addr()?;
     let interrupt = crate::snapshot::Interrupt::install()?;
     // The first line says where, so that a script (or a test) can connect to port 0's choice.
-    println!(
-        "serving {} messages ({}) on {addr} ({}), user {}; read-only; Ctrl-C stops",
-        maildrop.len(),
-        super::human_bytes(maildrop.total_size()),
-        match tls {
-            ServeTls::None => "plain text",
-            ServeTls::Implicit => "TLS",
-            ServeTls::Stls => "STLS",
-        },
-        args.user
-    );
+    let tls_name = match tls {
+        ServeTls::None => "plain text",
+        ServeTls::Implicit => "TLS",
+        ServeTls::Stls => "STLS",
+    };
+    if global.json {
+        let line = serde_json::json!({
+            "messages": maildrop.len(),
+            "bytes": maildrop.total_size(),
+            "listen": addr.to_string(),
+            "tls": tls_name,
+            "user": args.user,
+        });
+        println!("{line}");
+    } else {
+        println!(
+            "serving {} messages ({}) on {addr} ({tls_name}), user {}; read-only; Ctrl-C stops",
+            maildrop.len(),
+            super::human_bytes(maildrop.total_size()),
+            args.user
+        );
+    }
     use std::io::Write as _;
     std::io::stdout().flush()?;
     let quiet = global.quiet;

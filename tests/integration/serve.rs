@@ -22,6 +22,8 @@ use crate::support::store::on_every_backend;
 struct Serving {
     child: Child,
     port: u16,
+    /// What serve printed first: where it listens.
+    first_line: String,
 }
 
 impl Serving {
@@ -37,7 +39,7 @@ impl Serving {
             .read_line(&mut first)
             .unwrap();
         let Some(port) = first
-            .split_whitespace()
+            .split(|c: char| c.is_whitespace() || c == '"')
             .find_map(|w| w.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
         else {
             let mut err = String::new();
@@ -49,7 +51,11 @@ impl Serving {
                 .unwrap();
             panic!("serve did not start: {first:?} {err}");
         };
-        Serving { child, port }
+        Serving {
+            child,
+            port,
+            first_line: first,
+        }
     }
 
     /// Peak memory so far (VmHWM), in KiB.
@@ -672,13 +678,13 @@ fn stls_comes_before_the_password_and_cannot_be_injected() {
     let log = serving.stop();
     assert!(log.contains("commands sent after STLS"), "{log}");
 
-    // Restore's filters choose what is served.
-    let serving = Serving::start(serve_command(
-        &repo,
-        password,
-        "127.0.0.1:0",
-        &["--subject", "small 1"],
-    ));
+    // Restore's filters choose what is served; with --json the first line says so as JSON.
+    let mut command = serve_command(&repo, password, "127.0.0.1:0", &["--subject", "small 1"]);
+    command.arg("--json");
+    let serving = Serving::start(command);
+    let started: serde_json::Value = serde_json::from_str(&serving.first_line).unwrap();
+    assert_eq!(started["messages"], 1, "{started}");
+    assert_eq!(started["listen"], format!("127.0.0.1:{}", serving.port));
     let mut client = retry_connect_login(serving.port, password);
     let reply = client.command("STAT");
     assert!(reply.starts_with("+OK 1 "), "{reply}");
