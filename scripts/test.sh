@@ -21,7 +21,8 @@ export POPBACKUP_CORPUS="${POPBACKUP_CORPUS:-}"
 # must be readable with standard tools), tzdata (retention in a DST time zone), mount and
 # setpriv (local_faults.rs: a small or read-only tmpfs, and running as another user).
 missing=()
-for tool in python3 zstd tar mount; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+# mpop and fetchmail: real POP3 clients that download what `serve` offers (serve.rs).
+for tool in python3 zstd tar mount mpop fetchmail; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)  # the example units are verified
 command -v kill >/dev/null 2>&1 || missing+=(procps)              # SIGINT/SIGTERM tests

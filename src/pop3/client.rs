@@ -445,7 +445,11 @@ impl<S: Read + Write> Session<S> {
     /// LIST: every message's number and size.
     pub fn list(&mut self) -> Result<Vec<ListEntry>, Pop3Error> {
         let body = self.listing(&Command::List(None))?;
-        parse_list_listing(&body).map_err(|bad| {
+        self.parse_list(&body)
+    }
+
+    fn parse_list(&self, body: &[u8]) -> Result<Vec<ListEntry>, Pop3Error> {
+        parse_list_listing(body).map_err(|bad| {
             protocol(
                 "LIST",
                 format!("unreadable line {}", self.conn.redact(&bad.line)),
@@ -466,7 +470,11 @@ impl<S: Read + Write> Session<S> {
     /// UIDL: every message's unique id; duplicates are kept in server order.
     pub fn uidl(&mut self) -> Result<Vec<UidlEntry>, Pop3Error> {
         let body = self.listing(&Command::Uidl(None))?;
-        parse_uidl_listing(&body).map_err(|bad| {
+        self.parse_uidl(&body)
+    }
+
+    fn parse_uidl(&self, body: &[u8]) -> Result<Vec<UidlEntry>, Pop3Error> {
+        parse_uidl_listing(body).map_err(|bad| {
             protocol(
                 "UIDL",
                 format!("unreadable line {}", self.conn.redact(&bad.line)),
@@ -497,12 +505,7 @@ impl<S: Read + Write> Session<S> {
                     .conn
                     .read_listing("UIDL")
                     .inspect_err(|_| self.poisoned = true)?;
-                parse_uidl_listing(&body).map_err(|bad| {
-                    protocol(
-                        "UIDL",
-                        format!("unreadable line {}", self.conn.redact(&bad.line)),
-                    )
-                })
+                self.parse_uidl(&body)
             }
             Err(e @ Pop3Error::Server { .. }) => Err(e),
             Err(e) => {
@@ -519,13 +522,7 @@ impl<S: Read + Write> Session<S> {
             .conn
             .read_listing("LIST")
             .inspect_err(|_| self.poisoned = true)?;
-        let list = parse_list_listing(&body).map_err(|bad| {
-            protocol(
-                "LIST",
-                format!("unreadable line {}", self.conn.redact(&bad.line)),
-            )
-        })?;
-        Ok((uidls, list))
+        Ok((uidls, self.parse_list(&body)?))
     }
 
     pub fn uidl_one(&mut self, msg: u32) -> Result<UidlEntry, Pop3Error> {

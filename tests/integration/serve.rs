@@ -13,10 +13,10 @@ use popbackup::repo::MessageHash;
 
 use crate::restore::popbackup;
 use crate::snapshot::{Setup, stderr};
-use crate::support::corpus_messages;
 use crate::support::dovecot::{Dovecot, dovecot_retr_bytes};
 use crate::support::fake_server::TestPki;
 use crate::support::store::on_every_backend;
+use crate::support::{corpus_messages, field_by_uidl};
 
 /// A running `popbackup serve`, stopped with SIGINT (and its clean exit checked) on drop.
 struct Serving {
@@ -142,16 +142,9 @@ box.quit()
 
 /// A stored manifest's messages (`ls --json --manifest`): UIDL -> SHA-256.
 fn uidls_and_hashes(manifest: &serde_json::Value) -> HashMap<String, String> {
-    manifest["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["uidl"].as_str().unwrap().to_string(),
-                m["sha256"].as_str().unwrap().to_string(),
-            )
-        })
+    field_by_uidl(manifest, "sha256")
+        .into_iter()
+        .map(|(uidl, hash)| (uidl, hash.as_str().unwrap().to_string()))
         .collect()
 }
 

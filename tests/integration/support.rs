@@ -20,6 +20,19 @@ pub fn env_file(text: &str) -> HashMap<String, String> {
 
 /// Every message file of `$POPBACKUP_CORPUS/messages`, sorted by path. Under `CI=true` a missing
 /// corpus is a failure; elsewhere the caller skips.
+/// A stored manifest's messages (`ls --json --manifest`) by UIDL: each one's `field`.
+pub fn field_by_uidl(
+    manifest: &serde_json::Value,
+    field: &str,
+) -> HashMap<String, serde_json::Value> {
+    manifest["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["uidl"].as_str().unwrap().to_string(), m[field].clone()))
+        .collect()
+}
+
 pub fn corpus_messages() -> Option<Vec<(String, Vec<u8>)>> {
     let root = std::env::var_os("POPBACKUP_CORPUS").filter(|v| !v.is_empty());
     let Some(root) = root.map(PathBuf::from) else {
