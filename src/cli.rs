@@ -291,7 +291,19 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn open_repo(global: &GlobalArgs, config_path: &std::path::Path) -> anyhow::Result<Repository> {
-    Ok(Repository::open(repository_location(global, config_path)?)?)
+    Ok(Repository::open_with(
+        repository_location(global, config_path)?,
+        &repository_password(config_path, None),
+    )?)
+}
+
+/// The repository password the configuration gives, fetched only if the repository is
+/// encrypted (`config`: the configuration when it is read already).
+fn repository_password(
+    config_path: &std::path::Path,
+    config: Option<&config::Config>,
+) -> crate::repo::RepoPassword {
+    config::repository_password(config_path, config, |w| warn(None, &w))
 }
 
 /// Where the repository is: `--repo`, else the configuration's `repository` (with its

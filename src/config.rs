@@ -10,7 +10,7 @@ mod account;
 mod s3;
 mod secret;
 mod value;
-use crate::repo::RepoLocation;
+use crate::repo::{RepoLocation, RepoPassword};
 pub use s3::{RepoSpec, S3Settings};
 
 use std::collections::BTreeMap;
@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
+use zeroize::Zeroizing;
 
 pub use account::{Account, COMPRESSION_LEVELS};
 pub use secret::{SecretSource, command_argv};
@@ -110,8 +111,53 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     /// Read each new pack back before publishing it (restic's "verify before commit").
     pub verify_before_commit: bool,
+    /// Where an encrypted repository's password comes from
+    /// (`repository_password_command`, `_file` or `_env`).
+    pub repository_password: Option<RepositoryPassword>,
     /// Things worth telling the user that do not stop the run (a config others can read).
     pub warnings: Vec<String>,
+}
+
+/// Where the repository password comes from, by the rules of account passwords.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryPassword {
+    /// `FILE:LINE` of its key, for errors.
+    pub defined_at: String,
+    pub source: SecretSource,
+    /// Environment variables a password command does not see (other secrets').
+    pub hidden_env: Vec<String>,
+}
+
+impl RepositoryPassword {
+    /// Fetches the password; `warn` receives warnings (a password file others can read).
+    pub fn fetch(&self, warn: &mut dyn FnMut(String)) -> Result<Zeroizing<Vec<u8>>, String> {
+        let key = self.source.key_for("repository_password");
+        self.source
+            .resolve(&self.defined_at, &key, &self.hidden_env, warn)
+            .map(|secret| Zeroizing::new(secret.expose().as_bytes().to_vec()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The repository password the configuration gives, fetched only when an encrypted repository
+/// needs it: from `config` when it is read already, else from the file at `config_path`,
+/// read then (a plain repository opened with `--repo` needs no configuration at all).
+pub fn repository_password(
+    config_path: &Path,
+    config: Option<&Config>,
+    warn: impl Fn(String) + Send + Sync + 'static,
+) -> RepoPassword {
+    let path = config_path.to_path_buf();
+    let known = config.map(|c| c.repository_password.clone());
+    RepoPassword::from_fn(move || {
+        let password = match &known {
+            Some(known) => known.clone(),
+            None => Config::load_optional(&path)
+                .map_err(|e| e.to_string())?
+                .and_then(|c| c.repository_password),
+        };
+        password.map(|p| p.fetch(&mut |w| warn(w))).transpose()
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +169,9 @@ struct RawConfig {
     checkpoint_size: Option<Spanned<toml::Value>>,
     checkpoint_interval: Option<Spanned<toml::Value>>,
     verify_before_commit: Option<Spanned<toml::Value>>,
+    repository_password_command: Option<Spanned<toml::Value>>,
+    repository_password_file: Option<Spanned<toml::Value>>,
+    repository_password_env: Option<Spanned<toml::Value>>,
     s3: Option<Spanned<s3::RawS3>>,
     #[serde(default)]
     accounts: account::RawAccounts,
@@ -233,6 +282,30 @@ impl Config {
             Some(v) => origin.boolean(v, "verify_before_commit")?,
             None => true,
         };
+        let password_keys = [
+            raw.repository_password_command.as_ref(),
+            raw.repository_password_file.as_ref(),
+            raw.repository_password_env.as_ref(),
+        ];
+        let repository_password = match password_keys.iter().flatten().next() {
+            Some(first) => {
+                let offset = first.span().start;
+                Some(RepositoryPassword {
+                    defined_at: format!("{}:{}", path.display(), origin.line(offset)),
+                    source: secret::parse_source(
+                        &origin,
+                        offset,
+                        &|k| k.to_string(),
+                        "repository_password",
+                        password_keys,
+                        base_dir,
+                        "no repository password source",
+                    )?,
+                    hidden_env: Vec::new(),
+                })
+            }
+            None => None,
+        };
         let mut accounts = Vec::new();
         for (name, table) in raw.accounts {
             let offset = table.span().start;
@@ -272,15 +345,22 @@ impl Config {
                 source,
             });
         }
+        // A password command never sees another secret's variable.
         let password_vars: Vec<String> = accounts
             .iter()
-            .filter_map(|a| match &a.secret {
+            .map(|a| &a.secret)
+            .chain(repository_password.as_ref().map(|p| &p.source))
+            .filter_map(|secret| match secret {
                 SecretSource::Env(var) => Some(var.clone()),
                 _ => None,
             })
             .collect();
         for account in &mut accounts {
             account.hidden_env = password_vars.clone();
+        }
+        let mut repository_password = repository_password;
+        if let Some(password) = &mut repository_password {
+            password.hidden_env = password_vars;
         }
         Ok(Config {
             path: path.into(),
@@ -293,6 +373,7 @@ impl Config {
             checkpoint_size,
             checkpoint_interval,
             verify_before_commit,
+            repository_password,
             warnings: Vec::new(),
         })
     }

@@ -7,6 +7,7 @@
 //! snapshots are complete. The repository knows no POP3 and no mail syntax.
 
 pub(crate) mod backend;
+pub(crate) mod codec;
 use backend::FileKind;
 pub mod compressed;
 pub mod crypto;
@@ -39,6 +40,7 @@ pub use error::RepoError;
 pub use format::RepoConfig;
 pub use id::{DictHash, ListingDigest, MessageHash, PackId, RecordsId, RepoId, SnapshotId};
 pub use index::{Index, IndexFile, IndexedPack, Location};
+pub use keys::RepoPassword;
 pub(crate) use layout::Layout;
 pub use location::{RepoLocation, S3Location, S3Secret, S3Url};
 pub use lock::{LockInfo, RepoLock};
@@ -97,35 +99,87 @@ impl Repository {
     /// Creates a new, empty repository at `at` (a directory that may exist, or a bucket and
     /// prefix), which must not hold one.
     pub fn init(at: impl Into<RepoLocation>) -> Result<Repository, RepoError> {
-        let location = at.into();
-        let layout = Layout::at(&location)?;
+        Repository::init_in(Layout::at(&at.into())?, None)
+    }
+
+    /// [`Repository::init`] of an encrypted repository: a new random master key, wrapped for
+    /// `password` with Argon2id at `kdf`'s cost in its first key file.
+    pub fn init_encrypted(
+        at: impl Into<RepoLocation>,
+        password: &[u8],
+        kdf: crypto::KdfParams,
+    ) -> Result<Repository, RepoError> {
+        Repository::init_in(Layout::at(&at.into())?, Some((password, kdf)))
+    }
+
+    fn init_in(
+        layout: Layout,
+        encryption: Option<(&[u8], crypto::KdfParams)>,
+    ) -> Result<Repository, RepoError> {
         let existing = layout
             .backend()
             .list(FileKind::Config)
             .map_err(RepoError::io("cannot look at", layout.config()))?;
         if !existing.is_empty() {
             return Err(RepoError::AlreadyExists {
-                path: location.to_string().into(),
+                path: layout.location().to_string().into(),
             });
         }
-        layout
-            .backend()
-            .prepare()
-            .map_err(RepoError::io("cannot create", location.to_string()))?;
-        let config = RepoConfig::new(RepoId(id::random_bytes()), chrono::Utc::now());
-        write_json(&layout, FileKind::Config, &config)?;
+        layout.backend().prepare().map_err(RepoError::io(
+            "cannot create",
+            layout.location().to_string(),
+        ))?;
+        let layout = match encryption {
+            None => layout,
+            Some((password, kdf)) => {
+                let master = crypto::MasterKey::generate()?;
+                let file = crypto::KeyFile::wrap(
+                    &master,
+                    password,
+                    kdf,
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    lock::host_name(),
+                    std::env::var("USER").unwrap_or_default(),
+                )?;
+                // The key first: `config.json` is what makes the place a repository.
+                keys::add(&layout, &file)?;
+                layout.with_codec(codec::Codec::Sealed(std::sync::Arc::new(master)))
+            }
+        };
+        let encrypted = layout.codec().is_sealed();
+        let config = RepoConfig::new(RepoId(id::random_bytes()), chrono::Utc::now(), encrypted);
+        write_config(&layout, &config)?;
         Repository::open_in(layout)
     }
 
     /// Opens an existing repository for reading: a local directory (a path) or a
-    /// [`RepoLocation`].
+    /// [`RepoLocation`]. An encrypted one needs [`Repository::open_with`].
     pub fn open(at: impl Into<RepoLocation>) -> Result<Repository, RepoError> {
-        Repository::open_in(Layout::at(&at.into())?)
+        Repository::open_with(at, &RepoPassword::none())
+    }
+
+    /// Opens an existing repository, plain or encrypted (opened with `password`).
+    pub fn open_with(
+        at: impl Into<RepoLocation>,
+        password: &RepoPassword,
+    ) -> Result<Repository, RepoError> {
+        Repository::open_in(unlock(Layout::at(&at.into())?, password)?)
     }
 
     /// Opens the same repository again, to see what was written since.
     pub fn reopen(&self) -> Result<Repository, RepoError> {
         Repository::open_in(self.layout.clone())
+    }
+
+    /// Whether the repository is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.layout.codec().is_sealed()
+    }
+
+    /// The name the message with SHA-256 `hash` is stored under: what pack tables and the
+    /// index list (the hash itself, unless the repository is encrypted).
+    pub fn stored_name(&self, hash: &MessageHash) -> MessageHash {
+        self.layout.codec().name(hash)
     }
 
     pub(super) fn open_in(layout: Layout) -> Result<Repository, RepoError> {
@@ -299,14 +353,10 @@ impl Repository {
         let path = self.layout.snapshot(id);
         let bytes = self
             .layout
-            .backend()
-            .read(FileKind::Snapshot, id.as_str())
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => RepoError::NotFound {
-                    what: "snapshot",
-                    id: id.to_string(),
-                },
-                _ => RepoError::io("cannot read", &path)(e),
+            .read_if_exists(FileKind::Snapshot, id.as_str())?
+            .ok_or_else(|| RepoError::NotFound {
+                what: "snapshot",
+                id: id.to_string(),
             })?;
         parse_manifest(&path, &bytes)
     }
@@ -377,17 +427,35 @@ impl Repository {
         }
     }
 
-    /// Finds a stored message by full hash or unique prefix.
+    /// Finds a stored message by full SHA-256 or unique prefix.
     pub fn find_message(&self, text: &str) -> Result<MessageHash, RepoError> {
         if let Ok(hash) = text.parse::<MessageHash>() {
             return Ok(hash);
         }
         let lower = text.to_ascii_lowercase();
-        let mut found = self
-            .index
-            .messages()
-            .map(|(h, _)| *h)
-            .filter(|h| h.to_hex().starts_with(&lower));
+        let matches = |h: &MessageHash| !lower.is_empty() && h.to_hex().starts_with(&lower);
+        let candidates: Vec<MessageHash> = if self.is_encrypted() {
+            // The index knows only stored names: the SHA-256s are in the snapshots' records.
+            let mut found = std::collections::BTreeSet::new();
+            for id in self.snapshots()? {
+                let mut manifest = self.manifest_head(&id)?;
+                self.for_each_record(&mut manifest, |r| {
+                    found.extend(
+                        r.sha256
+                            .filter(|h| matches(h) && self.location(h).is_some()),
+                    )
+                })?;
+            }
+            found.into_iter().take(2).collect()
+        } else {
+            self.index
+                .messages()
+                .map(|(h, _)| *h)
+                .filter(|h| matches(h))
+                .take(2)
+                .collect()
+        };
+        let mut found = candidates.into_iter();
         match (found.next(), found.next()) {
             (Some(h), None) if !lower.is_empty() => Ok(h),
             (None, _) => Err(RepoError::NotFound {
@@ -400,9 +468,9 @@ impl Repository {
         }
     }
 
-    /// Where a message is stored.
+    /// Where the message with SHA-256 `hash` is stored.
     pub fn location(&self, hash: &MessageHash) -> Option<Location> {
-        self.index.get(hash)
+        self.index.get(&self.stored_name(hash))
     }
 
     /// Streams a message's bytes: one seek into its pack, then sequential reads of its frame.
@@ -410,13 +478,21 @@ impl Repository {
     pub fn open_message(&self, hash: &MessageHash) -> Result<Box<dyn Read + '_>, RepoError> {
         let location = self.message_location(hash)?;
         let dict = self.dictionary_of(&location)?;
-        pack::open_entry_in(self.layout.backend(), &location.pack, &location.entry, dict).map_err(
-            RepoError::io("cannot read", self.layout.pack(&location.pack)),
+        pack::open_entry_in(
+            self.layout.backend(),
+            self.layout.codec(),
+            &location.pack,
+            &location.entry,
+            dict,
         )
+        .map_err(RepoError::io(
+            "cannot read",
+            self.layout.pack(&location.pack),
+        ))
     }
 
     fn message_location(&self, hash: &MessageHash) -> Result<Location, RepoError> {
-        self.index.get(hash).ok_or(RepoError::NotFound {
+        self.location(hash).ok_or(RepoError::NotFound {
             what: "message",
             id: hash.to_string(),
         })
@@ -458,8 +534,13 @@ impl Repository {
                 frame,
             )
             .map_err(RepoError::io("cannot read", &path))?;
+        let opened = self
+            .layout
+            .codec()
+            .open(codec::FRAME_CONTEXT, frame)
+            .map_err(|e| RepoError::corrupt(&path, format!("message {hash}: {e}")))?;
         let content = decoder
-            .decompress(frame, dict, SMALL_MESSAGE)
+            .decompress(&opened, dict, SMALL_MESSAGE)
             .map_err(|e| {
                 RepoError::corrupt(&path, format!("message {hash} cannot be decompressed: {e}"))
             })?;
@@ -482,8 +563,7 @@ impl Repository {
             return Ok(message);
         }
         let pack_path = || {
-            self.index
-                .get(hash)
+            self.location(hash)
                 .map(|l| self.layout.pack(&l.pack))
                 .unwrap_or_default()
         };
@@ -518,8 +598,7 @@ impl Repository {
             return Ok(message.len() as u64);
         }
         let pack_path = || {
-            self.index
-                .get(hash)
+            self.location(hash)
                 .map(|l| self.layout.pack(&l.pack))
                 .unwrap_or_default()
         };
@@ -655,11 +734,10 @@ pub fn snapshots_in(layout: &Layout) -> Result<Vec<SnapshotId>, RepoError> {
 /// What earlier verifications found (empty when none ran yet) in the repository at `layout`.
 pub fn verified_state_in(layout: &Layout) -> Result<VerifiedState, RepoError> {
     let path = layout.verified();
-    match layout.backend().read(FileKind::Verified, "") {
-        Ok(bytes) => serde_json::from_slice(&bytes)
+    match layout.read_if_exists(FileKind::Verified, "")? {
+        Some(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| RepoError::corrupt(&path, format!("not a verification record: {e}"))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(VerifiedState::default()),
-        Err(e) => Err(RepoError::io("cannot read", &path)(e)),
+        None => Ok(VerifiedState::default()),
     }
 }
 
@@ -711,7 +789,32 @@ pub fn latest_snapshot_head_in(
     Ok(None)
 }
 
-fn read_config(layout: &Layout) -> Result<RepoConfig, RepoError> {
+/// `layout` with the key `password` opens, when its repository is encrypted: every later
+/// read and write goes through it. Nothing is written, whatever the outcome.
+pub(crate) fn unlock(layout: Layout, password: &RepoPassword) -> Result<Layout, RepoError> {
+    if layout.codec().is_sealed() {
+        return Ok(layout);
+    }
+    let path = layout.config();
+    if !matches!(read_config_file(&layout)?, ConfigFile::Encrypted(_)) {
+        return Ok(layout);
+    }
+    let password = match password.get() {
+        Ok(Some(password)) => password,
+        Ok(None) => return Err(RepoError::PasswordNeeded { path }),
+        Err(e) => return Err(RepoError::PasswordUnavailable(e)),
+    };
+    let (_, master) = keys::open(&layout, password)?;
+    Ok(layout.with_codec(codec::Codec::Sealed(std::sync::Arc::new(master))))
+}
+
+/// `config.json` before the key is open.
+enum ConfigFile {
+    Plain(RepoConfig),
+    Encrypted(format::EncryptedConfig),
+}
+
+fn read_config_file(layout: &Layout) -> Result<ConfigFile, RepoError> {
     let path = layout.config();
     let bytes = match layout.backend().read(FileKind::Config, "") {
         Ok(b) => b,
@@ -722,12 +825,91 @@ fn read_config(layout: &Layout) -> Result<RepoConfig, RepoError> {
         }
         Err(e) => return Err(RepoError::io("cannot read", &path)(e)),
     };
-    parse_config(&path, &bytes)
+    let probe: format::EncryptionProbe = serde_json::from_slice(&bytes)
+        .map_err(|e| RepoError::corrupt(&path, format!("not valid JSON: {e}")))?;
+    if probe.encryption.is_none() {
+        return parse_config(&path, &bytes).map(ConfigFile::Plain);
+    }
+    check_version(&path, &bytes)?;
+    let file: format::EncryptedConfig =
+        serde_json::from_slice(&bytes).map_err(|e| RepoError::corrupt(&path, e.to_string()))?;
+    if file.encryption != format::Encryption::current() {
+        return Err(RepoError::corrupt(
+            &path,
+            format!(
+                "it is encrypted with {:?}, which this popbackup does not know; use a newer \
+                 popbackup",
+                file.encryption
+            ),
+        ));
+    }
+    Ok(ConfigFile::Encrypted(file))
+}
+
+fn read_config(layout: &Layout) -> Result<RepoConfig, RepoError> {
+    let path = layout.config();
+    let file = match read_config_file(layout)? {
+        // The key opened, so the repository was encrypted a moment ago.
+        ConfigFile::Plain(_) if layout.codec().is_sealed() => {
+            return Err(RepoError::corrupt(
+                &path,
+                "it no longer says the repository is encrypted, but key files are there; \
+                 restore config.json from a copy of the repository",
+            ));
+        }
+        ConfigFile::Plain(config) => return Ok(config),
+        ConfigFile::Encrypted(file) => file,
+    };
+    if !layout.codec().is_sealed() {
+        return Err(RepoError::PasswordNeeded { path });
+    }
+    use base64::Engine as _;
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(&file.sealed)
+        .map_err(|e| RepoError::corrupt(&path, format!("its sealed settings: {e}")))?;
+    let settings = layout
+        .codec()
+        .open(codec::CONFIG_CONTEXT, &sealed)
+        .map_err(|e| RepoError::corrupt(&path, e.to_string()))?;
+    let config = parse_config(&path, &settings)?;
+    if config.version != file.version || config.format != file.format {
+        return Err(RepoError::corrupt(
+            &path,
+            "its sealed settings are of another format version than the file says",
+        ));
+    }
+    Ok(config)
+}
+
+/// Writes `config.json`: as it is, or with the settings sealed in an encrypted repository.
+fn write_config(layout: &Layout, config: &RepoConfig) -> Result<(), RepoError> {
+    if !layout.codec().is_sealed() {
+        return write_json(layout, FileKind::Config, config);
+    }
+    use base64::Engine as _;
+    let settings = serde_json::to_vec(config).map_err(|e| RepoError::Invalid(e.to_string()))?;
+    let sealed = layout
+        .codec()
+        .seal(codec::CONFIG_CONTEXT, &settings)
+        .map_err(RepoError::io("cannot seal", layout.config()))?;
+    let file = format::EncryptedConfig {
+        format: config.format.clone(),
+        version: config.version,
+        encryption: format::Encryption::current(),
+        sealed: base64::engine::general_purpose::STANDARD.encode(&sealed),
+    };
+    write_json(layout, FileKind::Config, &file)
 }
 
 /// Parses `config.json` (read from `path`): the format name and version are checked before
 /// the rest of the schema, so a newer repository gets "upgrade popbackup", not a parse error.
 pub fn parse_config(path: &Path, bytes: &[u8]) -> Result<RepoConfig, RepoError> {
+    check_version(path, bytes)?;
+    serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(path, e.to_string()))
+}
+
+/// The format name and version of `config.json`, checked.
+fn check_version(path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
     let path = path.to_path_buf();
     let probe: format::VersionProbe = serde_json::from_slice(bytes)
         .map_err(|e| RepoError::corrupt(&path, format!("not valid JSON: {e}")))?;
@@ -759,7 +941,7 @@ pub fn parse_config(path: &Path, bytes: &[u8]) -> Result<RepoConfig, RepoError> 
             supported: format::FORMAT_VERSION,
         });
     }
-    serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(&path, e.to_string()))
+    Ok(())
 }
 
 /// The dictionaries in `dicts/`: each file is checked against its name, and one that does not

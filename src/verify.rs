@@ -364,7 +364,9 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
             elsewhere: 0,
         };
         for r in locations {
-            let Some(hash) = r.sha256 else { continue };
+            let Some(hash) = r.sha256.map(|h| repo.stored_name(&h)) else {
+                continue;
+            };
             if !readable(&hash) {
                 check.unreadable.push(hash);
             }
@@ -583,7 +585,8 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
         for id in &ids {
             let Ok(m) = repo.manifest(id) else { continue };
             for r in &m.messages {
-                let Some(hash) = r.sha256.filter(|h| wanted.contains(h)) else {
+                let name = r.sha256.map(|h| repo.stored_name(&h));
+                let Some(hash) = name.filter(|h| wanted.contains(h)) else {
                     continue;
                 };
                 snapshots_with.entry(hash).or_default().insert(m.id.clone());

@@ -64,7 +64,11 @@ pub fn run(
     }
     let jobs = planned;
     let location = super::repository_location(global, config_path)?;
-    let mut writer = RepoWriter::open(location, "import")?;
+    let mut writer = RepoWriter::open_with(
+        location,
+        "import",
+        &super::repository_password(config_path, None),
+    )?;
     let mut unreadable = 0;
     let mut reports = Vec::new();
     for job in &jobs {

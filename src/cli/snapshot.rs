@@ -75,6 +75,7 @@ pub fn run(
         let writer = RepoWriter::open_in_background(
             &repo_path,
             &format!("snapshot {}", names.join(" ")),
+            &super::repository_password(config_path, Some(&config)),
             move |w| w.set_verify_before_commit(verify),
         )?;
         Ok((config, accounts, writer))

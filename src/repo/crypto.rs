@@ -31,7 +31,7 @@
 //! it is stored. (Keying the digest rather than the bytes gives the same guarantee, as SHA-256
 //! is collision-resistant, and lets names be computed from records without reading messages.)
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -147,6 +147,12 @@ impl MasterKey {
     pub fn opener<R: Read>(&self, context: &str, inner: R, len: u64) -> Opener<R> {
         Opener::new(&self.encryption, context, inner, len)
     }
+
+    /// Seals what is written into it for the object `context` names, into `out`: for what is
+    /// too large to seal in memory (a large message's frame, a pack's table).
+    pub fn sealer<W: Write>(&self, context: &str, out: W) -> io::Result<Sealer<W>> {
+        Sealer::new(&self.encryption, context, out)
+    }
 }
 
 fn cipher(key: &[u8; 32]) -> XChaCha20Poly1305 {
@@ -187,6 +193,78 @@ fn seal_with(key: &[u8; 32], context: &str, plaintext: &[u8]) -> Result<Vec<u8>,
         out.extend_from_slice(&tag);
     }
     Ok(out)
+}
+
+/// A sealed object written as its plaintext arrives (see [`MasterKey::sealer`]): the same
+/// bytes [`MasterKey::seal`] makes of the whole plaintext. A segment is sealed only once the
+/// next byte arrives (or at [`Sealer::finish`]), because only then is it known whether it is
+/// the last.
+pub struct Sealer<W: Write> {
+    out: W,
+    cipher: XChaCha20Poly1305,
+    context: String,
+    prefix: [u8; PREFIX],
+    index: u32,
+    /// Plaintext of the segment not yet sealed, with room for its tag.
+    segment: Vec<u8>,
+}
+
+impl<W: Write> Sealer<W> {
+    fn new(key: &[u8; 32], context: &str, mut out: W) -> io::Result<Sealer<W>> {
+        let prefix: [u8; PREFIX] = random().map_err(io::Error::other)?;
+        out.write_all(&prefix)?;
+        Ok(Sealer {
+            out,
+            cipher: cipher(key),
+            context: context.to_string(),
+            prefix,
+            index: 0,
+            segment: Vec::with_capacity(SEGMENT + TAG),
+        })
+    }
+
+    fn seal_segment(&mut self, last: bool) -> io::Result<()> {
+        let tag = self
+            .cipher
+            .encrypt_inout_detached(
+                &nonce(&self.prefix, self.index, last),
+                self.context.as_bytes(),
+                (&mut self.segment[..]).into(),
+            )
+            .map_err(|_| io::Error::other(format!("{}: cannot be sealed", self.context)))?;
+        self.segment.extend_from_slice(&tag);
+        self.out.write_all(&self.segment)?;
+        self.segment.clear();
+        self.index = self
+            .index
+            .checked_add(1)
+            .ok_or_else(|| io::Error::other(format!("{}: too large to seal", self.context)))?;
+        Ok(())
+    }
+
+    /// Seals the last segment and hands back the writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.seal_segment(true)?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for Sealer<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.segment.len() == SEGMENT {
+            self.seal_segment(false)?;
+        }
+        let n = buf.len().min(SEGMENT - self.segment.len());
+        self.segment.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// A sealed object opened as it is read (see [`MasterKey::opener`]).
@@ -546,6 +624,14 @@ mod tests {
             assert_eq!(out, plain);
             // The same plaintext seals differently each time (random nonces).
             assert_ne!(key.seal("packs/p frame 1", &plain).unwrap(), sealed);
+            // Sealed as it is written, in pieces that straddle segments: the same format.
+            let mut sealer = key.sealer("packs/p frame 1", Vec::new()).unwrap();
+            for piece in plain.chunks(5000) {
+                sealer.write_all(piece).unwrap();
+            }
+            let streamed = sealer.finish().unwrap();
+            assert_eq!(streamed.len(), sealed.len(), "{len}");
+            assert_eq!(key.open("packs/p frame 1", &streamed).unwrap(), plain);
         }
     }
 

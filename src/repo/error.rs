@@ -29,6 +29,16 @@ pub enum RepoError {
     #[error("{} already holds a popbackup repository; nothing was changed", path.display())]
     AlreadyExists { path: PathBuf },
     #[error(
+        "{} is an encrypted repository: give its password with repository_password_command, \
+         repository_password_file or repository_password_env in the configuration",
+        path.display()
+    )]
+    PasswordNeeded { path: PathBuf },
+    /// The configured repository password could not be fetched (the text says why; it never
+    /// holds the password).
+    #[error("cannot get the repository password: {0}")]
+    PasswordUnavailable(String),
+    #[error(
         "{} is repository format {found}, but this popbackup reads format {supported}; \
          use a newer popbackup",
         path.display()
@@ -101,6 +111,8 @@ impl RepoError {
             },
             RepoError::NotARepository { path } => RepoError::NotARepository { path: path.clone() },
             RepoError::AlreadyExists { path } => RepoError::AlreadyExists { path: path.clone() },
+            RepoError::PasswordNeeded { path } => RepoError::PasswordNeeded { path: path.clone() },
+            RepoError::PasswordUnavailable(e) => RepoError::PasswordUnavailable(e.clone()),
             RepoError::UnsupportedVersion {
                 path,
                 found,
@@ -148,9 +160,10 @@ impl RepoError {
                 FailureKind::Auth
             }
             RepoError::Io { .. } => FailureKind::Io,
-            RepoError::NotARepository { .. } | RepoError::AlreadyExists { .. } => {
-                FailureKind::Config
-            }
+            RepoError::NotARepository { .. }
+            | RepoError::AlreadyExists { .. }
+            | RepoError::PasswordNeeded { .. }
+            | RepoError::PasswordUnavailable(_) => FailureKind::Config,
             RepoError::UnsupportedVersion { .. }
             | RepoError::Corrupt { .. }
             | RepoError::Damaged { .. } => FailureKind::Data,

@@ -4,9 +4,11 @@
 //! these, never through paths, so that the storage under them can change (see `docs/DESIGN.md`,
 //! "The storage seam").
 
+use std::borrow::Cow;
 use std::io::{self, Read};
 
 use super::backend::FileKind;
+use super::codec::FRAME_CONTEXT;
 use super::pack::{self, PackEntry, PackLayout};
 use super::{
     DictHash, IndexedPack, Manifest, PackId, RecordLocation, RecordsId, RepoError, Repository,
@@ -27,9 +29,9 @@ impl Repository {
             .ok()
     }
 
-    /// A pack's tar structure and table (see [`pack::read_layout`]).
+    /// A pack's tar structure and table.
     pub fn pack_layout(&self, id: &PackId) -> io::Result<PackLayout> {
-        pack::read_layout_in(self.layout.backend(), id)
+        pack::read_layout_in(self.layout.backend(), self.layout.codec(), id)
     }
 
     /// A pack's bytes, from the first to the last, for reading it once in order.
@@ -39,7 +41,7 @@ impl Repository {
 
     /// A pack's entries, from its own table (or tar headers).
     pub fn pack_entries(&self, id: &PackId) -> Result<Vec<PackEntry>, RepoError> {
-        pack::scan_pack_in(self.layout.backend(), id)
+        pack::scan_pack_in(self.layout.backend(), self.layout.codec(), id)
             .map_err(RepoError::io("cannot read", self.layout.pack(id)))
     }
 
@@ -51,6 +53,18 @@ impl Repository {
             pack: *id,
             frame: Vec::new(),
         })
+    }
+
+    /// A frame as a pack stores it, opened: the zstd frame itself (sealed frames are checked
+    /// as they open; `InvalidData` when one does not).
+    pub fn open_frame<'a>(&self, stored: &'a [u8]) -> io::Result<Cow<'a, [u8]>> {
+        self.layout.codec().open(FRAME_CONTEXT, stored)
+    }
+
+    /// The `len` bytes of a frame as a pack stores it, read from `stored` and opened as they
+    /// are read.
+    pub fn frame_reader<'a>(&self, stored: impl Read + 'a, len: u64) -> Box<dyn Read + 'a> {
+        self.layout.codec().reader(FRAME_CONTEXT, stored, len)
     }
 
     /// The index files there are, by name, in order.

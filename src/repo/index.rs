@@ -265,7 +265,7 @@ impl Index {
             if index.has_pack(&pack) {
                 continue;
             }
-            let entries = match super::pack::scan_pack_in(layout.backend(), &pack) {
+            let entries = match super::pack::scan_pack_in(layout.backend(), layout.codec(), &pack) {
                 Ok(entries) => entries,
                 Err(e) => {
                     unreadable.push((pack, format!("cannot read its tar headers: {e}")));

@@ -1,16 +1,67 @@
 //! `keys/`: an encrypted repository's key files, one per password, each the repository's
 //! master key wrapped for that password (see `crypto`). A key file is named by the SHA-256 of
 //! its bytes and never changes: changing a password adds a file and removes the old one.
-//!
-//! Not called outside its tests yet: `init --encrypt` and `popbackup key` use it once the
-//! codec seals the repository's files (issue 26, in steps).
-#![cfg_attr(not(test), allow(dead_code))]
+
+use zeroize::Zeroizing;
 
 use super::backend::FileKind;
 use super::crypto::{CryptoError, KeyFile, MasterKey};
 use super::error::RepoError;
 use super::id::to_hex;
 use super::layout::Layout;
+
+/// The repository password, fetched only when the repository turns out to be encrypted (a
+/// `repository_password_command` is not run for a plain repository), and at most once.
+pub struct RepoPassword {
+    fetch: Option<PasswordFetch>,
+    fetched: std::sync::OnceLock<FetchedPassword>,
+}
+
+/// The password, none (`None`: none is configured), or why it could not be fetched.
+type FetchedPassword = Result<Option<Zeroizing<Vec<u8>>>, String>;
+type PasswordFetch = Box<dyn Fn() -> FetchedPassword + Send + Sync>;
+
+impl RepoPassword {
+    /// No password: an encrypted repository cannot be opened ([`RepoError::PasswordNeeded`]).
+    pub fn none() -> RepoPassword {
+        RepoPassword {
+            fetch: None,
+            fetched: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The password `fetch` gives when it is first needed (`None`: none is configured); its
+    /// error says what went wrong (it must not hold the password).
+    pub fn from_fn(fetch: impl Fn() -> FetchedPassword + Send + Sync + 'static) -> RepoPassword {
+        RepoPassword {
+            fetch: Some(Box::new(fetch)),
+            fetched: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A password known already (tests, and `key add`'s new password).
+    pub fn given(password: &str) -> RepoPassword {
+        let password = Zeroizing::new(password.as_bytes().to_vec());
+        RepoPassword::from_fn(move || Ok(Some(password.clone())))
+    }
+
+    /// The password (`None`: none is configured), or why it could not be fetched.
+    pub(crate) fn get(&self) -> Result<Option<&[u8]>, String> {
+        let Some(fetch) = self.fetch.as_ref() else {
+            return Ok(None);
+        };
+        match self.fetched.get_or_init(fetch) {
+            Ok(password) => Ok(password.as_ref().map(|p| p.as_slice())),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+impl std::fmt::Debug for RepoPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RepoPassword(<hidden>)")
+    }
+}
 
 /// One key file as `key list` shows it.
 #[derive(Debug, Clone)]

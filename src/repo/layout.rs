@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::backend::{Backend, FileKind, Listed};
+use super::codec::Codec;
 use super::error::RepoError;
 use super::id::{DictHash, PackId, RecordsId, SnapshotId};
 use super::location::RepoLocation;
@@ -47,13 +48,15 @@ pub const RECORDS_SUFFIX: &str = ".json.zst";
 pub const DICT_SUFFIX: &str = ".zdict.zst";
 pub const KEY_SUFFIX: &str = ".json";
 
-/// One repository's files: where the repository is and the [`Backend`] that holds them.
+/// One repository's files: where the repository is, the [`Backend`] that holds them and the
+/// [`Codec`] they are stored with (sealed, in an encrypted repository, once its key is open).
 /// Outside `repo` it is only a handle to pass back to the repository's functions: no other
 /// module computes, opens or lists a repository file.
 #[derive(Debug, Clone)]
 pub struct Layout {
     location: RepoLocation,
     backend: Arc<dyn Backend>,
+    codec: Codec,
 }
 
 impl Layout {
@@ -62,13 +65,18 @@ impl Layout {
         Ok(Layout {
             backend: location.backend()?,
             location: location.clone(),
+            codec: Codec::Plain,
         })
     }
 
     /// The repository at `location`, reached through `backend` (a test's).
     #[cfg(test)]
     pub(crate) fn with_backend(location: RepoLocation, backend: Arc<dyn Backend>) -> Layout {
-        Layout { location, backend }
+        Layout {
+            location,
+            backend,
+            codec: Codec::Plain,
+        }
     }
 
     /// The repository in the local directory `root`.
@@ -78,7 +86,19 @@ impl Layout {
         Layout {
             backend: Arc::new(super::backend::LocalBackend::new(root.clone())),
             location: RepoLocation::Local(root),
+            codec: Codec::Plain,
         }
+    }
+
+    /// The same files, stored with `codec`.
+    pub(super) fn with_codec(mut self, codec: Codec) -> Layout {
+        self.codec = codec;
+        self
+    }
+
+    /// How the files are stored.
+    pub(super) fn codec(&self) -> &Codec {
+        &self.codec
     }
 
     /// Where the files are kept.
@@ -114,20 +134,49 @@ impl Layout {
         })
     }
 
-    /// The whole file `name` of `kind`, or the error that names it.
+    /// The content of the whole file `name` of `kind` (opened, when it is sealed), or the
+    /// error that names it.
     pub(super) fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>, RepoError> {
-        self.backend.read(kind, name).map_err(RepoError::io(
-            "cannot read",
-            self.backend.location(kind, name),
-        ))
+        self.read_if_exists(kind, name)?.ok_or_else(|| {
+            RepoError::io("cannot read", self.backend.location(kind, name))(
+                std::io::ErrorKind::NotFound.into(),
+            )
+        })
     }
 
-    /// Publishes the finished file `name` of `kind` (see [`Backend::write`]).
+    /// [`Layout::read`] of a file that may not be there (`None`).
+    pub(super) fn read_if_exists(
+        &self,
+        kind: FileKind,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, RepoError> {
+        let stored = match self.backend.read(kind, name) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(RepoError::io(
+                    "cannot read",
+                    self.backend.location(kind, name),
+                )(e));
+            }
+        };
+        self.codec
+            .open_file(kind, name, stored)
+            .map(Some)
+            .map_err(|e| RepoError::corrupt(self.backend.location(kind, name), e))
+    }
+
+    /// Publishes the finished file `name` of `kind` (see [`Backend::write`]), sealed when
+    /// the repository is encrypted.
     pub(super) fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<(), RepoError> {
-        self.backend.write(kind, name, bytes).map_err(RepoError::io(
-            "cannot write",
-            self.backend.location(kind, name),
-        ))
+        let path = || self.backend.location(kind, name);
+        let stored = self
+            .codec
+            .seal_file(kind, name, bytes)
+            .map_err(RepoError::io("cannot seal", path()))?;
+        self.backend
+            .write(kind, name, &stored)
+            .map_err(RepoError::io("cannot write", path()))
     }
 
     /// Removes the file `name` of `kind`; one that is not there is no error.

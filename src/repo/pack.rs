@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::backend::{Backend, FileKind, RangeReader};
+use super::codec::{Codec, FRAME_CONTEXT, SealingWriter, TABLE_CONTEXT};
 use super::id::{DictHash, MessageHash, PackId};
 use crate::durable::TempFile;
 
@@ -104,13 +105,16 @@ pub struct PackWriter {
     /// Small messages' frames are a kilobyte or two, and a system call each, made under the
     /// repository writer's lock, was time every compressing thread waited for.
     unwritten: Vec<u8>,
+    /// How frames and the table are stored (sealed in an encrypted repository), and what
+    /// messages are named.
+    codec: Codec,
 }
 
 /// Appended frames are written to the file once this many bytes of them are waiting.
 const APPEND_BUFFER: usize = 256 * 1024;
 
 impl PackWriter {
-    pub fn new(tmp_dir: &Path, level: i32) -> io::Result<PackWriter> {
+    pub fn new(tmp_dir: &Path, level: i32, codec: Codec) -> io::Result<PackWriter> {
         Ok(PackWriter {
             temp: TempFile::new(tmp_dir, "pack")?,
             // The first block is the `messages.zst` header, written at `finish`.
@@ -120,6 +124,7 @@ impl PackWriter {
             level,
             checked_frames: Some(FramesChecksum::new()),
             unwritten: Vec::new(),
+            codec,
         })
     }
 
@@ -155,8 +160,14 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
-    pub fn contains(&self, hash: &MessageHash) -> bool {
-        self.hashes.contains(hash)
+    /// Whether the message stored under `name` is in this pack.
+    pub fn contains(&self, name: &MessageHash) -> bool {
+        self.hashes.contains(name)
+    }
+
+    /// The name the message with SHA-256 `hash` is stored under.
+    pub fn name_of(&self, hash: &MessageHash) -> MessageHash {
+        self.codec.name(hash)
     }
 
     /// Starts a message streamed in (compressed without a dictionary: streaming is for large
@@ -179,9 +190,12 @@ impl PackWriter {
             file,
             written: 0,
             frames,
-            check,
         };
-        let sink = BufWriter::with_capacity(128 * 1024, counting);
+        let frame = FrameSink {
+            check,
+            out: self.codec.writer(FRAME_CONTEXT, counting)?,
+        };
+        let sink = BufWriter::with_capacity(128 * 1024, frame);
         let mut encoder = zstd::stream::write::Encoder::new(sink, self.level)?;
         encoder.include_checksum(false)?;
         Ok(MessageWriter {
@@ -195,14 +209,31 @@ impl PackWriter {
             hashes: &mut self.hashes,
             checked_frames: &mut self.checked_frames,
             before,
+            codec: &self.codec,
         })
     }
 
-    /// Appends a frame compressed elsewhere for the message with `hash`; `checked` says that
-    /// it was decompressed and compared with the message already (see [`PackWriter::finish`]).
+    /// Appends a frame compressed elsewhere for the message with SHA-256 `hash`, sealed when
+    /// the repository is encrypted; `checked` says that it was decompressed and compared with
+    /// the message already (see [`PackWriter::finish`]).
+    pub fn append_frame(
+        &mut self,
+        hash: &MessageHash,
+        frame: &[u8],
+        dict: Option<DictHash>,
+        checked: bool,
+    ) -> io::Result<PackEntry> {
+        let name = self.codec.name(hash);
+        let stored = self.codec.seal(FRAME_CONTEXT, frame)?;
+        self.append(name, &stored, dict, checked)
+    }
+
+    /// Appends a frame as it is stored (sealed, in an encrypted repository) for the message
+    /// stored under `name`: a frame copied from another pack of the repository, or made by
+    /// [`PackWriter::append_frame`]. `checked` as there.
     pub fn append(
         &mut self,
-        hash: MessageHash,
+        name: MessageHash,
         frame: &[u8],
         dict: Option<DictHash>,
         checked: bool,
@@ -228,18 +259,18 @@ impl PackWriter {
             _ => self.checked_frames = None,
         }
         let entry = PackEntry {
-            hash,
+            hash: name,
             offset: self.end,
             length: frame.len() as u64,
             dict,
         };
         self.end += entry.length;
         self.entries.push(entry);
-        self.hashes.insert(hash);
+        self.hashes.insert(name);
         Ok(entry)
     }
 
-    /// The bytes of a frame already written to this pack.
+    /// The bytes of a frame already written to this pack, as they are stored.
     pub fn read_frame(&mut self, entry: &PackEntry) -> io::Result<Vec<u8>> {
         let file = self.file()?;
         file.seek(SeekFrom::Start(entry.offset))?;
@@ -279,7 +310,10 @@ impl PackWriter {
             frames_end,
             &vec![0u8; (table_start - frames_end) as usize],
         )?;
-        let mut table = super::compressed::Writer::into(BufWriter::new(&mut *file))?;
+        let sealed = self
+            .codec
+            .writer(TABLE_CONTEXT, BufWriter::new(&mut *file))?;
+        let mut table = super::compressed::Writer::into(sealed)?;
         serde_json::to_writer(
             &mut table,
             &PackTableRef {
@@ -287,7 +321,7 @@ impl PackWriter {
                 messages: &self.entries,
             },
         )?;
-        table.finish()?.flush()?;
+        table.finish()?.finish()?.flush()?;
         let table_end = file.stream_position()?;
         let mut tail = Vec::with_capacity(3 * BLOCK as usize);
         pad(&mut tail, table_end);
@@ -342,13 +376,18 @@ impl PackWriter {
                 let read_back = if entry.length <= WHOLE_FRAME_LIMIT {
                     frame.resize(entry.length as usize, 0);
                     file.read_exact(&mut frame)?;
-                    frames.hash(&frame, dict).map(|(h, _)| h)
+                    self.codec
+                        .open(FRAME_CONTEXT, &frame)
+                        .and_then(|opened| frames.hash(&opened, dict).map(|(h, _)| h))
                 } else {
                     // A large frame streams, so memory stays bounded whatever the message size.
-                    let reader = io::BufReader::new((&mut *file).take(entry.length));
-                    decoder(reader, dict).and_then(hash_reader).map(MessageHash)
+                    let stored = (&mut *file).take(entry.length);
+                    let opened = self.codec.reader(FRAME_CONTEXT, stored, entry.length);
+                    decoder(io::BufReader::new(opened), dict)
+                        .and_then(hash_reader)
+                        .map(MessageHash)
                 };
-                if read_back.ok() != Some(entry.hash) {
+                if read_back.ok().map(|h| self.codec.name(&h)) != Some(entry.hash) {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!(
@@ -489,7 +528,7 @@ impl<F: FnMut(&[u8])> Write for DigestSink<F> {
 
 /// A message being streamed into a pack.
 pub struct MessageWriter<'a> {
-    encoder: zstd::stream::write::Encoder<'static, BufWriter<CountingFile<'a>>>,
+    encoder: zstd::stream::write::Encoder<'static, BufWriter<FrameSink<'a>>>,
     hasher: Sha256,
     /// What the frame check compares its output with, when there is a check (see
     /// [`StreamCheck`]).
@@ -503,6 +542,7 @@ pub struct MessageWriter<'a> {
     checked_frames: &'a mut Option<FramesChecksum>,
     /// Its state before this frame, for a frame that is cut back out.
     before: Option<FramesChecksum>,
+    codec: &'a Codec,
 }
 
 impl Write for MessageWriter<'_> {
@@ -524,41 +564,43 @@ impl Write for MessageWriter<'_> {
 /// What storing a message did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
-    /// Written as a new entry.
-    New(PackEntry, u64),
-    /// Already present; nothing was kept.
+    /// Written as a new entry: the message's SHA-256, its entry (which names it by its
+    /// stored name) and its size.
+    New(MessageHash, PackEntry, u64),
+    /// Already present; nothing was kept. Its SHA-256 and size.
     Duplicate(MessageHash, u64),
 }
 
 impl Stored {
+    /// The message's SHA-256.
     pub fn hash(&self) -> MessageHash {
         match self {
-            Stored::New(e, _) => e.hash,
-            Stored::Duplicate(h, _) => *h,
+            Stored::New(h, _, _) | Stored::Duplicate(h, _) => *h,
         }
     }
 
     /// The message's size in bytes before compression.
     pub fn raw_len(&self) -> u64 {
         match self {
-            Stored::New(_, n) | Stored::Duplicate(_, n) => *n,
+            Stored::New(_, _, n) | Stored::Duplicate(_, n) => *n,
         }
     }
 }
 
 impl MessageWriter<'_> {
-    /// Ends the frame. If the message is already in this pack, or `is_stored` says it is in the
-    /// repository, the frame is cut back out.
+    /// Ends the frame. If the message is already in this pack, or `is_stored` says the name it
+    /// is stored under is in the repository, the frame is cut back out.
     pub fn finish(self, is_stored: impl FnOnce(&MessageHash) -> bool) -> io::Result<Stored> {
         let hash = MessageHash(self.hasher.finalize().into());
+        let name = self.codec.name(&hash);
         let sink = self.encoder.finish()?;
+        let FrameSink { check, out } = sink.into_inner().map_err(|e| e.into_error())?;
         let CountingFile {
             file,
             written: length,
             frames,
-            check,
-        } = sink.into_inner().map_err(|e| e.into_error())?;
-        if self.hashes.contains(&hash) || is_stored(&hash) {
+        } = out.finish()?;
+        if self.hashes.contains(&name) || is_stored(&name) {
             file.set_len(self.start)?;
             *self.checked_frames = self.before;
             return Ok(Stored::Duplicate(hash, self.raw_len));
@@ -582,25 +624,46 @@ impl MessageWriter<'_> {
             }
         }
         let entry = PackEntry {
-            hash,
+            hash: name,
             offset: self.start,
             length,
             dict: None,
         };
         *self.end = self.start + length;
         self.entries.push(entry);
-        self.hashes.insert(hash);
-        Ok(Stored::New(entry, self.raw_len))
+        self.hashes.insert(name);
+        Ok(Stored::New(hash, entry, self.raw_len))
     }
 }
 
-/// A file writer that counts what went through it, and with a check hashes it for the pack
-/// and feeds it to the [`StreamCheck`].
+/// Where a streamed frame goes: to the [`StreamCheck`] as it is, and sealed (in an encrypted
+/// repository) into the pack file. The check decompresses the frame before it is sealed: it
+/// guards the compressor and memory; the seal is checked wherever the frame is read.
+struct FrameSink<'a> {
+    check: Option<StreamCheck>,
+    out: SealingWriter<CountingFile<'a>>,
+}
+
+impl Write for FrameSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        if let Some(check) = &self.check {
+            check.feed(&buf[..n]);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// A file writer that counts what went through it and, while every frame is checked, hashes
+/// it for the pack.
 struct CountingFile<'a> {
     file: &'a mut File,
     written: u64,
     frames: Option<FramesChecksum>,
-    check: Option<StreamCheck>,
 }
 
 impl Write for CountingFile<'_> {
@@ -608,9 +671,6 @@ impl Write for CountingFile<'_> {
         let n = self.file.write(buf)?;
         if let Some(frames) = &mut self.frames {
             frames.update(&buf[..n]);
-        }
-        if let Some(check) = &self.check {
-            check.feed(&buf[..n]);
         }
         self.written += n as u64;
         Ok(n)
@@ -757,13 +817,14 @@ pub struct PackLayout {
     pub table: Result<Vec<PackEntry>, String>,
 }
 
-/// Reads a pack's tar headers and its table. Fails only when the first header is unreadable.
-pub fn read_layout(path: &Path) -> io::Result<PackLayout> {
-    read_layout_from(File::open(path)?)
+/// Reads the tar headers and table of a plain repository's pack from any seekable source.
+/// Fails only when the first header is unreadable.
+pub fn read_layout_from(pack: impl Read + io::Seek) -> io::Result<PackLayout> {
+    read_layout_with(pack, &Codec::Plain)
 }
 
-/// [`read_layout`] of a pack's bytes from any seekable source.
-pub fn read_layout_from(pack: impl Read + io::Seek) -> io::Result<PackLayout> {
+/// [`read_layout_from`] of a pack whose table is stored with `codec`.
+fn read_layout_with(pack: impl Read + io::Seek, codec: &Codec) -> io::Result<PackLayout> {
     let mut archive = tar::Archive::new(pack);
     let mut layout = PackLayout {
         frames: None,
@@ -786,7 +847,14 @@ pub fn read_layout_from(pack: impl Read + io::Seek) -> io::Result<PackLayout> {
             TABLE_ENTRY => {
                 let mut bytes = Vec::new();
                 layout.table = match entry.read_to_end(&mut bytes) {
-                    Ok(_) => super::compressed::decompress(&bytes)
+                    Ok(_) => codec
+                        .open(TABLE_CONTEXT, &bytes)
+                        .map_err(|e| format!("its {TABLE_ENTRY} does not open: {e}"))
+                        .and_then(|table| {
+                            super::compressed::decompress(&table).map_err(|e| {
+                                format!("its {TABLE_ENTRY} cannot be decompressed: {e}")
+                            })
+                        })
                         .map_err(|e| format!("its {TABLE_ENTRY} cannot be decompressed: {e}"))
                         .and_then(|json| {
                             serde_json::from_slice::<PackTable>(&json)
@@ -813,34 +881,40 @@ pub fn read_layout_from(pack: impl Read + io::Seek) -> io::Result<PackLayout> {
     Ok(layout)
 }
 
-/// The entries of a pack, from its table: what rebuilds the index.
-pub fn scan_pack(path: &Path) -> io::Result<Vec<PackEntry>> {
-    read_layout(path)?
-        .table
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-/// [`read_layout`] of pack `id` in `backend`.
-pub fn read_layout_in(backend: &dyn Backend, id: &PackId) -> io::Result<PackLayout> {
+/// The tar structure and table of pack `id` in `backend`, stored with `codec`.
+pub(crate) fn read_layout_in(
+    backend: &dyn Backend,
+    codec: &Codec,
+    id: &PackId,
+) -> io::Result<PackLayout> {
     let name = id.to_string();
     let size = backend.size(FileKind::Pack, &name)?;
-    read_layout_from(io::BufReader::with_capacity(
-        64 * 1024,
-        RangeReader::new(backend, FileKind::Pack, &name, 0, size),
-    ))
+    read_layout_with(
+        io::BufReader::with_capacity(
+            64 * 1024,
+            RangeReader::new(backend, FileKind::Pack, &name, 0, size),
+        ),
+        codec,
+    )
 }
 
-/// [`scan_pack`] of pack `id` in `backend`.
-pub fn scan_pack_in(backend: &dyn Backend, id: &PackId) -> io::Result<Vec<PackEntry>> {
-    read_layout_in(backend, id)?
+/// The entries of pack `id` in `backend`, from its table: what rebuilds the index.
+pub(crate) fn scan_pack_in(
+    backend: &dyn Backend,
+    codec: &Codec,
+    id: &PackId,
+) -> io::Result<Vec<PackEntry>> {
+    read_layout_in(backend, codec, id)?
         .table
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Opens a message's frame in pack `id` of `backend` for streaming decompression:
-/// sequential reads of exactly `entry.length` bytes from its offset.
-pub fn open_entry_in<'a>(
+/// sequential reads of exactly `entry.length` bytes from its offset, opened on the way in an
+/// encrypted repository.
+pub(crate) fn open_entry_in<'a>(
     backend: &'a dyn Backend,
+    codec: &Codec,
     id: &PackId,
     entry: &PackEntry,
     dict: Option<&'a Dictionary>,
@@ -852,22 +926,17 @@ pub fn open_entry_in<'a>(
         entry.offset,
         entry.length,
     );
-    decoder(io::BufReader::with_capacity(64 * 1024, frame), dict)
-}
-
-/// Opens a message's frame for streaming decompression: one seek, then sequential reads of
-/// exactly `entry.length` bytes.
-pub fn open_entry<'d>(
-    pack: &Path,
-    entry: &PackEntry,
-    dict: Option<&'d Dictionary>,
-) -> io::Result<Box<dyn Read + 'd>> {
-    let mut file = File::open(pack)?;
-    file.seek(SeekFrom::Start(entry.offset))?;
-    decoder(
-        io::BufReader::with_capacity(64 * 1024, file.take(entry.length)),
-        dict,
-    )
+    let stored = io::BufReader::with_capacity(64 * 1024, frame);
+    match codec {
+        Codec::Plain => decoder(stored, dict),
+        Codec::Sealed(_) => decoder(
+            io::BufReader::with_capacity(
+                64 * 1024,
+                codec.reader(FRAME_CONTEXT, stored, entry.length),
+            ),
+            dict,
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -876,7 +945,7 @@ mod tests {
     use crate::repo::backend::LocalBackend;
 
     fn write_pack(dir: &Path, messages: &[&[u8]]) -> PackWriter {
-        let mut pack = PackWriter::new(dir, 3).unwrap();
+        let mut pack = PackWriter::new(dir, 3, Codec::Plain).unwrap();
         for m in messages {
             let mut w = pack.begin(false).unwrap();
             w.write_all(m).unwrap();
@@ -885,47 +954,103 @@ mod tests {
         pack
     }
 
+    /// The entries of the plain pack at `path`, from its table.
+    fn scan_pack(path: &Path) -> io::Result<Vec<PackEntry>> {
+        read_layout_from(File::open(path)?)?
+            .table
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// A message's frame in the plain pack at `path`, decompressed as it is read.
+    fn open_entry<'d>(
+        path: &Path,
+        entry: &PackEntry,
+        dict: Option<&'d Dictionary>,
+    ) -> io::Result<Box<dyn Read + 'd>> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(entry.offset))?;
+        decoder(io::BufReader::new(file.take(entry.length)), dict)
+    }
+
     #[test]
-    fn a_pack_is_a_tar_of_frames_and_a_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let packs = dir.path().join("packs");
-        std::fs::create_dir(&packs).unwrap();
-        let mut pack = write_pack(dir.path(), &[b"one message\r\n", b"another one\r\n"]);
-        // A duplicate is cut back out; a frame compressed elsewhere is appended as it is.
-        let mut w = pack.begin(false).unwrap();
-        w.write_all(b"one message\r\n").unwrap();
-        assert!(matches!(
-            w.finish(|_| false).unwrap(),
-            Stored::Duplicate(..)
-        ));
-        let third = b"third\r\n";
-        let frame = zstd::bulk::compress(third, 3).unwrap();
-        pack.append(MessageHash::of(third), &frame, None, false)
-            .unwrap();
-        let (id, entries) = pack
-            .finish(&LocalBackend::new(dir.path()), Some(&HashMap::new()))
-            .unwrap();
-        assert_eq!(entries.len(), 3);
-        let path = packs.join(format!("{id}.tar"));
-        assert_eq!(PackId(hash_reader(File::open(&path).unwrap()).unwrap()), id);
-        assert_eq!(scan_pack(&path).unwrap(), entries);
-        let names: Vec<String> = tar::Archive::new(File::open(&path).unwrap())
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().display().to_string())
-            .collect();
-        assert_eq!(names, [FRAMES_ENTRY, TABLE_ENTRY]);
-        for (entry, text) in
-            entries
-                .iter()
-                .zip([&b"one message\r\n"[..], b"another one\r\n", third])
-        {
-            let mut out = Vec::new();
-            open_entry(&path, entry, None)
-                .unwrap()
-                .read_to_end(&mut out)
+    fn a_pack_is_a_tar_of_frames_and_a_table_plain_or_sealed() {
+        let key = std::sync::Arc::new(super::super::crypto::MasterKey::generate().unwrap());
+        for codec in [Codec::Plain, Codec::Sealed(key)] {
+            let dir = tempfile::tempdir().unwrap();
+            let packs = dir.path().join("packs");
+            std::fs::create_dir(&packs).unwrap();
+            let mut pack = PackWriter::new(dir.path(), 3, codec.clone()).unwrap();
+            for m in [&b"one message\r\n"[..], b"another one\r\n"] {
+                let mut w = pack.begin(true).unwrap();
+                w.write_all(m).unwrap();
+                assert!(matches!(w.finish(|_| false).unwrap(), Stored::New(..)));
+            }
+            // A duplicate is cut back out; a frame compressed elsewhere is appended (sealed
+            // when the codec seals).
+            let mut w = pack.begin(false).unwrap();
+            w.write_all(b"one message\r\n").unwrap();
+            assert_eq!(
+                w.finish(|_| false).unwrap(),
+                Stored::Duplicate(MessageHash::of(b"one message\r\n"), 13)
+            );
+            let third = b"third\r\n";
+            let frame = zstd::bulk::compress(third, 3).unwrap();
+            pack.append_frame(&MessageHash::of(third), &frame, None, false)
                 .unwrap();
-            assert_eq!(out, text);
+            let backend = LocalBackend::new(dir.path());
+            let (id, entries) = pack.finish(&backend, Some(&HashMap::new())).unwrap();
+            assert_eq!(entries.len(), 3);
+            let path = packs.join(format!("{id}.tar"));
+            assert_eq!(PackId(hash_reader(File::open(&path).unwrap()).unwrap()), id);
+            assert_eq!(scan_pack_in(&backend, &codec, &id).unwrap(), entries);
+            let names: Vec<String> = tar::Archive::new(File::open(&path).unwrap())
+                .entries()
+                .unwrap()
+                .map(|e| e.unwrap().path().unwrap().display().to_string())
+                .collect();
+            assert_eq!(names, [FRAMES_ENTRY, TABLE_ENTRY]);
+            let file = std::fs::read(&path).unwrap();
+            for (entry, text) in
+                entries
+                    .iter()
+                    .zip([&b"one message\r\n"[..], b"another one\r\n", third])
+            {
+                assert_eq!(entry.hash, codec.name(&MessageHash::of(text)));
+                let mut out = Vec::new();
+                open_entry_in(&backend, &codec, &id, entry, None)
+                    .unwrap()
+                    .read_to_end(&mut out)
+                    .unwrap();
+                assert_eq!(out, text);
+                // A sealed frame is no zstd frame, and its message's hash is not its name.
+                let stored = &file[entry.offset as usize..][..entry.length as usize];
+                assert_eq!(
+                    stored.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]),
+                    !codec.is_sealed()
+                );
+            }
+            if codec.is_sealed() {
+                assert!(
+                    read_layout_from(File::open(&path).unwrap())
+                        .unwrap()
+                        .table
+                        .is_err()
+                );
+                let mut out = Vec::new();
+                let plain_read =
+                    open_entry(&path, &entries[0], None).and_then(|mut r| r.read_to_end(&mut out));
+                assert!(plain_read.is_err());
+                // One flipped byte in a frame: it does not open.
+                let mut damaged = file.clone();
+                damaged[entries[1].offset as usize + 20] ^= 1;
+                std::fs::write(&path, &damaged).unwrap();
+                let mut out = Vec::new();
+                let read = open_entry_in(&backend, &codec, &id, &entries[1], None)
+                    .and_then(|mut r| r.read_to_end(&mut out));
+                assert_eq!(read.unwrap_err().kind(), io::ErrorKind::InvalidData);
+            } else {
+                assert_eq!(scan_pack(&path).unwrap(), entries);
+            }
         }
     }
 
@@ -934,7 +1059,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let packs = dir.path().join("packs");
         std::fs::create_dir(&packs).unwrap();
-        let mut pack = PackWriter::new(dir.path(), 3).unwrap();
+        let mut pack = PackWriter::new(dir.path(), 3, Codec::Plain).unwrap();
         let mut messages: Vec<Vec<u8>> = Vec::new();
         let append = |pack: &mut PackWriter, messages: &mut Vec<Vec<u8>>, message: Vec<u8>| {
             let frame = zstd::bulk::compress(&message, 3).unwrap();
@@ -1033,7 +1158,7 @@ mod tests {
         std::fs::create_dir(&packs).unwrap();
         let messages: [&[u8]; 2] = [b"first\r\n", b"second message body\r\n"];
         let checked_pack = || {
-            let mut pack = PackWriter::new(dir.path(), 3).unwrap();
+            let mut pack = PackWriter::new(dir.path(), 3, Codec::Plain).unwrap();
             for m in messages {
                 let frame = zstd::bulk::compress(m, 3).unwrap();
                 pack.append(MessageHash::of(m), &frame, None, true).unwrap();
@@ -1073,7 +1198,7 @@ mod tests {
             .flat_map(|i| format!("line {i} of a large message\r\n").into_bytes())
             .collect();
         let streamed_pack = || {
-            let mut pack = PackWriter::new(dir.path(), 3).unwrap();
+            let mut pack = PackWriter::new(dir.path(), 3, Codec::Plain).unwrap();
             for (m, cut) in [
                 (&big[..], false),
                 (&big[..], true),

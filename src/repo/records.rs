@@ -139,7 +139,7 @@ impl RecordsWriter {
         }
         run.write_all(b"\n]").map_err(cannot_write)?;
         let bytes = run.finish().map_err(cannot_write)?;
-        let id = RecordsId::of(&bytes);
+        let id = RecordsId(self.layout.codec().content_name(&bytes));
         let name = id.to_string();
         let new = !self.names.contains(&id)
             && self
@@ -151,8 +151,13 @@ impl RecordsWriter {
             let tmp = self.layout.backend().scratch();
             let mut temp = durable::TempFile::new(&tmp, "records")
                 .map_err(RepoError::io("cannot create a file in", &tmp))?;
+            let stored = self
+                .layout
+                .codec()
+                .seal_file(FileKind::Records, &name, &bytes)
+                .map_err(RepoError::io("cannot seal", temp.path()))?;
             temp.file()
-                .write_all(&bytes)
+                .write_all(&stored)
                 .map_err(RepoError::io("cannot write", temp.path()))?;
             self.new_files.push((name, temp));
         }
@@ -228,34 +233,46 @@ pub fn read_file<T: serde::de::DeserializeOwned>(
     id: &RecordsId,
 ) -> Result<Vec<T>, RepoError> {
     let path = layout.records(id);
-    let bytes = match layout.backend().read(FileKind::Records, &id.to_string()) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(RepoError::corrupt(
-                &path,
-                format!(
-                    "the records of snapshot {snapshot} are missing; restore the file from a \
-                     copy of the repository, or forget the snapshot"
-                ),
-            ));
-        }
-        Err(e) => return Err(RepoError::io("cannot read", &path)(e)),
+    let Some(bytes) = layout.read_if_exists(FileKind::Records, &id.to_string())? else {
+        return Err(RepoError::corrupt(
+            &path,
+            format!(
+                "the records of snapshot {snapshot} are missing; restore the file from a copy \
+                 of the repository, or forget the snapshot"
+            ),
+        ));
     };
-    parse_records(&path, id, bytes)
+    if RecordsId(layout.codec().content_name(&bytes)) != *id {
+        return Err(name_mismatch(&path));
+    }
+    parse_checked(&path, bytes)
 }
 
-/// Parses a records file read from `path`, which must be the file named `id`.
+/// Parses a records file read from `path`, which must be the file named `id` (of a plain
+/// repository: named by the SHA-256 of its bytes).
 pub fn parse_records<T: serde::de::DeserializeOwned>(
     path: &Path,
     id: &RecordsId,
     bytes: Vec<u8>,
 ) -> Result<Vec<T>, RepoError> {
     if RecordsId::of(&bytes) != *id {
-        return Err(RepoError::corrupt(
-            path,
-            "the file's SHA-256 is not its name: it was damaged after it was written",
-        ));
+        return Err(name_mismatch(path));
     }
+    parse_checked(path, bytes)
+}
+
+fn name_mismatch(path: &Path) -> RepoError {
+    RepoError::corrupt(
+        path,
+        "the file's SHA-256 is not its name: it was damaged after it was written",
+    )
+}
+
+/// Parses a records file whose content was checked against its name.
+fn parse_checked<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes: Vec<u8>,
+) -> Result<Vec<T>, RepoError> {
     let json = compressed::decompress(&bytes)
         .map_err(|e| RepoError::corrupt(path, format!("cannot decompress: {e}")))?;
     drop(bytes);

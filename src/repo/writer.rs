@@ -7,13 +7,14 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 
 use super::backend::{FileKind, HeldLock};
+use super::codec::FRAME_CONTEXT;
 use super::frame::compressed_total;
 use super::location::RepoLocation;
 use super::{
     DictHash, Dictionary, Frame, FrameCompressor, FramePlan, Index, IndexedPack, Layout, Location,
     Manifest, MessageHash, MessageRecord, PackEntry, PackId, PackWriter, RecordsId, RepoError,
-    Repository, SnapshotId, Stored, VerifiedState, compressed, dictionary, format, id, index, pack,
-    read_config, records, write_json,
+    RepoPassword, Repository, SnapshotId, Stored, VerifiedState, compressed, dictionary, format,
+    id, index, pack, read_config, records, write_config, write_json,
 };
 
 /// Messages up to this size are compressed with the repository's dictionary, when it has
@@ -149,8 +150,17 @@ impl RepoWriter {
     /// index read is then the one this writer extends). Fails at once if another process
     /// holds the lock.
     pub fn open(at: impl Into<RepoLocation>, command: &str) -> Result<RepoWriter, RepoError> {
-        let layout = Layout::at(&at.into())?;
-        // Refuse a missing or newer repository before creating a lock file in it.
+        RepoWriter::open_with(at, command, &RepoPassword::none())
+    }
+
+    /// [`RepoWriter::open`] of a repository that may be encrypted (opened with `password`).
+    pub fn open_with(
+        at: impl Into<RepoLocation>,
+        command: &str,
+        password: &RepoPassword,
+    ) -> Result<RepoWriter, RepoError> {
+        // Refuse a missing, newer or locked-away repository before creating a lock file in it.
+        let layout = super::unlock(Layout::at(&at.into())?, password)?;
         read_config(&layout)?;
         let lock = layout.backend().lock(command)?;
         RepoWriter::open_locked(layout, lock)
@@ -163,9 +173,10 @@ impl RepoWriter {
     pub fn open_in_background(
         at: impl Into<RepoLocation>,
         command: &str,
+        password: &RepoPassword,
         configure: impl FnOnce(&mut RepoWriter) + Send + 'static,
     ) -> Result<OpeningWriter, RepoError> {
-        let layout = Layout::at(&at.into())?;
+        let layout = super::unlock(Layout::at(&at.into())?, password)?;
         read_config(&layout)?;
         let lock = layout.backend().lock(command)?;
         let opening = layout.clone();
@@ -190,12 +201,13 @@ impl RepoWriter {
             .clear_scratch()
             .map_err(RepoError::io("cannot clear", layout.backend().scratch()))?;
         let mut repo = Repository::open_in(layout.clone())?;
-        if repo.config.version < format::FORMAT_VERSION {
+        let version = format::version_for(layout.codec().is_sealed());
+        if repo.config.version < version {
             // Before anything of the new format is written: an older popbackup must refuse the
             // repository from then on, not misread it.
             let mut config = repo.config.clone();
-            config.version = format::FORMAT_VERSION;
-            write_json(&layout, FileKind::Config, &config)?;
+            config.version = version;
+            write_config(&layout, &config)?;
             repo.config = config;
         }
         let unindexed = std::mem::take(&mut repo.unindexed);
@@ -246,19 +258,21 @@ impl RepoWriter {
         (self.repo.index.len() + self.pack.as_ref().map_or(0, |p| p.entries().len())) as u64
     }
 
-    /// True if the message is stored already (committed or written in this session), and not
-    /// known damaged.
+    /// True if the message with SHA-256 `hash` is stored already (committed or written in
+    /// this session), and not known damaged.
     pub fn contains(&self, hash: &MessageHash) -> bool {
-        (self.repo.index.contains(hash) && !self.damaged.contains(hash))
-            || self.pack.as_ref().is_some_and(|p| p.contains(hash))
+        let name = self.repo.stored_name(hash);
+        (self.repo.index.contains(&name) && !self.damaged.contains(&name))
+            || self.pack.as_ref().is_some_and(|p| p.contains(&name))
     }
 
-    /// Messages known damaged (by the last verify) that this session has not stored again.
-    pub fn is_damaged(&self, hash: &MessageHash) -> bool {
-        self.damaged.contains(hash)
+    /// Messages known damaged (by the last verify) that this session has not stored again,
+    /// by the name they are stored under.
+    pub fn is_damaged(&self, name: &MessageHash) -> bool {
+        self.damaged.contains(name)
     }
 
-    /// Messages this session stored again in place of a damaged copy.
+    /// Messages this session stored again in place of a damaged copy, by stored name.
     pub fn healed(&self) -> &[MessageHash] {
         &self.healed
     }
@@ -296,7 +310,7 @@ impl RepoWriter {
         let tmp = self.repo.layout.backend().scratch();
         if self.pack.is_none() {
             self.pack = Some(
-                PackWriter::new(&tmp, level)
+                PackWriter::new(&tmp, level, self.repo.layout.codec().clone())
                     .map_err(RepoError::io("cannot create a pack in", &tmp))?,
             );
         }
@@ -364,13 +378,15 @@ impl RepoWriter {
         let tmp = self.repo.layout.backend().scratch();
         let entry = self
             .open_pack()?
-            .append(hash, &frame.bytes, dict, frame.checked)
+            .append_frame(&hash, &frame.bytes, dict, frame.checked)
             .map_err(RepoError::io("cannot write a pack in", &tmp))?;
         if let Some(samples) = &mut self.samples
             && bytes.len() <= DICTIONARY_MAX_MESSAGE
             && samples.bytes.len() < TRAIN_AFTER_BYTES
         {
-            samples.at.insert(hash, (samples.bytes.len(), bytes.len()));
+            samples
+                .at
+                .insert(entry.hash, (samples.bytes.len(), bytes.len()));
             samples.bytes.extend_from_slice(bytes);
             samples.sizes.push(bytes.len());
             if samples.sizes.len() >= TRAIN_AFTER_MESSAGES
@@ -380,7 +396,7 @@ impl RepoWriter {
             }
         }
         self.pack_written()?;
-        Ok(Stored::New(entry, raw_len))
+        Ok(Stored::New(hash, entry, raw_len))
     }
 
     /// Makes a zstd dictionary from the sampled small messages, stores it as the repository's
@@ -470,10 +486,22 @@ impl RepoWriter {
         let mut frames = Vec::with_capacity(entries.len());
         for e in &entries {
             let frame = match samples.at.get(&e.hash) {
-                Some(&(start, len)) if e.dict != Some(hash) => (
-                    self.compress(&samples.bytes[start..start + len], Some(hash), level)?,
-                    Some(hash),
-                ),
+                Some(&(start, len)) if e.dict != Some(hash) => {
+                    let sample = &samples.bytes[start..start + len];
+                    let frame = self.compress(sample, Some(hash), level)?;
+                    let stored = self
+                        .repo
+                        .layout
+                        .codec()
+                        .seal(FRAME_CONTEXT, &frame.bytes)
+                        .map_err(RepoError::io("cannot seal a frame in", &tmp))?
+                        .into_owned();
+                    let frame = Frame {
+                        bytes: stored,
+                        checked: frame.checked,
+                    };
+                    (frame, Some(hash))
+                }
                 // Copied from the file: checked when the pack is read back at the end.
                 _ => (
                     Frame {
@@ -487,7 +515,8 @@ impl RepoWriter {
             };
             frames.push(frame);
         }
-        let mut new = PackWriter::new(&tmp, level).map_err(io_err)?;
+        let mut new =
+            PackWriter::new(&tmp, level, self.repo.layout.codec().clone()).map_err(io_err)?;
         for (e, (frame, dict)) in entries.iter().zip(frames) {
             new.append(e.hash, &frame.bytes, dict, frame.checked)
                 .map_err(RepoError::io("cannot write a pack in", &tmp))?;
@@ -501,7 +530,7 @@ impl RepoWriter {
     fn dictionary_checked(&mut self, messages: u64) -> Result<(), RepoError> {
         let mut config = self.repo.config.clone();
         config.compression.dictionary_messages = messages;
-        write_json(&self.repo.layout, FileKind::Config, &config)?;
+        write_config(&self.repo.layout, &config)?;
         self.repo.config = config;
         Ok(())
     }
@@ -621,7 +650,7 @@ impl RepoWriter {
         let mut config = self.repo.config.clone();
         config.compression.dictionary = Some(hash);
         config.compression.dictionary_messages = messages;
-        write_json(&self.repo.layout, FileKind::Config, &config)?;
+        write_config(&self.repo.layout, &config)?;
         self.repo.config = config;
         Ok(hash)
     }
@@ -693,20 +722,21 @@ impl RepoWriter {
         let tmp = self.repo.layout.backend().scratch();
         let entry = self
             .open_pack()?
-            .append(hash, &frame.bytes, plan.dict, frame.checked)
+            .append_frame(&hash, &frame.bytes, plan.dict, frame.checked)
             .map_err(RepoError::io("cannot write a pack in", &tmp))?;
         self.pack_written()?;
-        Ok(Stored::New(entry, raw_len))
+        Ok(Stored::New(hash, entry, raw_len))
     }
 
     /// Where a stored message is. Messages in the pack still being written are not there yet:
     /// their location is known after the next `flush`, `checkpoint` or `commit`. A message
     /// known damaged has none until it is stored again.
     pub fn location(&self, hash: &MessageHash) -> Option<Location> {
-        if self.damaged.contains(hash) {
+        let name = self.repo.stored_name(hash);
+        if self.damaged.contains(&name) {
             return None;
         }
-        self.repo.index.get(hash)
+        self.repo.index.get(&name)
     }
 
     fn finish_pack(&mut self) -> Result<(), RepoError> {
@@ -807,7 +837,7 @@ impl RepoWriter {
         let mut out = compressed::Writer::new(64 << 10).map_err(|e| cannot(&e))?;
         serde_json::to_writer(&mut out, &file).map_err(|e| cannot(&e))?;
         let bytes = out.finish().map_err(|e| cannot(&e))?;
-        let name = id::to_hex(&pack::hash_reader(&bytes[..]).unwrap_or_default());
+        let name = id::to_hex(&self.repo.layout.codec().content_name(&bytes));
         self.repo.layout.write(FileKind::Index, &name, &bytes)?;
         Ok(name)
     }
@@ -1076,7 +1106,7 @@ impl RepoWriter {
         let Some(hash) = &record.sha256 else {
             return Ok(None);
         };
-        match self.repo.index.get(hash) {
+        match self.repo.index.get(&self.repo.stored_name(hash)) {
             Some(l) => Ok(Some(l)),
             None => Err(RepoError::Invalid(format!(
                 "manifest {snapshot} refers to message {hash}, which is not stored"

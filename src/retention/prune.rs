@@ -82,6 +82,7 @@ pub fn plan_prune(repo: &Repository, max_unused_percent: f64) -> Result<PrunePla
             check.damaged_snapshots.len()
         )));
     }
+    // By the names messages are stored under, which pack tables list.
     let mut referenced: HashSet<MessageHash> = HashSet::new();
     let mut named_records: HashSet<RecordsId> = HashSet::new();
     for id in repo.snapshots()? {
@@ -93,10 +94,17 @@ pub fn plan_prune(repo: &Repository, max_unused_percent: f64) -> Result<PrunePla
                 .iter()
                 .flat_map(|list| list.0.iter().copied()),
         );
-        repo.for_each_record(&mut manifest, |r| referenced.extend(r.sha256))?;
+        repo.for_each_record(&mut manifest, |r| {
+            referenced.extend(r.sha256.map(|h| repo.stored_name(&h)))
+        })?;
     }
     for checkpoint in repo.checkpoints()? {
-        referenced.extend(checkpoint.messages.iter().filter_map(|r| r.sha256));
+        referenced.extend(
+            checkpoint
+                .messages
+                .iter()
+                .filter_map(|r| r.sha256.map(|h| repo.stored_name(&h))),
+        );
         // The run it belongs to resumes from these files.
         named_records.extend(checkpoint.records.into_iter().flat_map(|list| list.0));
     }
@@ -117,7 +125,7 @@ pub fn plan_prune(repo: &Repository, max_unused_percent: f64) -> Result<PrunePla
         let used: Vec<PackEntry> = entries
             .iter()
             .filter(|e| referenced.contains(&e.hash))
-            .filter(|e| repo.location(&e.hash).is_some_and(|l| l.pack == id))
+            .filter(|e| repo.index().get(&e.hash).is_some_and(|l| l.pack == id))
             .copied()
             .collect();
         let bytes: u64 = entries.iter().map(|e| e.length).sum();

@@ -721,7 +721,7 @@ impl AccountRun<'_> {
 /// Counts a stored message.
 fn count_stored(report: &mut AccountReport, stored: Stored) {
     match stored {
-        Stored::New(entry, _) => {
+        Stored::New(_, entry, _) => {
             report.new_messages += 1;
             report.bytes_written += entry.length;
         }

@@ -103,7 +103,13 @@ mod tests {
         crate::repo::Repository::init(&path).unwrap();
         // A file where the index directory belongs: opening fails in the background.
         crate::repo::break_index_for_tests(&path);
-        let opening = RepoWriter::open_in_background(&path, "test", |_| {}).unwrap();
+        let opening = RepoWriter::open_in_background(
+            &path,
+            "test",
+            &crate::repo::RepoPassword::none(),
+            |_| {},
+        )
+        .unwrap();
         let shared = Opening::new(opening);
         let first = shared.writer().err().map(|e| (e.to_string(), e.kind()));
         let second = shared.writer().err().map(|e| (e.to_string(), e.kind()));

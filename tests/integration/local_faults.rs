@@ -257,11 +257,11 @@ fn a_newer_format_is_refused_by_every_command_and_left_alone() {
     let path = dir.path().join("repo");
     Repository::init(&path).unwrap();
     let config = path.join("config.json");
-    use popbackup::repo::format::FORMAT_VERSION;
+    use popbackup::repo::format::{FORMAT_VERSION, PLAIN_FORMAT_VERSION};
     let v = |n: u32| format!("\"version\": {n}");
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace(&v(FORMAT_VERSION), &v(FORMAT_VERSION + 1));
+        .replace(&v(PLAIN_FORMAT_VERSION), &v(FORMAT_VERSION + 1));
     std::fs::write(&config, &text).unwrap();
     let before = contents(&path);
     for args in [

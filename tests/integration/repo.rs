@@ -312,11 +312,11 @@ fn a_newer_format_is_refused_with_advice() {
     let dir = tempfile::tempdir().unwrap();
     Repository::init(dir.path()).unwrap();
     let config = dir.path().join("config.json");
-    use popbackup::repo::format::FORMAT_VERSION;
+    use popbackup::repo::format::PLAIN_FORMAT_VERSION;
     let v = |n: u32| format!("\"version\": {n}");
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace(&v(FORMAT_VERSION), &v(99));
+        .replace(&v(PLAIN_FORMAT_VERSION), &v(99));
     std::fs::write(&config, text).unwrap();
     let err = Repository::open(dir.path()).unwrap_err();
     assert!(
@@ -1071,7 +1071,7 @@ fn a_nightly_snapshot_adds_only_the_runs_that_changed() {
 /// writes, so that a popbackup of format 4 then refuses it instead of misreading it.
 #[test]
 fn a_format_4_repository_is_read_and_upgraded() {
-    use popbackup::repo::format::FORMAT_VERSION;
+    use popbackup::repo::format::PLAIN_FORMAT_VERSION;
     let dir = tempfile::tempdir().unwrap();
     let mut writer = Repository::init(dir.path()).unwrap().lock("test").unwrap();
     let messages = numbered_messages(600);
@@ -1109,8 +1109,12 @@ fn a_format_4_repository_is_read_and_upgraded() {
     let config_path = root.join("config.json");
     let v = |n: u32| format!("\"version\": {n}");
     let config = std::fs::read_to_string(&config_path).unwrap();
-    assert!(config.contains(&v(FORMAT_VERSION)), "{config}");
-    std::fs::write(&config_path, config.replace(&v(FORMAT_VERSION), &v(4))).unwrap();
+    assert!(config.contains(&v(PLAIN_FORMAT_VERSION)), "{config}");
+    std::fs::write(
+        &config_path,
+        config.replace(&v(PLAIN_FORMAT_VERSION), &v(4)),
+    )
+    .unwrap();
 
     let repo = Repository::open(root).unwrap();
     assert_eq!(repo.manifest(&old.id).unwrap().messages, old.messages);
@@ -1122,7 +1126,7 @@ fn a_format_4_repository_is_read_and_upgraded() {
     assert!(verify(&repo, popbackup::verify::DataCheck::Quick).clean);
     let mut writer = repo.lock("test").unwrap();
     let config = std::fs::read_to_string(&config_path).unwrap();
-    assert!(config.contains(&v(FORMAT_VERSION)), "{config}");
+    assert!(config.contains(&v(PLAIN_FORMAT_VERSION)), "{config}");
     let new = manifest_for(writer.repo(), "a", &stored[..10]);
     writer.commit(&new).unwrap();
     let repo = writer.finish().unwrap();
