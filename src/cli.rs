@@ -14,6 +14,7 @@ pub mod exit;
 mod import;
 mod init;
 mod inventory;
+mod key;
 mod restore;
 mod retention;
 mod serve;
@@ -53,7 +54,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a repository (and a commented sample config if none exists)
-    Init,
+    Init(init::InitArgs),
     /// Back up accounts: download what is new and record the whole server inventory
     Snapshot {
         /// Accounts to back up [default: all configured accounts]
@@ -107,6 +108,9 @@ pub enum Command {
     Forget(retention::ForgetArgs),
     /// Remove data that no snapshot refers to
     Prune(retention::PruneArgs),
+    /// Manage an encrypted repository's passwords
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Print a shell completion script (e.g. `popbackup completions bash > ~/.local/share/bash-completion/completions/popbackup`)
     Completions {
         /// The shell
@@ -121,7 +125,7 @@ impl Command {
     #[cfg(test)]
     fn name(&self) -> &'static str {
         match self {
-            Command::Init => "init",
+            Command::Init(_) => "init",
             Command::Snapshot { .. } => "snapshot",
             Command::Inventory { .. } => "inventory",
             Command::Import { .. } => "import",
@@ -133,6 +137,7 @@ impl Command {
             Command::Verify(_) => "verify",
             Command::Forget(_) => "forget",
             Command::Prune(_) => "prune",
+            Command::Key(_) => "key",
             Command::Completions { .. } => "completions",
             Command::Man => "man",
         }
@@ -223,7 +228,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let result = match &cli.command {
-        Command::Init => init::run(global, &config_path, &mut out),
+        Command::Init(args) => init::run(args, global, &config_path, &mut out),
+        Command::Key(command) => open_repo(global, &config_path)
+            .and_then(|repo| key::run(repo, command, global, &mut out)),
         Command::Snapshots { account } => open_repo(global, &config_path)
             .and_then(|repo| browse::snapshots(&repo, account.as_deref(), global.json, &mut out)),
         Command::Ls(args) => open_repo(global, &config_path)

@@ -40,7 +40,7 @@ pub use error::RepoError;
 pub use format::RepoConfig;
 pub use id::{DictHash, ListingDigest, MessageHash, PackId, RecordsId, RepoId, SnapshotId};
 pub use index::{Index, IndexFile, IndexedPack, Location};
-pub use keys::RepoPassword;
+pub use keys::{KeyEntry, RepoPassword};
 pub(crate) use layout::Layout;
 pub use location::{RepoLocation, S3Location, S3Secret, S3Url};
 pub use lock::{LockInfo, RepoLock};
@@ -133,17 +133,10 @@ impl Repository {
             None => layout,
             Some((password, kdf)) => {
                 let master = crypto::MasterKey::generate()?;
-                let file = crypto::KeyFile::wrap(
-                    &master,
-                    password,
-                    kdf,
-                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    lock::host_name(),
-                    std::env::var("USER").unwrap_or_default(),
-                )?;
+                let file = keys::wrap(&master, password, kdf)?;
                 // The key first: `config.json` is what makes the place a repository.
-                keys::add(&layout, &file)?;
-                layout.with_codec(codec::Codec::Sealed(std::sync::Arc::new(master)))
+                let id = keys::add(&layout, &file)?;
+                layout.with_codec(codec::Codec::Sealed(std::sync::Arc::new(master)), &id)
             }
         };
         let encrypted = layout.codec().is_sealed();
@@ -174,6 +167,14 @@ impl Repository {
     /// Whether the repository is encrypted.
     pub fn is_encrypted(&self) -> bool {
         self.layout.codec().is_sealed()
+    }
+
+    /// An encrypted repository's key files, by id, and the id of the one that opened it.
+    pub fn keys(&self) -> Result<(Vec<KeyEntry>, Option<String>), RepoError> {
+        Ok((
+            keys::list(&self.layout)?,
+            self.layout.key_file().map(str::to_string),
+        ))
     }
 
     /// The name the message with SHA-256 `hash` is stored under: what pack tables and the
@@ -804,8 +805,8 @@ pub(crate) fn unlock(layout: Layout, password: &RepoPassword) -> Result<Layout, 
         Ok(None) => return Err(RepoError::PasswordNeeded { path }),
         Err(e) => return Err(RepoError::PasswordUnavailable(e)),
     };
-    let (_, master) = keys::open(&layout, password)?;
-    Ok(layout.with_codec(codec::Codec::Sealed(std::sync::Arc::new(master))))
+    let (id, master) = keys::open(&layout, password)?;
+    Ok(layout.with_codec(codec::Codec::Sealed(std::sync::Arc::new(master)), &id))
 }
 
 /// `config.json` before the key is open.

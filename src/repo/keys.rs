@@ -71,6 +71,23 @@ pub struct KeyEntry {
     pub file: KeyFile,
 }
 
+/// A new key file for `master`, opened by `password` (its key derived at `kdf`'s cost),
+/// saying when, where and by whom it was made.
+pub(crate) fn wrap(
+    master: &MasterKey,
+    password: &[u8],
+    kdf: super::crypto::KdfParams,
+) -> Result<KeyFile, RepoError> {
+    Ok(KeyFile::wrap(
+        master,
+        password,
+        kdf,
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        super::lock::host_name(),
+        std::env::var("USER").unwrap_or_default(),
+    )?)
+}
+
 /// Publishes `file` under `keys/` and returns its id.
 pub(crate) fn add(layout: &Layout, file: &KeyFile) -> Result<String, RepoError> {
     let bytes = file.to_bytes();

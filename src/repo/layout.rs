@@ -37,8 +37,17 @@ pub const RECORDS: &str = "records";
 pub const KEYS: &str = "keys";
 pub const TMP: &str = "tmp";
 
-/// The directories `init` creates.
-pub const DIRECTORIES: [&str; 7] = [PACKS, INDEX, SNAPSHOTS, RECORDS, CHECKPOINTS, DICTS, TMP];
+/// The directories `init` creates (`keys/` stays empty in a plain repository).
+pub const DIRECTORIES: [&str; 8] = [
+    PACKS,
+    INDEX,
+    SNAPSHOTS,
+    RECORDS,
+    CHECKPOINTS,
+    DICTS,
+    KEYS,
+    TMP,
+];
 
 pub const PACK_SUFFIX: &str = ".tar";
 /// Manifests and index files: JSON compressed with zstd (see `compressed`).
@@ -57,6 +66,8 @@ pub struct Layout {
     location: RepoLocation,
     backend: Arc<dyn Backend>,
     codec: Codec,
+    /// The key file that opened an encrypted repository.
+    key_file: Option<Arc<str>>,
 }
 
 impl Layout {
@@ -66,6 +77,7 @@ impl Layout {
             backend: location.backend()?,
             location: location.clone(),
             codec: Codec::Plain,
+            key_file: None,
         })
     }
 
@@ -76,6 +88,7 @@ impl Layout {
             location,
             backend,
             codec: Codec::Plain,
+            key_file: None,
         }
     }
 
@@ -87,13 +100,20 @@ impl Layout {
             backend: Arc::new(super::backend::LocalBackend::new(root.clone())),
             location: RepoLocation::Local(root),
             codec: Codec::Plain,
+            key_file: None,
         }
     }
 
-    /// The same files, stored with `codec`.
-    pub(super) fn with_codec(mut self, codec: Codec) -> Layout {
+    /// The same files, stored with `codec`, which the key file `key_file` opened.
+    pub(super) fn with_codec(mut self, codec: Codec, key_file: &str) -> Layout {
         self.codec = codec;
+        self.key_file = Some(key_file.into());
         self
+    }
+
+    /// The id of the key file that opened the repository, when it is encrypted.
+    pub(super) fn key_file(&self) -> Option<&str> {
+        self.key_file.as_deref()
     }
 
     /// How the files are stored.

@@ -973,6 +973,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // damages the pack in place, on purpose
     fn a_pack_is_a_tar_of_frames_and_a_table_plain_or_sealed() {
         let key = std::sync::Arc::new(super::super::crypto::MasterKey::generate().unwrap());
         for codec in [Codec::Plain, Codec::Sealed(key)] {

@@ -1114,6 +1114,38 @@ impl RepoWriter {
         }
     }
 
+    /// Adds a key file that opens the repository with `password` (its key derived with
+    /// Argon2id at `kdf`'s cost) and returns its id. Under the lock, like every change: two
+    /// `key remove` at once must not remove the last two keys.
+    pub fn add_key(
+        &mut self,
+        password: &[u8],
+        kdf: super::crypto::KdfParams,
+    ) -> Result<String, RepoError> {
+        let super::codec::Codec::Sealed(master) = self.repo.layout.codec() else {
+            return Err(RepoError::Invalid(
+                "the repository is not encrypted: it has no keys (create an encrypted one with \
+                 `popbackup init --encrypt`)"
+                    .into(),
+            ));
+        };
+        let file = super::keys::wrap(master, password, kdf)?;
+        self.ensure_locked()?;
+        super::keys::add(&self.repo.layout, &file)
+    }
+
+    /// Removes the key file `id` (or the one a unique prefix names), never the last one;
+    /// returns its full id.
+    pub fn remove_key(&mut self, id: &str) -> Result<String, RepoError> {
+        if !self.repo.is_encrypted() {
+            return Err(RepoError::Invalid(
+                "the repository is not encrypted: it has no keys".into(),
+            ));
+        }
+        self.ensure_locked()?;
+        super::keys::remove(&self.repo.layout, id)
+    }
+
     /// Replaces the verification record (crash-safely).
     pub fn record_verified(&mut self, state: &VerifiedState) -> Result<(), RepoError> {
         write_json(&self.repo.layout, FileKind::Verified, state)

@@ -5,6 +5,7 @@
 mod support;
 
 mod cli;
+mod encryption;
 mod fuzz_regressions;
 mod heal;
 mod hostile;

@@ -14,30 +14,12 @@ use serde_json::Value;
 
 use crate::snapshot::{Setup, counter, stderr};
 use crate::snapshot_kill::SlowMailbox;
-use crate::support::corpus_messages;
 use crate::support::dovecot::{Dovecot, dovecot_retr_bytes};
 use crate::support::store::{Garage, TestRepo};
+use crate::support::{corpus_messages, large_message};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A message of about `size` bytes of varied text, which zstd cannot shrink much: a pack
-/// larger than one upload part.
-fn large_message(size: usize) -> Vec<u8> {
-    let mut out = b"From: big@example.org\nSubject: a large attachment\n\n".to_vec();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    while out.len() < size {
-        for _ in 0..76 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            out.push(alphabet[(x % 64) as usize]);
-        }
-        out.push(b'\n');
-    }
-    out
 }
 
 #[test]

@@ -122,7 +122,21 @@ impl Setup {
             location,
             users: accounts.iter().map(|(_, u)| u.to_string()).collect(),
         };
-        let out = setup.run(&["init"]);
+        // An encrypted repository's password is in REPO_PW (see `command`), its key made
+        // quick to derive: the tests are about the repository, not Argon2id.
+        let init: &[&str] = if extra.contains("repository_password") {
+            &[
+                "init",
+                "--encrypt",
+                "--kdf-memory",
+                "1MiB",
+                "--kdf-iterations",
+                "1",
+            ]
+        } else {
+            &["init"]
+        };
+        let out = setup.run(init);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         setup
     }
@@ -133,7 +147,8 @@ impl Setup {
             .arg("--config")
             .arg(&self.config)
             .args(args)
-            .env("XDG_CONFIG_HOME", self.dir.path());
+            .env("XDG_CONFIG_HOME", self.dir.path())
+            .env("REPO_PW", REPO_PASSWORD);
         for user in &self.users {
             command.env(format!("PW_{}", user.to_uppercase()), format!("pw-{user}"));
         }
@@ -160,6 +175,9 @@ impl Setup {
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
     }
 }
+
+/// The password of a [`Setup`]'s encrypted repository: `repository_password_env = "REPO_PW"`.
+pub const REPO_PASSWORD: &str = "correct horse battery staple";
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

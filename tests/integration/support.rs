@@ -93,3 +93,21 @@ pub fn manifest(
         messages,
     }
 }
+
+/// A message of about `size` bytes of varied text, which zstd cannot shrink much: a pack
+/// larger than one upload part.
+pub fn large_message(size: usize) -> Vec<u8> {
+    let mut out = b"From: big@example.org\nSubject: a large attachment\n\n".to_vec();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    while out.len() < size {
+        for _ in 0..76 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.push(alphabet[(x % 64) as usize]);
+        }
+        out.push(b'\n');
+    }
+    out
+}

@@ -1,0 +1,331 @@
+//! Encrypted repositories (`init --encrypt`): every command on local disk and in a bucket,
+//! nothing of the mail to be found in any file, a flipped byte in any file named by verify
+//! and never restored, a wrong or missing password refused with nothing changed, and the
+//! key commands.
+//!
+//! Dovecot users: u54 (local) and u55 (bucket) for the round trip, u56 and u57 for the scan
+//! (encrypted and its plain control), u58 for the flipped bytes, u59 for the passwords.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use base64::Engine as _;
+use popbackup::repo::MessageHash;
+use serde_json::Value;
+
+use crate::snapshot::{REPO_PASSWORD, Setup, stderr};
+use crate::support::dovecot::{Dovecot, dovecot_retr_bytes};
+use crate::support::store::on_every_backend;
+use crate::support::{corpus_messages, large_message};
+
+/// The configuration line that makes [`Setup`] create an encrypted repository.
+const ENCRYPTED: &str = "repository_password_env = \"REPO_PW\"\n";
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn run(command: &mut Command, code: i32) -> Output {
+    let out = command.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{command:?}\nstdout: {}\nstderr: {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+/// Every file under `dir` and its bytes, by path relative to `dir`.
+fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let bytes = std::fs::read(e.path()).unwrap();
+            (e.path().strip_prefix(dir).unwrap().to_path_buf(), bytes)
+        })
+        .collect()
+}
+
+/// What Dovecot sends of `mail`, by SHA-256.
+fn wire_forms(mail: &[(String, &[u8])]) -> HashMap<MessageHash, Vec<u8>> {
+    mail.iter()
+        .map(|(_, b)| {
+            let wire = dovecot_retr_bytes(b);
+            (MessageHash::of(&wire), wire)
+        })
+        .collect()
+}
+
+on_every_backend! {
+    /// init, two snapshots, ls, cat, restore (byte for byte, read by Python's mailbox),
+    /// verify, forget and prune, and every key command, on an encrypted repository.
+    fn an_encrypted_repository_goes_through_every_command(at: &TestRepo) {
+        let Some(dovecot) = Dovecot::get() else {
+            return;
+        };
+        let Some(corpus) = corpus_messages() else {
+            return;
+        };
+        let user = if at.path().is_some() { "u54" } else { "u55" };
+        // A large message streams into its pack: the sealing writer's path.
+        let big = large_message(20 << 20);
+        let mut mail: Vec<(String, &[u8])> = corpus[..400]
+            .iter()
+            .enumerate()
+            .map(|(i, (_, b))| (format!("{i:05}"), b.as_slice()))
+            .collect();
+        mail.push(("big".into(), &big));
+        dovecot.fill_maildir(user, mail.iter().map(|(n, b)| (n.clone(), *b)));
+        let setup = Setup::on(&dovecot, &[("work", user)], ENCRYPTED, at);
+        let expected = wire_forms(&mail);
+
+        let first = setup.json(&["snapshot"], 0);
+        assert_eq!(first["accounts"][0]["downloaded"], mail.len(), "{first}");
+        let second = setup.json(&["snapshot"], 0);
+        assert_eq!(second["accounts"][0]["downloaded"], 0, "{second}");
+
+        // What the key shows: the headers, and each message by its SHA-256 (or a prefix).
+        let listed = stdout(&run(&mut setup.command(&["ls", "--json"]), 0));
+        assert!(listed.contains("a large attachment"), "{listed}");
+        let big_hash = MessageHash::of(&dovecot_retr_bytes(&big));
+        let cat = run(&mut setup.command(&["cat", &big_hash.to_hex()[..12]]), 0);
+        assert!(cat.stdout == dovecot_retr_bytes(&big), "cat gives the message back");
+
+        // Restore: byte for byte what Dovecot sent, and a Maildir Python reads.
+        let maildir = setup.dir.path().join("restored");
+        let to = format!("maildir:{}", maildir.display());
+        let restored = setup.json(&["restore", "--to", &to], 0);
+        assert_eq!(restored["written"], expected.len(), "{restored}");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(maildir.join("new")).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let wire = popbackup::mail::lf_to_crlf(&bytes);
+            assert!(expected.contains_key(&MessageHash::of(&wire)));
+            seen += 1;
+        }
+        assert_eq!(seen, expected.len());
+        let python = Command::new("python3")
+            .args([
+                "-c",
+                "import mailbox,sys; print(len(mailbox.Maildir(sys.argv[1], create=False)))",
+            ])
+            .arg(&maildir)
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&python).trim(), expected.len().to_string());
+
+        let report = setup.json(&["verify"], 0);
+        assert_eq!(report["clean"], true, "{report}");
+        assert_eq!(report["messages"], expected.len(), "{report}");
+        assert_eq!(report["messages_read"], expected.len(), "{report}");
+        assert_eq!(report["notes"], serde_json::json!([]), "{report}");
+
+        // forget and prune: the rest still verifies and restores.
+        setup.json(&["forget", "--keep-last", "1"], 0);
+        setup.json(&["prune"], 0);
+        let report = setup.json(&["verify"], 0);
+        assert_eq!(report["clean"], true, "{report}");
+        assert_eq!(report["snapshots"], 1);
+
+        // A wrong password: exit 77, and no snapshot (nor a lock) is left.
+        let wrong = run(setup.command(&["snapshot"]).env("REPO_PW", "wrong"), 77);
+        assert!(
+            stderr(&wrong).contains("the repository password does not open any key in keys/"),
+            "{}",
+            stderr(&wrong)
+        );
+        let snapshots = setup.json(&["snapshots"], 0);
+        assert_eq!(snapshots.as_array().unwrap().len(), 1, "{snapshots}");
+
+        // Keys: add one, change it, remove the first; the last one stays.
+        let keys = |password: &str| -> Vec<Value> {
+            let out = run(setup.command(&["key", "list", "--json"]).env("REPO_PW", password), 0);
+            serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+        };
+        let original = keys(REPO_PASSWORD);
+        assert_eq!(original.len(), 1);
+        assert_eq!(original[0]["current"], true);
+        let original = original[0]["id"].as_str().unwrap().to_string();
+        run(
+            setup
+                .command(&["key", "add", "--new-password-env", "NEW_PW", "--kdf-memory", "1MiB"])
+                .env("NEW_PW", "a second password"),
+            0,
+        );
+        assert_eq!(keys("a second password").len(), 2);
+        run(
+            setup
+                .command(&[
+                    "key", "passwd", "--new-password-env", "NEXT_PW", "--kdf-memory", "1MiB",
+                    "--kdf-iterations", "1",
+                ])
+                .env("REPO_PW", "a second password")
+                .env("NEXT_PW", "a third password"),
+            0,
+        );
+        run(setup.command(&["snapshots"]).env("REPO_PW", "a second password"), 77);
+        let now = keys("a third password");
+        assert_eq!(now.len(), 2, "{now:?}");
+        run(
+            setup
+                .command(&["key", "remove", &original[..10]])
+                .env("REPO_PW", "a third password"),
+            0,
+        );
+        run(&mut setup.command(&["snapshots"]), 77);
+        let last = keys("a third password");
+        assert_eq!(last.len(), 1);
+        let refused = run(
+            setup
+                .command(&["key", "remove", last[0]["id"].as_str().unwrap()])
+                .env("REPO_PW", "a third password"),
+            64,
+        );
+        assert!(stderr(&refused).contains("last key"), "{}", stderr(&refused));
+        let out = run(
+            setup.command(&["verify", "--json"]).env("REPO_PW", "a third password"),
+            0,
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["clean"], true, "{report}");
+    }
+}
+
+/// Ways a value can appear in a file: as it is, in hex, and in base64 at each of the three
+/// alignments (the middle of the encoding, which does not depend on the bytes around it).
+fn forms(value: &[u8]) -> Vec<Vec<u8>> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = vec![
+        value.to_vec(),
+        popbackup::repo::id::to_hex(value).into_bytes(),
+        popbackup::repo::id::to_hex(value)
+            .to_uppercase()
+            .into_bytes(),
+    ];
+    for shift in 0..3 {
+        let mut shifted = vec![0u8; shift];
+        shifted.extend_from_slice(value);
+        let encoded = b64.encode(&shifted);
+        let start = if shift == 0 { 0 } else { 4 };
+        let end = encoded.len().saturating_sub(4);
+        if end > start + 8 {
+            out.push(encoded.as_bytes()[start..end].to_vec());
+        }
+    }
+    out
+}
+
+/// The file's bytes, and when it is zstd (a metadata file, the frames of a plain pack) what
+/// it decompresses to as well: a scan that only read compressed bytes would find little even
+/// in a plain repository.
+fn readable_forms(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = vec![bytes.to_vec()];
+    if let Ok(decoded) = zstd::stream::decode_all(bytes) {
+        out.push(decoded);
+    }
+    // A pack: its frames entry, frame by frame as far as they decode without a dictionary.
+    if bytes.len() > 1024 && &bytes[257..262] == b"ustar" {
+        let mut at = 512;
+        while at < bytes.len() {
+            let Ok(size) = zstd::zstd_safe::find_frame_compressed_size(&bytes[at..]) else {
+                break;
+            };
+            if let Ok(decoded) = zstd::stream::decode_all(&bytes[at..at + size]) {
+                out.push(decoded);
+            }
+            at += size;
+        }
+    }
+    out
+}
+
+/// Which of `needles` occur in any form anywhere under `dir`.
+fn found(dir: &Path, needles: &[(String, Vec<u8>)]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let files: Vec<Vec<Vec<u8>>> = contents(dir).values().map(|b| readable_forms(b)).collect();
+    for (what, needle) in needles {
+        let hit = forms(needle).iter().any(|form| {
+            files
+                .iter()
+                .flatten()
+                .any(|bytes| bytes.windows(form.len()).any(|w| w == form.as_slice()))
+        });
+        if hit {
+            hits.push(what.clone());
+        }
+    }
+    hits
+}
+
+/// A header's value (its first line), if it is long enough not to occur by chance.
+fn header(message: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    let head = text.split("\r\n\r\n").next()?;
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    let line = head
+        .split("\r\n")
+        .find(|l| l.to_ascii_lowercase().starts_with(&prefix))?;
+    let value = line[prefix.len()..].trim();
+    (value.len() >= 12).then(|| value.to_string())
+}
+
+/// No Subject, From, Message-ID, UIDL or SHA-256 of the archived mail is in any file of an
+/// encrypted repository, in any form; the same scan finds them in a plain repository of the
+/// same mail (so it can fail).
+#[test]
+fn nothing_of_the_mail_is_found_in_an_encrypted_repository() {
+    let Some(dovecot) = Dovecot::get() else {
+        return;
+    };
+    let Some(corpus) = corpus_messages() else {
+        return;
+    };
+    let mail: Vec<(String, &[u8])> = corpus[..120]
+        .iter()
+        .enumerate()
+        .map(|(i, (_, b))| (format!("{i:05}"), b.as_slice()))
+        .collect();
+    let mut repos = Vec::new();
+    for (user, extra) in [("u56", ENCRYPTED), ("u57", "")] {
+        dovecot.fill_maildir(user, mail.iter().map(|(n, b)| (n.clone(), *b)));
+        let setup = Setup::new(&dovecot, &[("work", user)], extra);
+        setup.json(&["snapshot"], 0);
+        setup.json(&["verify"], 0);
+        repos.push(setup);
+    }
+    let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
+    for (hash, wire) in wire_forms(&mail) {
+        needles.push((format!("sha256 {hash}"), hash.0.to_vec()));
+        for name in ["Subject", "From", "Message-ID"] {
+            if let Some(value) = header(&wire, name) {
+                needles.push((format!("{name} {value}"), value.into_bytes()));
+            }
+        }
+    }
+    let listed = repos[0].json(&["ls"], 0);
+    let records = listed[0]["messages"].as_array().unwrap();
+    assert_eq!(records.len(), mail.len(), "{listed}");
+    for record in records {
+        let uidl = record["uidl"].as_str().unwrap();
+        needles.push((format!("UIDL {uidl}"), uidl.as_bytes().to_vec()));
+    }
+    assert!(needles.len() > 400, "{} needles", needles.len());
+
+    let encrypted = found(&repos[0].repo, &needles);
+    assert!(
+        encrypted.is_empty(),
+        "found in the encrypted repository: {encrypted:?}"
+    );
+    let plain = found(&repos[1].repo, &needles);
+    for kind in ["sha256", "Subject", "From", "Message-ID", "UIDL"] {
+        assert!(
+            plain.iter().any(|w| w.starts_with(kind)),
+            "the scan finds no {kind} even in a plain repository: {plain:?}"
+        );
+    }
+}
