@@ -401,7 +401,8 @@ pub fn mbox_import(data: &[u8]) {
 /// Any bytes as a key file and as a sealed object (`repo::crypto`): a key file is parsed or
 /// refused (and one with small costs tried with a password), never a panic or an unbounded
 /// allocation; bytes nobody sealed never open; what is sealed opens to itself, and with one
-/// byte changed, or its length misstated, does not. The first byte, when odd, pads the input
+/// byte changed, or its length misstated, does not; sealed as it is written, in pieces, it is
+/// the same format. The first byte, when odd, pads the input
 /// past a segment so that multi-segment objects are sealed too.
 pub fn sealed_objects(data: &[u8]) {
     use popbackup::repo::crypto::{KeyFile, MasterKey, SEGMENT};
@@ -422,6 +423,15 @@ pub fn sealed_objects(data: &[u8]) {
     }
     let sealed = key.seal("fuzz", &plain).expect("sealing");
     assert_eq!(key.open("fuzz", &sealed).expect("own seal opens"), plain);
+    // Sealed as it is written, in pieces the input decides: the same format.
+    let piece = 1 + usize::from(data.get(1).copied().unwrap_or(0)) * 97;
+    let mut sealer = key.sealer("fuzz", Vec::new()).expect("random bytes");
+    for part in plain.chunks(piece) {
+        std::io::Write::write_all(&mut sealer, part).expect("sealing into memory");
+    }
+    let streamed = sealer.finish().expect("sealing into memory");
+    assert_eq!(streamed.len(), sealed.len());
+    assert_eq!(key.open("fuzz", &streamed).expect("streamed seal opens"), plain);
     assert!(key.open("fuzz2", &sealed).is_err(), "opened under another name");
     let at = data.iter().map(|b| usize::from(*b)).sum::<usize>() % sealed.len();
     let mut changed = sealed.clone();

@@ -161,6 +161,10 @@ pub struct VerifyReport {
     pub damaged_dictionaries: Vec<String>,
     /// The index disagrees with the packs (it is rebuilt from them when its files are removed).
     pub index_problems: Vec<String>,
+    /// Other files that are damaged: the verification record, which this run rewrites (in
+    /// an encrypted repository, a file that does not open was changed by someone without
+    /// the key).
+    pub damaged_files: Vec<String>,
     /// Not damage: index files that cannot be read (the packs are scanned instead), stray
     /// temporary or foreign files, unreadable checkpoints.
     pub notes: Vec<String>,
@@ -303,10 +307,13 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
 
     // What is now known intact: packs read whole without a problem (now or earlier).
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut damaged_files = Vec::new();
     let mut state = repo.verified_state().unwrap_or_else(|e| {
-        notes.push(format!(
-            "the verification record is unreadable and will be rewritten: {e}"
-        ));
+        let text = format!("{e} (the verification record; this run rewrites it)");
+        match e {
+            RepoError::Corrupt { .. } => damaged_files.push(text),
+            _ => notes.push(text),
+        }
         VerifiedState::default()
     });
     state
@@ -671,7 +678,8 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
         && damaged_packs.is_empty()
         && damaged_dictionaries.is_empty()
         && damaged_snapshots.is_empty()
-        && index_problems.is_empty();
+        && index_problems.is_empty()
+        && damaged_files.is_empty();
     Ok(VerifyReport {
         repository: repo.storage().to_string(),
         mode: options.data.describe(),
@@ -689,6 +697,7 @@ pub fn verify(repo: &Repository, options: VerifyOptions) -> Result<VerifyReport,
         damaged_snapshots,
         damaged_dictionaries,
         index_problems,
+        damaged_files,
         notes,
         verified_snapshots,
         verified_state: state,

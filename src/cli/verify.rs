@@ -105,6 +105,9 @@ fn print_human(
     for p in &report.index_problems {
         writeln!(out, "INDEX: {p}")?;
     }
+    for f in &report.damaged_files {
+        writeln!(out, "DAMAGED {f}")?;
+    }
     if quiet && report.clean {
         return Ok(());
     }
@@ -165,12 +168,13 @@ fn print_human(
         writeln!(
             out,
             "DAMAGE FOUND: {} message(s), {} pack(s), {} snapshot(s), {} dictionar(y/ies), {} \
-             index problem(s)",
+             index problem(s), {} other file(s)",
             report.damaged_messages.len(),
             report.damaged_packs.len(),
             report.damaged_snapshots.len(),
             report.damaged_dictionaries.len(),
-            report.index_problems.len()
+            report.index_problems.len(),
+            report.damaged_files.len()
         )?;
         if !report.damaged_messages.is_empty() || !report.damaged_packs.is_empty() {
             writeln!(

@@ -329,3 +329,246 @@ fn nothing_of_the_mail_is_found_in_an_encrypted_repository() {
         );
     }
 }
+
+/// `cp -a` of a repository, to damage a copy.
+fn copy_of(repo: &Path, into: &Path) -> PathBuf {
+    let copy = into.join(format!("copy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(repo)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    copy
+}
+
+/// The one file in `dir` (relative to the repository) whose name ends with `suffix`.
+fn first_file(repo: &Path, dir: &str, suffix: &str) -> PathBuf {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(repo.join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "no {dir}/*{suffix}");
+    names
+        .swap_remove(0)
+        .strip_prefix(repo)
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Where the data of tar entry `name` is in `pack`: offset and length.
+fn tar_entry(pack: &[u8], name: &str) -> (u64, u64) {
+    let mut archive = tar::Archive::new(pack);
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().unwrap().to_string_lossy() == name {
+            return (entry.raw_file_position(), entry.size());
+        }
+    }
+    panic!("no {name} in the pack");
+}
+
+/// One flipped byte in each kind of file of an encrypted repository (a frame, a pack's
+/// table, an index file, a manifest, a records file, the dictionary, `verified.json`, a key
+/// file, `config.json`'s sealed settings): `verify` exits 65 and names it, and a restore
+/// never writes a message that is not byte for byte the one archived.
+#[test]
+fn a_flipped_byte_in_any_file_is_named_and_never_restored() {
+    let Some(dovecot) = Dovecot::get() else {
+        return;
+    };
+    let Some(corpus) = corpus_messages() else {
+        return;
+    };
+    let user = "u58";
+    // Enough small mail for a dictionary.
+    let mail: Vec<(String, &[u8])> = corpus[..360]
+        .iter()
+        .enumerate()
+        .map(|(i, (_, b))| (format!("{i:05}"), b.as_slice()))
+        .collect();
+    dovecot.fill_maildir(user, mail.iter().map(|(n, b)| (n.clone(), *b)));
+    let setup = Setup::new(&dovecot, &[("work", user)], ENCRYPTED);
+    setup.json(&["snapshot"], 0);
+    setup.json(&["verify"], 0);
+    let expected = wire_forms(&mail);
+    let repo = setup.repo.clone();
+
+    let pack = first_file(&repo, "packs", ".tar");
+    let pack_bytes = std::fs::read(repo.join(&pack)).unwrap();
+    let (frames, _) = tar_entry(&pack_bytes, "messages.zst");
+    let (table, table_len) = tar_entry(&pack_bytes, "messages.json.zst");
+    let config = std::fs::read_to_string(repo.join("config.json")).unwrap();
+    let sealed_at = config.find("\"sealed\"").unwrap() + 40;
+    let targets: Vec<(&str, PathBuf, usize)> = vec![
+        ("a frame", pack.clone(), frames as usize + 40),
+        (
+            "a pack's table",
+            pack.clone(),
+            (table + table_len / 2) as usize,
+        ),
+        ("an index file", first_file(&repo, "index", ".json.zst"), 30),
+        (
+            "a manifest",
+            first_file(&repo, "snapshots", ".json.zst"),
+            30,
+        ),
+        (
+            "a records file",
+            first_file(&repo, "records", ".json.zst"),
+            30,
+        ),
+        (
+            "the dictionary",
+            first_file(&repo, "dicts", ".zdict.zst"),
+            30,
+        ),
+        ("verified.json", "verified.json".into(), 30),
+        ("a key file", first_file(&repo, "keys", ".json"), 60),
+        ("config.json", "config.json".into(), sealed_at),
+    ];
+    for (what, file, offset) in targets {
+        let copy = copy_of(&repo, setup.dir.path());
+        let path = copy.join(&file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(offset < bytes.len(), "{what}: {offset} of {}", bytes.len());
+        // A base64 or JSON character stays one (config.json, key file); a binary byte flips.
+        bytes[offset] = match bytes[offset] {
+            b'A'..=b'Y' | b'a'..=b'y' | b'0'..=b'8' => bytes[offset] + 1,
+            b'Z' | b'z' | b'9' => bytes[offset] - 1,
+            other => other ^ 0x01,
+        };
+        std::fs::write(&path, &bytes).unwrap();
+        let repo_arg = copy.to_str().unwrap();
+        let out = setup.run(&["--repo", repo_arg, "verify", "--json"]);
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(65), "{what}: {said}");
+        let stem = file.file_name().unwrap().to_string_lossy();
+        let stem = stem.split('.').next().unwrap();
+        assert!(said.contains(stem), "{what}: {stem} is not named: {said}");
+
+        // Whatever restore writes is exactly what was archived.
+        let maildir = copy.with_extension("restored");
+        let to = format!("maildir:{}", maildir.display());
+        let out = setup.run(&["--repo", repo_arg, "restore", "--to", &to]);
+        let written: Vec<PathBuf> = std::fs::read_dir(maildir.join("new"))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        for file in &written {
+            let wire = popbackup::mail::lf_to_crlf(&std::fs::read(file).unwrap());
+            assert!(
+                expected.contains_key(&MessageHash::of(&wire)),
+                "{what}: {file:?}"
+            );
+        }
+        if what == "a frame" {
+            assert_ne!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+            assert!(written.len() < expected.len(), "{what}");
+        }
+        std::fs::remove_dir_all(&copy).unwrap();
+        let _ = std::fs::remove_dir_all(&maildir);
+    }
+}
+
+/// A wrong password, a missing one and one that cannot be fetched: each command refuses
+/// with its own exit code and says what to do, and no file of the repository changes. A
+/// plain repository never runs the password command.
+#[test]
+fn a_wrong_or_missing_password_changes_nothing() {
+    let Some(dovecot) = Dovecot::get() else {
+        return;
+    };
+    let Some(corpus) = corpus_messages() else {
+        return;
+    };
+    let user = "u59";
+    let mail: Vec<(String, &[u8])> = corpus[..40]
+        .iter()
+        .enumerate()
+        .map(|(i, (_, b))| (format!("{i:05}"), b.as_slice()))
+        .collect();
+    dovecot.fill_maildir(user, mail.iter().map(|(n, b)| (n.clone(), *b)));
+    let setup = Setup::new(&dovecot, &[("work", user)], ENCRYPTED);
+    setup.json(&["snapshot"], 0);
+    let before = contents(&setup.repo);
+    let to = format!("maildir:{}", setup.dir.path().join("out").display());
+    let commands: [&[&str]; 7] = [
+        &["snapshot"],
+        &["verify"],
+        &["restore", "--to", &to],
+        &["forget", "--keep-last", "1"],
+        &["prune"],
+        &["import", "mbox:/dev/null"],
+        &["key", "add", "--new-password-env", "NEW_PW"],
+    ];
+    for args in commands {
+        let out = run(
+            setup
+                .command(args)
+                .env("REPO_PW", "wrong")
+                .env("NEW_PW", "x"),
+            77,
+        );
+        assert!(
+            stderr(&out).contains("does not open any key in keys/"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("wrong"), "the password was shown");
+        let out = run(setup.command(args).env_remove("REPO_PW"), 78);
+        assert!(
+            stderr(&out).contains("REPO_PW"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(!setup.dir.path().join("out").exists());
+    // A configuration without a password names the keys to add.
+    let bare = setup.dir.path().join("bare.toml");
+    std::fs::write(&bare, format!("repository = {:?}\n", setup.repo)).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_popbackup"));
+    command.arg("--config").arg(&bare).arg("snapshots");
+    let out = run(&mut command, 78);
+    assert!(
+        stderr(&out).contains("is an encrypted repository")
+            && stderr(&out).contains("repository_password_file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        contents(&setup.repo),
+        before,
+        "a refused command changed the repository"
+    );
+    let out = setup.json(&["verify"], 0);
+    assert_eq!(out["clean"], true, "{out}");
+
+    // A plain repository: the password command is not run.
+    let marker = setup.dir.path().join("ran");
+    let plain = tempfile::tempdir().unwrap();
+    popbackup::repo::Repository::init(plain.path()).unwrap();
+    let config = plain.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = {:?}\nrepository_password_command = \"touch {}\"\n",
+            plain.path(),
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_popbackup"));
+    command
+        .arg("--config")
+        .arg(&config)
+        .args(["verify", "--json"]);
+    run(&mut command, 0);
+    assert!(
+        !marker.exists(),
+        "the password command ran for a plain repository"
+    );
+}
