@@ -200,7 +200,7 @@ if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
   for box in small mixed huge; do
     u=${user[$box]}
     raw=$(cat "$state/gen/$box"/* | wc -c)
-    pf=(); pp=(); pcpu=(); mcpu=(); fcpu=()
+    pf=(); pp=(); pcpu=(); mcpu=(); fcpu=(); pe=(); pecpu=()
     for i in $(seq "$RUNS"); do
       t=$(POP3_PASSWORD=pw-$u cpu_timed taskset -c 1 "$floor" localhost "$port" implicit "$u" "$ca"); pf+=("${t% *}")
       repo=$state/repo-pinned; cfg=$state/cfg-pinned.toml; rm -rf "$repo"
@@ -208,6 +208,14 @@ if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
         "$repo" "$port" "$u" "$ca" > "$cfg"; chmod 600 "$cfg"
       "$bin" --config "$cfg" init -q
       t=$(PW=pw-$u cpu_timed taskset -c 1 "$bin" --config "$cfg" snapshot -q); pp+=("${t% *}"); pcpu+=("${t#* }")
+      # The same into an encrypted repository. Its key is made cheap to derive: Argon2id's
+      # cost is a fixed one per command (measured on its own below), not encryption's.
+      erepo=$state/repo-pinned-enc; ecfg=$state/cfg-pinned-enc.toml; rm -rf "$erepo"
+      printf 'repository = "%s"\nrepository_password_env = "RPW"\n[accounts.b]\nhost = "localhost"\nport = %s\nuser = "%s"\npassword_env = "PW"\nca_file = "%s"\n' \
+        "$erepo" "$port" "$u" "$ca" > "$ecfg"; chmod 600 "$ecfg"
+      RPW=bench "$bin" --config "$ecfg" init -q --encrypt --kdf-memory 1MiB --kdf-iterations 1
+      t=$(PW=pw-$u RPW=bench cpu_timed taskset -c 1 "$bin" --config "$ecfg" snapshot -q); pe+=("${t% *}"); pecpu+=("${t#* }")
+      if [ "$box" = small ]; then rm -rf "$state/repo-small-enc"; mv "$erepo" "$state/repo-small-enc"; fi
       md=$state/mpop-pinned; rm -rf "$md"; mkdir -p "$md/new" "$md/cur" "$md/tmp"
       sed "s#^delivery maildir .*#delivery maildir $md#; s#^user .*#user $u#; s#^passwordeval .*#passwordeval echo pw-$u#" "$state/mpoprc" > "$state/mpoprc-pinned"
       chmod 600 "$state/mpoprc-pinned"; rm -f "$state/mpop-uidls"
@@ -218,6 +226,8 @@ if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
     done
     F=$(median "${pf[@]}"); P=$(median "${pp[@]}"); C=$(median "${pcpu[@]}")
     row "$box, pinned (Dovecot on CPU 0, the client on CPU 1)" "floor $F s" "popbackup full $P s ($(python3 -c "print(f'{$P/$F:.2f}')")x floor)" "CPU s/GB: popbackup $(per_gb "$C" "$raw") ($C s), mpop $(per_gb "$(median "${mcpu[@]}")" "$raw"), fetchmail $(per_gb "$(median "${fcpu[@]}")" "$raw")" >> "$results"
+    E=$(median "${pe[@]}"); EC=$(median "${pecpu[@]}")
+    row "$box, pinned, encrypted repository" "popbackup full $E s" "$(python3 -c "print(f'{$E/$P:.2f}')")x the plain run's wall time" "CPU $EC s, $(python3 -c "print(f'{$EC/$C:.2f}')")x the plain run's" >> "$results"
     if [ "$box" = small ]; then
       # The reference: the hash and the compression of every message, in the wire form.
       rm -rf "$state/crlf"; mkdir -p "$state/crlf"
@@ -240,6 +250,15 @@ fi
 # verify and restore on the small mailbox's repository.
 repo=$state/repo-small
 t=$(timed "$bin" --repo "$repo" verify -q); vt=${t% *}; vrss=${t#* }
+if [ -d "$state/repo-small-enc" ]; then
+  printf 'repository = "%s"\nrepository_password_env = "RPW"\n' "$state/repo-small-enc" > "$state/cfg-small-enc.toml"
+  t=$(RPW=bench timed "$bin" --config "$state/cfg-small-enc.toml" verify -q); evt=${t% *}
+fi
+# What opening an encrypted repository costs: Argon2id at its defaults, once per command.
+rm -rf "$state/repo-kdf"; printf 'repository = "%s"\nrepository_password_env = "RPW"\n' "$state/repo-kdf" > "$state/cfg-kdf.toml"
+RPW=bench "$bin" --config "$state/cfg-kdf.toml" init -q --encrypt
+t=$(RPW=bench timed "$bin" --config "$state/cfg-kdf.toml" snapshots -q); kdft=${t% *}; kdfrss=${t#* }
+t=$(timed "$bin" --repo "$repo" snapshots -q); plainopen=${t% *}
 tar -C "$state/gen/small" -cf "$state/small.tar" . ; zstd -3 -q -c "$state/small.tar" > "$state/small.tar.zst"
 t=$(timed sh -c "zstd -d -c '$state/small.tar.zst' | sha256sum"); rt=${t% *}
 rawsmall=$(cat "$state/gen/small"/* | wc -c)
@@ -249,6 +268,10 @@ mkdir -p "$state/untar"; t=$(timed tar -C "$state/untar" -xf "$state/small.tar")
 t=$(timed "$bin" --repo "$state/repo-huge" restore -q --to "maildir:$state/restored-huge"); hugerss=${t#* }
 {
   row "verify (small)" "popbackup $vt s ($(python3 -c "print(f'{$rawsmall/$vt/1e6:.0f}')") MB/s), peak RSS $((vrss / 1024)) MiB" "zstd -d \| sha256sum $rt s" "ratio $(python3 -c "print(f'{$vt/$rt:.2f}')")x"
+  if [ -n "${evt:-}" ]; then
+    row "verify (small), encrypted repository" "popbackup $evt s" "$(python3 -c "print(f'{$evt/$vt:.2f}')")x the plain repository's" "zstd -d \| sha256sum ratio $(python3 -c "print(f'{$evt/$rt:.2f}')")x"
+  fi
+  row "opening an encrypted repository (Argon2id 64 MiB, 7 passes)" "popbackup snapshots $kdft s, peak RSS $((kdfrss / 1024)) MiB" "a plain repository $plainopen s" "once per command"
   row "restore (small, 20,000 msgs)" "Maildir $md s ($(python3 -c "print(f'{20000/$md:.0f}')") msgs/s), mbox $mb s ($(python3 -c "print(f'{20000/$mb:.0f}')") msgs/s)" "tar -x $ut s" "peak RSS $((mdrss / 1024)) MiB; huge message restore $((hugerss / 1024)) MiB"
 } >> "$results"
 

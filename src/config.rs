@@ -504,6 +504,7 @@ repository = "{repo}"
 # checkpoint_size = "32 MiB"     # a long first run commits progress this often...
 # checkpoint_interval = "30s"    # ...or this often, whichever comes first
 # verify_before_commit = true    # read each new pack back before committing it
+# repository_password_command = "pass show backup/popbackup"   # for `popbackup init --encrypt`
 
 # For repository = "s3://BUCKET/prefix": the object store (see README, "The repository in a
 # bucket"). Without this table the AWS_* environment variables are used.
