@@ -669,6 +669,30 @@ pipeline_window = 8
     }
 
     #[test]
+    fn the_repository_password_has_one_source_that_other_commands_do_not_see() {
+        let config = parse(
+            "repository_password_env = \"REPO\"\n[accounts.a]\nhost = \"h\"\nuser = \"u\"\n\
+             password_command = \"pass show a\"\n",
+        )
+        .unwrap();
+        let password = config.repository_password.as_ref().unwrap();
+        assert_eq!(password.source, SecretSource::Env("REPO".into()));
+        assert_eq!(config.accounts[0].hidden_env, ["REPO"]);
+        assert!(parse("").unwrap().repository_password.is_none());
+        let err = parse("repository_password_env = \"A\"\nrepository_password_file = \"/p\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("config.toml:2: repository_password_file: give exactly one secret source"),
+            "{err}"
+        );
+        let err = parse("repository_password_env = \"A=b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not its value"), "{err}");
+    }
+
+    #[test]
     fn plaintext_with_explicit_consent() {
         let config = parse(
             "[accounts.lan]\nhost = \"10.0.0.2\"\nuser = \"u\"\npassword_env = \"X\"\n\
