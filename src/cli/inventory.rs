@@ -18,7 +18,10 @@ pub fn run(
     }
     let repo_path = super::configured_location(global, &config)?;
     let account = config.select(&[account.to_string()])?[0];
-    let repo = Repository::open(&repo_path)?;
+    let repo = Repository::open_with(
+        &repo_path,
+        &super::repository_password(config_path, Some(&config)),
+    )?;
     let report = snapshot::inspect(account, &repo, !no_headers)?;
     for w in &report.warnings {
         warn(Some(&report.account), w);
