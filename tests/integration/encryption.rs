@@ -14,6 +14,7 @@ use base64::Engine as _;
 use popbackup::repo::MessageHash;
 use serde_json::Value;
 
+use crate::restore::python_maildir_count;
 use crate::snapshot::{REPO_PASSWORD, Setup, stderr};
 use crate::support::dovecot::{Dovecot, dovecot_retr_bytes};
 use crate::support::store::on_every_backend;
@@ -51,6 +52,25 @@ fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         .collect()
 }
 
+/// The first `count` corpus messages, named for a mailbox.
+fn corpus_mail(corpus: &[(String, Vec<u8>)], count: usize) -> Vec<(String, &[u8])> {
+    corpus[..count.min(corpus.len())]
+        .iter()
+        .enumerate()
+        .map(|(i, (_, b))| (format!("{i:05}"), b.as_slice()))
+        .collect()
+}
+
+/// The SHA-256 of the wire form of each message a restore wrote into `maildir`'s `new/`.
+fn restored_hashes(maildir: &Path) -> Vec<MessageHash> {
+    std::fs::read_dir(maildir.join("new"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .iter()
+        .map(|file| MessageHash::of(&popbackup::mail::lf_to_crlf(&std::fs::read(file).unwrap())))
+        .collect()
+}
+
 /// What Dovecot sends of `mail`, by SHA-256.
 fn wire_forms(mail: &[(String, &[u8])]) -> HashMap<MessageHash, Vec<u8>> {
     mail.iter()
@@ -75,11 +95,7 @@ on_every_backend! {
         let user = if at.path().is_some() { "u54" } else { "u55" };
         // A large message streams into its pack: the sealing writer's path.
         let big = large_message(20 << 20);
-        let mut mail: Vec<(String, &[u8])> = corpus
-            .iter()
-            .enumerate()
-            .map(|(i, (_, b))| (format!("{i:05}"), b.as_slice()))
-            .collect();
+        let mut mail = corpus_mail(&corpus, corpus.len());
         mail.push(("big".into(), &big));
         dovecot.fill_maildir(user, mail.iter().map(|(n, b)| (n.clone(), *b)));
         let setup = Setup::on(&dovecot, &[("work", user)], ENCRYPTED, at);
@@ -105,23 +121,10 @@ on_every_backend! {
         let to = format!("maildir:{}", maildir.display());
         let restored = setup.json(&["restore", "--to", &to], 0);
         assert_eq!(restored["written"], expected.len(), "{restored}");
-        let mut seen = 0;
-        for entry in std::fs::read_dir(maildir.join("new")).unwrap() {
-            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-            let wire = popbackup::mail::lf_to_crlf(&bytes);
-            assert!(expected.contains_key(&MessageHash::of(&wire)));
-            seen += 1;
-        }
-        assert_eq!(seen, expected.len());
-        let python = Command::new("python3")
-            .args([
-                "-c",
-                "import mailbox,sys; print(len(mailbox.Maildir(sys.argv[1], create=False)))",
-            ])
-            .arg(&maildir)
-            .output()
-            .unwrap();
-        assert_eq!(stdout(&python).trim(), expected.len().to_string());
+        let seen = restored_hashes(&maildir);
+        assert!(seen.iter().all(|h| expected.contains_key(h)));
+        assert_eq!(seen.len(), expected.len());
+        assert_eq!(python_maildir_count(&maildir), expected.len());
 
         let report = setup.json(&["verify"], 0);
         assert_eq!(report["clean"], true, "{report}");
@@ -289,11 +292,7 @@ fn nothing_of_the_mail_is_found_in_an_encrypted_repository() {
     let Some(corpus) = corpus_messages() else {
         return;
     };
-    let mail: Vec<(String, &[u8])> = corpus[..120]
-        .iter()
-        .enumerate()
-        .map(|(i, (_, b))| (format!("{i:05}"), b.as_slice()))
-        .collect();
+    let mail = corpus_mail(&corpus, 120);
     let mut repos = Vec::new();
     for (user, extra) in [("u56", ENCRYPTED), ("u57", "")] {
         dovecot.fill_maildir(user, mail.iter().map(|(n, b)| (n.clone(), *b)));
@@ -390,11 +389,7 @@ fn a_flipped_byte_in_any_file_is_named_and_never_restored() {
     };
     let user = "u58";
     // Enough small mail for a dictionary.
-    let mail: Vec<(String, &[u8])> = corpus[..360]
-        .iter()
-        .enumerate()
-        .map(|(i, (_, b))| (format!("{i:05}"), b.as_slice()))
-        .collect();
+    let mail = corpus_mail(&corpus, 360);
     dovecot.fill_maildir(user, mail.iter().map(|(n, b)| (n.clone(), *b)));
     let setup = Setup::new(&dovecot, &[("work", user)], ENCRYPTED);
     setup.json(&["snapshot"], 0);
@@ -459,15 +454,9 @@ fn a_flipped_byte_in_any_file_is_named_and_never_restored() {
         let maildir = copy.with_extension("restored");
         let to = format!("maildir:{}", maildir.display());
         let out = setup.run(&["--repo", repo_arg, "restore", "--to", &to]);
-        let written: Vec<PathBuf> = std::fs::read_dir(maildir.join("new"))
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        for file in &written {
-            let wire = popbackup::mail::lf_to_crlf(&std::fs::read(file).unwrap());
-            assert!(
-                expected.contains_key(&MessageHash::of(&wire)),
-                "{what}: {file:?}"
-            );
+        let written = restored_hashes(&maildir);
+        for hash in &written {
+            assert!(expected.contains_key(hash), "{what}: {hash}");
         }
         if what == "a frame" {
             assert_ne!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
@@ -490,11 +479,7 @@ fn a_wrong_or_missing_password_changes_nothing() {
         return;
     };
     let user = "u59";
-    let mail: Vec<(String, &[u8])> = corpus[..40]
-        .iter()
-        .enumerate()
-        .map(|(i, (_, b))| (format!("{i:05}"), b.as_slice()))
-        .collect();
+    let mail = corpus_mail(&corpus, 40);
     dovecot.fill_maildir(user, mail.iter().map(|(n, b)| (n.clone(), *b)));
     let setup = Setup::new(&dovecot, &[("work", user)], ENCRYPTED);
     setup.json(&["snapshot"], 0);

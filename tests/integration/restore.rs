@@ -49,7 +49,7 @@ for key in box.iterkeys():
         .collect()
 }
 
-fn python_maildir_count(path: &Path) -> usize {
+pub fn python_maildir_count(path: &Path) -> usize {
     let out = Command::new("python3")
         .args([
             "-c",
