@@ -135,11 +135,8 @@ impl MasterKey {
 
     /// The plaintext of a sealed object, or [`CryptoError::Tampered`] naming `context`.
     pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let mut out = Vec::with_capacity(sealed.len().saturating_sub(overhead(0)));
-        self.opener(context, sealed, sealed.len() as u64)
-            .read_to_end(&mut out)
-            .map_err(|_| CryptoError::Tampered(context.to_string()))?;
-        Ok(out)
+        open_with(&self.encryption, context, sealed)
+            .ok_or_else(|| CryptoError::Tampered(context.to_string()))
     }
 
     /// Opens a sealed object of `len` bytes as it is read from `inner`: only authenticated
@@ -193,6 +190,44 @@ fn seal_with(key: &[u8; 32], context: &str, plaintext: &[u8]) -> Result<Vec<u8>,
         out.extend_from_slice(&tag);
     }
     Ok(out)
+}
+
+/// What [`Opener`] reads from `sealed`, opened in memory: each byte is copied once and
+/// decrypted in place (verify opens every small frame this way). `None` when it does not
+/// authenticate.
+fn open_with(key: &[u8; 32], context: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+    let (prefix, mut rest) = sealed.split_first_chunk::<PREFIX>()?;
+    if rest.len() < TAG {
+        return None;
+    }
+    let cipher = cipher(key);
+    let mut out = Vec::with_capacity(rest.len());
+    let mut index = 0u32;
+    loop {
+        let last = rest.len() <= SEGMENT + TAG;
+        let (segment, next) = rest.split_at(rest.len().min(SEGMENT + TAG));
+        // A last segment is empty only when it is the only one: no sealer writes another.
+        if segment.len() < TAG || (last && segment.len() == TAG && index > 0) {
+            return None;
+        }
+        let (body, tag) = segment.split_at(segment.len() - TAG);
+        let tag: &[u8; TAG] = tag.try_into().ok()?;
+        let start = out.len();
+        out.extend_from_slice(body);
+        cipher
+            .decrypt_inout_detached(
+                &nonce(prefix, index, last),
+                context.as_bytes(),
+                (&mut out[start..]).into(),
+                tag.into(),
+            )
+            .ok()?;
+        if last {
+            return Some(out);
+        }
+        rest = next;
+        index = index.checked_add(1)?;
+    }
 }
 
 /// A sealed object written as its plaintext arrives (see [`MasterKey::sealer`]): the same
