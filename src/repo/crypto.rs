@@ -192,22 +192,24 @@ fn seal_with(key: &[u8; 32], context: &str, plaintext: &[u8]) -> Result<Vec<u8>,
     Ok(out)
 }
 
+/// Whether a sealer can have written a segment of `len` sealed bytes as segment `index`: a
+/// last segment is empty only when it is the only one.
+fn segment_is_possible(len: usize, last: bool, index: u32) -> bool {
+    len >= TAG && !(last && len == TAG && index > 0)
+}
+
 /// What [`Opener`] reads from `sealed`, opened in memory: each byte is copied once and
 /// decrypted in place (verify opens every small frame this way). `None` when it does not
 /// authenticate.
 fn open_with(key: &[u8; 32], context: &str, sealed: &[u8]) -> Option<Vec<u8>> {
     let (prefix, mut rest) = sealed.split_first_chunk::<PREFIX>()?;
-    if rest.len() < TAG {
-        return None;
-    }
     let cipher = cipher(key);
     let mut out = Vec::with_capacity(rest.len());
     let mut index = 0u32;
     loop {
         let last = rest.len() <= SEGMENT + TAG;
         let (segment, next) = rest.split_at(rest.len().min(SEGMENT + TAG));
-        // A last segment is empty only when it is the only one: no sealer writes another.
-        if segment.len() < TAG || (last && segment.len() == TAG && index > 0) {
+        if !segment_is_possible(segment.len(), last, index) {
             return None;
         }
         let (body, tag) = segment.split_at(segment.len() - TAG);
@@ -359,8 +361,7 @@ impl<R: Read> Opener<R> {
         let full = (SEGMENT + TAG) as u64;
         let last = self.remaining <= full;
         let len = self.remaining.min(full) as usize;
-        // A last segment is empty only when it is the only one: no sealer writes another.
-        if len < TAG || (last && len == TAG && self.index > 0) {
+        if !segment_is_possible(len, last, self.index) {
             return Err(self.tampered());
         }
         self.segment.resize(len, 0);
