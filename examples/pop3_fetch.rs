@@ -9,8 +9,12 @@
 //! message has to do beside downloading. `--check` adds the snapshot's frame check (each frame
 //! decompressed and compared with its message). The bench measures both beside the floor.
 //!
+//! With `--uidl-only` it logs in, lists the UIDLs and quits: the floor of a night with nothing
+//! new.
+//!
 //! Usage: POP3_PASSWORD=... cargo run --release --example pop3_fetch -- \
-//!            HOST PORT implicit|starttls USER [CA_FILE] [--serial] [--compress DICT|none [--check]]
+//!            HOST PORT implicit|starttls USER [CA_FILE] [--serial] [--uidl-only]
+//!            [--compress DICT|none [--check]]
 //! The password comes from the environment, never from the command line.
 
 use std::io::Read;
@@ -25,12 +29,13 @@ use popbackup::repo::{DICTIONARY_MAX_MESSAGE, DictHash, FrameCompressor, FramePl
 use sha2::{Digest as _, Sha256};
 
 const USAGE: &str = "usage: POP3_PASSWORD=... pop3_fetch HOST PORT implicit|starttls USER \
-                     [CA_FILE] [--serial] [--compress DICT|none [--check]]";
+                     [CA_FILE] [--serial] [--uidl-only] [--compress DICT|none [--check]]";
 
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let serial = take_flag(&mut args, "--serial");
     let check = take_flag(&mut args, "--check");
+    let uidl_only = take_flag(&mut args, "--uidl-only");
     let dictionary = match args.iter().position(|a| a == "--compress") {
         Some(i) if i + 1 < args.len() => {
             let path = args.remove(i + 1);
@@ -61,6 +66,17 @@ fn main() -> anyhow::Result<()> {
     let creds = Credentials::new(user.as_str(), Secret::new(password), AuthMethod::Auto);
 
     let started = Instant::now();
+    if uidl_only {
+        let mut session = pop3::open_session(&options, &creds)?;
+        let uidls = session.uidl()?;
+        session.quit()?;
+        println!(
+            "{} UIDLs in {:.3} s",
+            uidls.len(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let ((messages, bytes), compressed) = match dictionary {
         None => (fetch_and_discard(&options, &creds)?, None),
         Some(dictionary) => {

@@ -25,12 +25,13 @@ fi
 scripts/dovecot.sh install
 scripts/garage.sh install
 echo "bench: building (release)" >&2
-cargo build --release -q --bin popbackup --example pop3_fetch
+cargo build --release -q --bin popbackup --example pop3_fetch --example delay_link
 bin=$root/target/release/popbackup
 floor=$root/target/release/examples/pop3_fetch
 
 state=$(mktemp -d /tmp/popbackup-bench.XXXXXX)
-trap 'scripts/garage.sh stop "$state/garage" >/dev/null 2>&1 || true; scripts/dovecot.sh stop "$state" >/dev/null 2>&1 || true; rm -rf "$state"' EXIT
+link_pid=
+trap '[ -z "$link_pid" ] || kill "$link_pid" 2>/dev/null; scripts/garage.sh stop "$state/garage" >/dev/null 2>&1 || true; scripts/dovecot.sh stop "$state" >/dev/null 2>&1 || true; rm -rf "$state"' EXIT
 scripts/dovecot.sh start "$state" >/dev/null
 # shellcheck disable=SC1091
 . "$state/harness.env"
@@ -247,6 +248,62 @@ PY
   done
   pin_dovecot 0-$(($(nproc) - 1))
 fi
+
+# A link with latency (issue 25): 10 ms each way (20 ms a round trip) and 200 mbit, from
+# examples/delay_link.rs between every client and Dovecot, as `tc netem` would give on a
+# kernel that has it (this one has no sch_netem). Each client against the floor run the
+# same way; a night with nothing new against the floor's login and UIDL alone, with the round
+# trips each client took (counted by the link). fetchmail does not pipeline, so its full
+# download is one round trip per message: taken once, on the mixed mailbox only.
+echo "bench: a link with latency" >&2
+lport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$root/target/release/examples/delay_link" "$lport" "127.0.0.1:$port" 10 200 > "$state/link.out" 2> "$state/link.err" &
+link_pid=$!
+for _ in $(seq 50); do grep -q listening "$state/link.out" 2>/dev/null && break; sleep 0.1; done
+grep -q listening "$state/link.out" || { echo "bench.sh: delay_link did not start" >&2; cat "$state/link.err" >&2; exit 1; }
+# The round trips of the connection that ended last.
+trips() { sleep 0.2; tail -n 1 "$state/link.err" | awk '{print $2}'; }
+for box in small mixed; do
+  u=${user[$box]}
+  lf=(); lp=(); ln=(); lu=(); lm=(); lmn=(); lfm=(); lfmn=()
+  for i in $(seq "$RUNS"); do
+    t=$(POP3_PASSWORD=pw-$u timed "$floor" localhost "$lport" implicit "$u" "$ca"); lf+=("${t% *}")
+    repo=$state/repo-link; cfg=$state/cfg-link.toml; rm -rf "$repo"
+    printf 'repository = "%s"\n[accounts.b]\nhost = "localhost"\nport = %s\nuser = "%s"\npassword_env = "PW"\nca_file = "%s"\n' \
+      "$repo" "$lport" "$u" "$ca" > "$cfg"; chmod 600 "$cfg"
+    "$bin" --config "$cfg" init -q
+    t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); lp+=("${t% *}")
+    for _ in 1 2 3; do
+      t=$(PW=pw-$u timed "$bin" --config "$cfg" snapshot -q); ln+=("${t% *}")
+      t=$(POP3_PASSWORD=pw-$u timed "$floor" localhost "$lport" implicit "$u" "$ca" --uidl-only); lu+=("${t% *}")
+    done
+    PW=pw-$u "$bin" --config "$cfg" snapshot -q; pb_trips=$(trips)
+    POP3_PASSWORD=pw-$u "$floor" localhost "$lport" implicit "$u" "$ca" --uidl-only >/dev/null; floor_trips=$(trips)
+    md=$state/mpop-link; rm -rf "$md"; mkdir -p "$md/new" "$md/cur" "$md/tmp"
+    sed "s#^port .*#port $lport#; s#^delivery maildir .*#delivery maildir $md#; s#^user .*#user $u#; s#^passwordeval .*#passwordeval echo pw-$u#" "$state/mpoprc" > "$state/mpoprc-link"
+    chmod 600 "$state/mpoprc-link"; rm -f "$state/mpop-uidls"
+    t=$(timed mpop -q -C "$state/mpoprc-link" b); lm+=("${t% *}")
+    for _ in 1 2 3; do t=$(timed mpop -q -C "$state/mpoprc-link" b); lmn+=("${t% *}"); done
+    mpop_trips=$(trips)
+    printf 'poll localhost service %s protocol pop3 uidl\n  user "%s" password "pw-%s" ssl sslcertfile "%s" sslcertck keep fetchall\n' "$lport" "$u" "$u" "$ca" > "$state/fetchmailrc"
+    chmod 600 "$state/fetchmailrc"; rm -f "$state/fetchids" "$state/bsmtp"
+    if [ "$box" = mixed ] && [ "$i" -eq 1 ]; then
+      t=$(timed fetchmail -s -f "$state/fetchmailrc" -i "$state/fetchids" --bsmtp "$state/bsmtp" --nosyslog); lfm+=("${t% *}")
+    else
+      # Its list of seen messages, without downloading them over the slow link.
+      fetchmail -s -f "$state/fetchmailrc" -i "$state/fetchids" --bsmtp "$state/bsmtp" --nosyslog --service "$port" >/dev/null 2>&1 || true
+    fi
+    sed -i 's/ fetchall$//' "$state/fetchmailrc"
+    for _ in 1 2 3; do
+      t=$(OK_EXIT=1 timed fetchmail -s -f "$state/fetchmailrc" -i "$state/fetchids" --bsmtp "$state/bsmtp" --nosyslog); lfmn+=("${t% *}")
+    done
+    fetchmail_trips=$(trips)
+  done
+  F=$(median "${lf[@]}"); P=$(median "${lp[@]}"); N=$(median "${ln[@]}"); U=$(median "${lu[@]}")
+  row "$box, 10 ms each way, 200 mbit" "floor $F s" "popbackup full $P s ($(python3 -c "print(f'{$P/$F:.2f}')")x floor)" "mpop $(median "${lm[@]}") s${lfm:+, fetchmail $(median "${lfm[@]}") s}" >> "$results"
+  row "" "nothing new: popbackup $N s ($(python3 -c "print(f'{$N/$U:.2f}')")x the floor's login and UIDL, $U s)" "fetchmail $(median "${lfmn[@]}") s, mpop $(median "${lmn[@]}") s" "round trips: popbackup $pb_trips, the floor $floor_trips, mpop $mpop_trips, fetchmail $fetchmail_trips" >> "$results"
+done
+kill "$link_pid" 2>/dev/null || true; link_pid=
 
 # verify and restore on the small mailbox's repository.
 repo=$state/repo-small
